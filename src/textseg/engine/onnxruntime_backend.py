@@ -1,0 +1,70 @@
+"""ONNX Runtime backend: CPU everywhere, the CUDA execution provider where present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from textseg.engine.backend import SegmentationResult, check_rgb
+from textseg.engine.contract import (
+    CONFIDENCE_OUTPUT,
+    INPUT_NAME,
+    LABELS_OUTPUT,
+    ContractError,
+    ModelInfo,
+)
+
+# Preferred order; only those this onnxruntime build offers are used.
+_PROVIDER_PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxRuntimeBackend:
+    """Loads any contract-conforming ONNX file and checks its interface and metadata."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path: str | Path, threads: int = 0,
+                 providers: list[str] | None = None) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: ONNX Runtime picks the core count
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = ort.get_available_providers()
+        chosen = providers or [p for p in _PROVIDER_PREFERENCE if p in available]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ContractError(f"{path} is not a loadable ONNX model: {exc}") from None
+        self.model_path = path
+        self.providers = self.session.get_providers()
+        self.info = ModelInfo.from_metadata(
+            self.session.get_modelmeta().custom_metadata_map, source=str(path))
+        self.has_confidence = self._check_interface(path)
+
+    def _check_interface(self, path: Path) -> bool:
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)":
+            found = [(i.name, i.type) for i in inputs]
+            raise ContractError(f"{path}: expected one uint8 input '{INPUT_NAME}', found {found}")
+        shape = inputs[0].shape
+        if len(shape) != 4 or shape[3] != 3:
+            raise ContractError(f"{path}: input '{INPUT_NAME}' must be [1, H, W, 3], is {shape}")
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        labels = outputs.get(LABELS_OUTPUT)
+        if labels is None or labels.type != "tensor(uint8)" or len(labels.shape) != 3:
+            raise ContractError(f"{path}: expected a uint8 [1, H, W] output '{LABELS_OUTPUT}'")
+        return CONFIDENCE_OUTPUT in outputs
+
+    def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
+        rgb = check_rgb(rgb)
+        names = [LABELS_OUTPUT]
+        if want_confidence and self.has_confidence:
+            names.append(CONFIDENCE_OUTPUT)
+        results = self.session.run(names, {INPUT_NAME: rgb[None]})
+        labels = results[0][0]
+        confidence = results[1][0] if len(results) > 1 else None
+        return SegmentationResult(labels=labels, confidence=confidence)

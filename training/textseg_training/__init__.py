@@ -1,0 +1,3 @@
+"""textseg_training: offline training and export tools for the textseg segmentation models."""
+
+__version__ = "0.1.0"

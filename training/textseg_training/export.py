@@ -1,0 +1,120 @@
+"""Export a trained network to the textseg artifact contract (one self-checking ONNX file).
+
+The exported graph takes the camera image as uint8 RGB NHWC and returns uint8 class ids at the
+input resolution: normalisation, resizing to the network resolution, bilinear upsampling of the
+logits and argmax are inside the graph. The normalisation constants are read from the model's
+backbone, so they exist in one place and travel inside the artifact.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textseg.fileio import atomic_write_bytes
+from textseg.engine.contract import (
+    CONFIDENCE_OUTPUT,
+    INPUT_NAME,
+    LABELS_OUTPUT,
+    ModelInfo,
+)
+
+OPSET = 17
+
+
+class DeployWrapper(nn.Module):
+    """uint8 RGB [1, H, W, 3] -> uint8 labels [1, H, W] (+ uint8 confidence)."""
+
+    def __init__(self, model: nn.Module, network_input_size: tuple[int, int],
+                 mean: tuple[float, float, float], std: tuple[float, float, float],
+                 with_confidence: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.network_input_size = tuple(network_input_size)
+        self.with_confidence = with_confidence
+        # Constants on the 0..255 scale so the graph needs no extra division.
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, image: torch.Tensor):
+        x = image.permute(0, 3, 1, 2).float()
+        height, width = x.shape[-2:]
+        # Resize first, normalise after: the same result (both linear) on fewer pixels.
+        x = F.interpolate(x, size=self.network_input_size, mode="bilinear", align_corners=False)
+        x = (x - self.mean) / self.std
+        logits = self.model(x)
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear",
+                               align_corners=False)
+        labels = logits.argmax(dim=1).to(torch.uint8)
+        if not self.with_confidence:
+            return labels
+        confidence = torch.softmax(logits, dim=1).amax(dim=1)
+        return labels, (confidence * 255.0).round().to(torch.uint8)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    size_bytes: int
+    parity_pixels: int
+    parity_agreement: float  # fraction of pixels where ONNX Runtime == PyTorch
+
+
+def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
+                mean: tuple[float, float, float], std: tuple[float, float, float],
+                with_confidence: bool = False, check_images: list[np.ndarray] | None = None
+                ) -> ExportReport:
+    """Export `model` (deploy mode, returns 1/8 logits) with `info` as metadata.
+
+    The file is checked (onnx.checker, then ONNX Runtime against PyTorch on `check_images`, or a
+    random frame) before it atomically replaces `path`.
+    """
+    path = Path(path)
+    wrapper = DeployWrapper(model, info.network_input_size, mean, std, with_confidence).eval()
+    h, w = info.network_input_size
+    sample = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    outputs = [LABELS_OUTPUT] + ([CONFIDENCE_OUTPUT] if with_confidence else [])
+    dynamic = {INPUT_NAME: {1: "height", 2: "width"}}
+    dynamic.update({name: {1: "height", 2: "width"} for name in outputs})
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(wrapper, (sample,), buffer, dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=outputs,
+                          dynamic_axes=dynamic, do_constant_folding=True)
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in info.to_metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "textseg_training"
+    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()
+
+    images = check_images if check_images is not None else [sample[0].numpy()]
+    agreement, pixels = _parity(wrapper, data, images)
+    atomic_write_bytes(path, data)
+    return ExportReport(path=path, size_bytes=len(data), parity_pixels=pixels,
+                        parity_agreement=agreement)
+
+
+def _parity(wrapper: DeployWrapper, data: bytes, images: list[np.ndarray]) -> tuple[float, int]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    same = total = 0
+    with torch.no_grad():
+        for image in images:
+            batch = np.ascontiguousarray(image)[None]
+            expected = wrapper(torch.from_numpy(batch))
+            expected = expected[0] if isinstance(expected, tuple) else expected
+            got = session.run([LABELS_OUTPUT], {INPUT_NAME: batch})[0]
+            same += int((got == expected.numpy()).sum())
+            total += got.size
+    return same / total, total

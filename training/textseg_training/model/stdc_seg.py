@@ -1,0 +1,225 @@
+"""STDC-Seg: BiSeNet-style segmentation head on an STDC backbone.
+
+Follows the structure of the official STDC-Seg model (ContextPath with ARM16/ARM32 and a global
+context branch, FFM fusing the stride-8 backbone feature with the context path, a 1/8 output
+head, two auxiliary heads and a stride-8 detail head used only in training).
+
+Training mode returns a dict of logits at their native strides; deploy mode builds neither the
+auxiliary nor the detail heads and returns the main logits at 1/8 resolution. Upsampling to
+input size is left to the caller (loss / export wrapper).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
+from torch import Tensor, nn
+
+from .stdc_backbone import BACKBONE_BUILDERS, STDCNet
+
+# Submodules built only for training; a deploy model has every other key.
+TRAIN_ONLY_MODULES = ("aux16", "aux32", "detail_head")
+
+
+class ConvBNReLU(nn.Module):
+    """Conv (no bias, BN follows) + BN + ReLU."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_chs)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+class AttentionRefinementModule(nn.Module):
+    """3x3 ConvBNReLU, then reweight channels by a sigmoid of their global average."""
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.conv = ConvBNReLU(in_chs, out_chs, 3)
+        self.conv_atten = nn.Conv2d(out_chs, out_chs, 1, bias=False)
+        self.bn_atten = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feat = self.conv(x)
+        # mean over H, W exports as ReduceMean, unlike avg_pool2d with a size-dependent kernel.
+        atten = torch.sigmoid(self.bn_atten(self.conv_atten(feat.mean((2, 3), keepdim=True))))
+        return feat * atten
+
+
+class FeatureFusionModule(nn.Module):
+    """Concat spatial + context features, 1x1 ConvBNReLU, then SE-style residual reweighting."""
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.convblk = ConvBNReLU(in_chs, out_chs, 1)
+        self.conv1 = nn.Conv2d(out_chs, out_chs // 4, 1, bias=False)
+        self.conv2 = nn.Conv2d(out_chs // 4, out_chs, 1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, fsp: Tensor, fcp: Tensor) -> Tensor:
+        feat = self.convblk(torch.cat([fsp, fcp], dim=1))
+        atten = feat.mean((2, 3), keepdim=True)
+        atten = torch.sigmoid(self.conv2(self.relu(self.conv1(atten))))
+        return feat + feat * atten
+
+
+class SegHead(nn.Module):
+    """3x3 ConvBNReLU to ``mid_chs`` then a 1x1 classifier (no bias, as the official code)."""
+
+    def __init__(self, in_chs: int, mid_chs: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = ConvBNReLU(in_chs, mid_chs, 3)
+        self.conv_out = nn.Conv2d(mid_chs, num_classes, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv_out(self.conv(x))
+
+
+class ContextPath(nn.Module):
+    """Top-down context from F16/F32: ARMs, a global-average branch and nearest upsampling.
+
+    Takes the backbone features (not the image) so that F32 can be fused with extra channels
+    (e.g. a text score map) before entering ARM32 and the global branch.
+    Returns (context at 1/8, context at 1/16), both ``out_chs`` wide.
+    """
+
+    def __init__(self, in16: int = 512, in32: int = 1024, out_chs: int = 128) -> None:
+        super().__init__()
+        self.arm16 = AttentionRefinementModule(in16, out_chs)
+        self.arm32 = AttentionRefinementModule(in32, out_chs)
+        self.conv_head32 = ConvBNReLU(out_chs, out_chs, 3)
+        self.conv_head16 = ConvBNReLU(out_chs, out_chs, 3)
+        self.conv_avg = ConvBNReLU(in32, out_chs, 1)
+
+    def forward(self, feat8: Tensor, feat16: Tensor, feat32: Tensor) -> tuple[Tensor, Tensor]:
+        # The official code upsamples the 1x1 global vector with 'nearest'; broadcasting the add
+        # is the same result without materialising it.
+        avg = self.conv_avg(feat32.mean((2, 3), keepdim=True))
+        feat32_sum = self.arm32(feat32) + avg
+        feat32_up = F.interpolate(feat32_sum, size=feat16.shape[2:], mode="nearest")
+        feat32_up = self.conv_head32(feat32_up)
+
+        feat16_sum = self.arm16(feat16) + feat32_up
+        feat16_up = F.interpolate(feat16_sum, size=feat8.shape[2:], mode="nearest")
+        feat16_up = self.conv_head16(feat16_up)
+        return feat16_up, feat32_up
+
+
+class STDCSeg(nn.Module):
+    """STDC-Seg network.
+
+    Args:
+        backbone: 'stdc1' or 'stdc2'.
+        num_classes: number of segmentation classes.
+        deploy: build only what the main output needs (no aux / detail heads).
+        text_channels: extra channels concatenated to F32 by ``fuse_f32`` in a subclass; widens
+            the inputs of ARM32 and the global context branch.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "stdc1",
+        num_classes: int = 19,
+        deploy: bool = False,
+        text_channels: int = 0,
+    ) -> None:
+        super().__init__()
+        if backbone not in BACKBONE_BUILDERS:
+            raise ValueError(
+                f"unknown backbone {backbone!r}; choose from {sorted(BACKBONE_BUILDERS)}"
+            )
+        if num_classes < 1 or text_channels < 0:
+            raise ValueError(f"bad num_classes={num_classes} / text_channels={text_channels}")
+        self.backbone_name = backbone
+        self.num_classes = num_classes
+        self.deploy = deploy
+        self.text_channels = text_channels
+
+        self.backbone: STDCNet = BACKBONE_BUILDERS[backbone]()
+        _, _, c8, c16, c32 = self.backbone.feature_channels
+        cp_chs = 128
+        self.cp = ContextPath(in16=c16, in32=c32 + text_channels, out_chs=cp_chs)
+        self.ffm = FeatureFusionModule(c8 + cp_chs, 256)
+        self.conv_out = SegHead(256, 256, num_classes)
+        if not deploy:
+            self.aux16 = SegHead(cp_chs, 64, num_classes)
+            self.aux32 = SegHead(cp_chs, 64, num_classes)
+            # Detail guidance on the stride-8 backbone feature (boundary logits, 1 channel).
+            self.detail_head = SegHead(c8, 64, 1)
+        self._init_head_weights()
+
+    def _init_head_weights(self) -> None:
+        # Official head init: kaiming normal with a=1 on every conv; BN stays at (1, 0).
+        # The backbone keeps its own fan_out init (or pretrained weights).
+        for name, m in self.named_modules():
+            if name.startswith("backbone"):
+                continue
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, a=1)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def fuse_f32(self, f32: Tensor) -> Tensor:
+        """Hook for the Textual Guidance Module: return F32 with ``text_channels`` extra maps."""
+        return f32
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        _, _, feat8, feat16, feat32 = self.backbone(x)
+        feat32 = self.fuse_f32(feat32)
+        cp8, cp16 = self.cp(feat8, feat16, feat32)
+        out = self.conv_out(self.ffm(feat8, cp8))
+        if self.deploy:
+            return out
+        return {
+            "out": out,  # 1/8
+            "aux16": self.aux16(cp8),  # 1/8 (ARM16 branch after upsampling)
+            "aux32": self.aux32(cp16),  # 1/16 (ARM32 branch after upsampling)
+            "detail": self.detail_head(feat8),  # 1/8
+        }
+
+    def deploy_state_dict(self) -> dict[str, Tensor]:
+        """State dict without training-only heads; loads strictly into a deploy model."""
+        return {
+            k: v
+            for k, v in self.state_dict().items()
+            if not k.startswith(tuple(f"{m}." for m in TRAIN_ONLY_MODULES))
+        }
+
+    def param_groups(
+        self, lr: float, weight_decay: float, head_lr_mult: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """Optimizer groups: backbone at ``lr``, the rest at ``lr * head_lr_mult``.
+
+        Parameters with ndim <= 1 (BN affine, biases) get no weight decay. Frozen parameters
+        are left out; empty groups are dropped.
+        """
+        groups: dict[str, list[nn.Parameter]] = {
+            "backbone_decay": [],
+            "backbone_no_decay": [],
+            "head_decay": [],
+            "head_no_decay": [],
+        }
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            part = "backbone" if name.startswith("backbone.") else "head"
+            kind = "no_decay" if p.ndim <= 1 else "decay"
+            groups[f"{part}_{kind}"].append(p)
+        return [
+            {
+                "name": name,
+                "params": params,
+                "lr": lr * (1.0 if name.startswith("backbone") else head_lr_mult),
+                "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay,
+            }
+            for name, params in groups.items()
+            if params
+        ]
