@@ -61,6 +61,19 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, data,
     return cv2.cvtColor(pixels, conversion)
 
 
+_FROM_RGB = {"rgb8": None, "bgr8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGB2RGBA,
+             "bgra8": cv2.COLOR_RGB2BGRA, "mono8": cv2.COLOR_RGB2GRAY}
+
+
+def encode_rgb(rgb: np.ndarray, encoding: str) -> tuple[int, bytes]:
+    """RGB array -> (step, data) of a sensor_msgs/Image in `encoding` (no row padding)."""
+    if encoding not in _FROM_RGB:
+        raise ValueError(f"cannot encode to '{encoding}' (supported: {', '.join(_FROM_RGB)})")
+    conversion = _FROM_RGB[encoding]
+    pixels = rgb if conversion is None else cv2.cvtColor(rgb, conversion)
+    return pixels.shape[1] * SUPPORTED_ENCODINGS[encoding][0], pixels.tobytes()
+
+
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Class-id image [H, W] -> RGB colour mask via a 256-entry lookup table."""
     lut = np.zeros((256, 3), np.uint8)

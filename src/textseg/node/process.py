@@ -1,0 +1,99 @@
+"""Run segmentation_node in a process of its own (demo, tests, bag replay), stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from textseg.engine import package_share_dir
+
+
+def fastdds_profile_path() -> Path:
+    return package_share_dir() / "config" / "fastdds_large_images.xml"
+
+
+def local_ros_environment(domain_id: int | None = None) -> dict[str, str]:
+    """Environment for ROS processes that must talk only on this machine.
+
+    Keeps a ROS_DOMAIN_ID already set (else picks one), confines discovery to localhost and
+    uses the large-image Fast DDS profile unless the caller set another.
+    """
+    env = dict(os.environ)
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile_path()))
+    return env
+
+
+class NodeProcess:
+    """segmentation_node as a child process; parameters go through a temporary params file."""
+
+    def __init__(self, parameters: dict | None = None, remappings: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None, log_path: str | Path | None = None,
+                 node_name: str = "segmentation_node") -> None:
+        self.parameters = dict(parameters or {})
+        self.remappings = dict(remappings or {})
+        self.env = env if env is not None else local_ros_environment()
+        self._workdir = tempfile.TemporaryDirectory(prefix="textseg_node_")
+        self.log_path = Path(log_path) if log_path else Path(self._workdir.name) / "node.log"
+        self.node_name = node_name
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        params_file = Path(self._workdir.name) / "params.yaml"
+        # JSON is valid YAML, and quoting every string avoids YAML 1.1 surprises ("y" -> true).
+        params_file.write_text(json.dumps({"/**": {"ros__parameters": self.parameters}}))
+        cmd = [sys.executable, "-m", "textseg.node.segmentation_node", "--ros-args",
+               "-r", f"__node:={self.node_name}", "--params-file", str(params_file)]
+        for source, target in self.remappings.items():
+            cmd += ["-r", f"{source}:={target}"]
+        return cmd
+
+    def start(self) -> NodeProcess:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = log
+        self.process = subprocess.Popen(self.command(), env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGINT (clean rclpy shutdown), then SIGKILL if it does not exit in `timeout`."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self._workdir.cleanup()

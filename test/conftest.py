@@ -1,0 +1,65 @@
+"""Shared fixtures: the CamVid data folder beside the checkout and a tiny exported model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+# ../shared/datasets/camvid relative to the repository root (never copied into the project).
+CAMVID_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "camvid"
+CAMVID_MISSING = "CamVid not found at ../shared/datasets/camvid (shared data folder absent)"
+
+
+def camvid_available() -> bool:
+    return (CAMVID_DIR / "val").is_dir()
+
+
+@pytest.fixture(scope="session")
+def camvid_dir() -> Path:
+    """The CamVid root (val/, valannot/, train/, trainannot/); skips when absent."""
+    if not camvid_available():
+        pytest.skip(CAMVID_MISSING)
+    return CAMVID_DIR
+
+
+def camvid_val_frames(n: int) -> list[tuple[str, np.ndarray]]:
+    """The first `n` CamVid val frames (sorted by name) as (name, uint8 RGB [H, W, 3]) pairs.
+
+    Skips the calling test when the data folder is absent.
+    """
+    if not camvid_available():
+        pytest.skip(CAMVID_MISSING)
+    frames = []
+    for path in sorted((CAMVID_DIR / "val").glob("*.png"))[:n]:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise OSError(f"cannot read {path}")
+        frames.append((path.name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    if len(frames) < n:
+        pytest.skip(f"CamVid val has {len(frames)} frames, the test needs {n}")
+    return frames
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A randomly initialised STDC1 CamVid model exported at network size 96x128 (with
+    confidence output). Skips where torch / the training package is not installed."""
+    torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
+    pytest.importorskip("textseg_training", reason="training package not installed")
+    from textseg.engine.contract import ModelInfo
+    from textseg_training.datasets import CAMVID
+    from textseg_training.export import export_onnx
+    from textseg_training.model import SegModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(SegModelConfig(backbone="stdc1", num_classes=11), deploy=True).eval()
+    info = ModelInfo(class_names=CAMVID.class_names, palette=CAMVID.palette,
+                     network_input_size=(96, 128), architecture="stdc1-seg",
+                     dataset=CAMVID.name, text_encoder="none", training_stage="random-init")
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny.onnx"
+    export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,
+                with_confidence=True)
+    return path

@@ -1,0 +1,151 @@
+"""LatestFrameWorker: off-thread processing, newest-frame-only, errors do not stop it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from textseg.latest_frame_worker import LatestFrameWorker
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture
+def workers():
+    started = []
+    yield started
+    for worker in started:
+        worker.stop(timeout=TIMEOUT)
+
+
+def _wait_until(condition, timeout: float = TIMEOUT) -> bool:
+    """Poll a counter that is updated just after the event the test waited on."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_processes_off_caller_thread(workers):
+    seen = []
+    done = threading.Event()
+
+    def process(item):
+        seen.append((item, threading.current_thread()))
+        done.set()
+
+    worker = LatestFrameWorker(process, name="test-worker")
+    workers.append(worker)
+    worker.submit("a")
+    assert done.wait(TIMEOUT)
+    (item, thread), = seen
+    assert item == "a"
+    assert thread is not threading.current_thread()
+    assert thread.name == "test-worker"
+    assert _wait_until(lambda: worker.processed == 1)
+    assert (worker.submitted, worker.dropped, worker.failed) == (1, 0, 0)
+
+
+def test_slow_processing_keeps_only_newest(workers):
+    started = threading.Event()
+    release = threading.Event()
+    seen = []
+    all_done = threading.Event()
+
+    def process(item):
+        seen.append(item)
+        if item == 0:
+            started.set()
+            assert release.wait(TIMEOUT)
+        if item == 9:
+            all_done.set()
+
+    worker = LatestFrameWorker(process)
+    workers.append(worker)
+    worker.submit(0)
+    assert started.wait(TIMEOUT)  # the worker is busy with item 0
+    for item in range(1, 10):  # arrive faster than they can be processed
+        worker.submit(item)
+    release.set()
+    assert all_done.wait(TIMEOUT)
+    assert _wait_until(lambda: worker.processed == 2)
+    assert seen == [0, 9]
+    assert worker.submitted == 10
+    assert worker.dropped == 8
+    assert worker.submitted == worker.processed + worker.dropped + worker.failed
+
+
+def test_error_calls_on_error_and_worker_continues(workers):
+    errors = []
+    error_seen = threading.Event()
+    ok = threading.Event()
+
+    def process(item):
+        if item == "bad":
+            raise RuntimeError("boom")
+        ok.set()
+
+    def on_error(exc):
+        errors.append(exc)
+        error_seen.set()
+
+    worker = LatestFrameWorker(process, on_error=on_error)
+    workers.append(worker)
+    worker.submit("bad")
+    assert error_seen.wait(TIMEOUT)
+    worker.submit("good")
+    assert ok.wait(TIMEOUT)
+    assert _wait_until(lambda: worker.processed == 1)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert worker.last_error is errors[0]
+    assert worker.failed == 1
+    assert worker.submitted == worker.processed + worker.dropped + worker.failed
+
+
+def test_error_without_handler_is_counted(workers):
+    ok = threading.Event()
+
+    def process(item):
+        if item == "bad":
+            raise ValueError("bad frame")
+        ok.set()
+
+    worker = LatestFrameWorker(process)
+    workers.append(worker)
+    worker.submit("bad")
+    assert _wait_until(lambda: worker.failed == 1)
+    worker.submit("good")
+    assert ok.wait(TIMEOUT)
+    assert isinstance(worker.last_error, ValueError)
+
+
+def test_stop_joins_thread():
+    worker = LatestFrameWorker(lambda item: None)
+    worker.stop(timeout=TIMEOUT)
+    assert not worker._thread.is_alive()
+
+
+def test_stop_waits_for_item_in_progress():
+    started = threading.Event()
+    release = threading.Event()
+    finished = threading.Event()
+
+    def process(item):
+        started.set()
+        release.wait(TIMEOUT)
+        finished.set()
+
+    worker = LatestFrameWorker(process)
+    worker.submit(1)
+    assert started.wait(TIMEOUT)
+    stopper = threading.Thread(target=worker.stop, kwargs={"timeout": TIMEOUT})
+    stopper.start()
+    release.set()
+    stopper.join(TIMEOUT)
+    assert not stopper.is_alive()
+    assert finished.is_set()
+    assert not worker._thread.is_alive()
