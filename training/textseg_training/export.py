@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from textseg.fileio import atomic_write_bytes
 from textseg.engine.contract import (
     CONFIDENCE_OUTPUT,
     INPUT_NAME,
     LABELS_OUTPUT,
     ModelInfo,
 )
+from textseg.fileio import atomic_write_bytes
 
 OPSET = 17
 

@@ -55,18 +55,28 @@ class FrameClient:
         msg.step, msg.data = encode_rgb(rgb, encoding)
         return msg
 
-    def exchange(self, msg: Image, timeout: float) -> tuple[Image, float] | None:
-        """Publish one frame and wait for its labels; return (labels, latency s) or None."""
+    def exchange(self, msg: Image, timeout: float, resend_after: float = 1.0
+                 ) -> tuple[Image, float] | None:
+        """Publish one frame and wait for its labels; return (labels, latency s) or None.
+
+        The frame is sent again every `resend_after` seconds while unanswered: right after
+        discovery a best-effort reader may not have matched our writer yet, and the first
+        sample is then lost (the graph already shows the subscription). Latency is measured
+        from the last send.
+        """
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        sent = time.perf_counter()
-        self.publisher.publish(msg)
         deadline = time.monotonic() + timeout
-        while key not in self.received and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.01)
-        if key not in self.received:
-            return None
-        labels, arrived = self.received.pop(key)
-        return labels, arrived - sent
+        while time.monotonic() < deadline:
+            sent = time.perf_counter()
+            self.publisher.publish(msg)
+            resend_at = min(deadline, time.monotonic() + resend_after)
+            while key not in self.received and time.monotonic() < resend_at:
+                self.executor.spin_once(timeout_sec=0.01)
+            if key in self.received:
+                labels, arrived = self.received.pop(key)
+                self.received.clear()  # late duplicates of earlier frames
+                return labels, arrived - sent
+        return None
 
     def close(self) -> None:
         self.executor.shutdown()
