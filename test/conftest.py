@@ -63,3 +63,10 @@ def tiny_model_path(tmp_path_factory) -> Path:
     export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,
                 with_confidence=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def camvid_frames():
+    """`camvid_val_frames` as a fixture, for test modules that should not import `conftest`
+    by module name (that name is ambiguous once a sub-folder has its own conftest.py)."""
+    return camvid_val_frames

@@ -42,6 +42,9 @@ class LatestFrameWorker:
     def stop(self, timeout: float = 5.0) -> None:
         with self._condition:
             self._stopping = True
+            if self._has_pending:  # never processed: count it so the books balance
+                self.dropped += 1
+                self._pending, self._has_pending = None, False
             self._condition.notify()
         self._thread.join(timeout)
 

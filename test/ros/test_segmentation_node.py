@@ -15,7 +15,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 
 from builtin_interfaces.msg import Time  # noqa: E402
 
-from textseg.engine import load_backend  # noqa: E402
+from textseg.engine import default_model_path, load_backend, package_share_dir  # noqa: E402
 from textseg.imaging import image_to_rgb  # noqa: E402
 from textseg.node.frame_client import FrameClient  # noqa: E402
 from textseg.node.process import NodeProcess, local_ros_environment  # noqa: E402
@@ -72,12 +72,10 @@ def reference_backend(tiny_model_path):
 
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8", "rgba8", "bgra8"])
 def test_every_reply_keeps_header_size_and_matches_the_backend(
-        encoding, running_node, reference_backend, camvid_dir):
-    from conftest import camvid_val_frames
-
+        encoding, running_node, reference_backend, camvid_frames):
     node, client = running_node
     num_classes = reference_backend.info.num_classes
-    for name, rgb in camvid_val_frames(3):
+    for name, rgb in camvid_frames(3):
         frame_id = f"cam_{encoding}"
         sent = client.image_message(rgb, encoding, _stamp(), frame_id)
         reply = client.exchange(sent, timeout=20.0)
@@ -96,11 +94,9 @@ def test_every_reply_keeps_header_size_and_matches_the_backend(
         np.testing.assert_array_equal(labels, expected, err_msg=f"{name} {encoding}")
 
 
-def test_row_padding_is_honoured(running_node, reference_backend, camvid_dir):
-    from conftest import camvid_val_frames
-
+def test_row_padding_is_honoured(running_node, reference_backend, camvid_frames):
     node, client = running_node
-    (_, rgb), = camvid_val_frames(1)
+    (_, rgb), = camvid_frames(1)
     h, w, _ = rgb.shape
     padded = np.zeros((h, w * 3 + 64), np.uint8)
     padded[:, : w * 3] = rgb.reshape(h, w * 3)
@@ -112,11 +108,9 @@ def test_row_padding_is_honoured(running_node, reference_backend, camvid_dir):
     np.testing.assert_array_equal(labels, reference_backend.infer(rgb).labels)
 
 
-def test_bad_message_is_rejected_and_the_node_keeps_serving(running_node, camvid_dir):
-    from conftest import camvid_val_frames
-
+def test_bad_message_is_rejected_and_the_node_keeps_serving(running_node, camvid_frames):
     node, client = running_node
-    (_, rgb), = camvid_val_frames(1)
+    (_, rgb), = camvid_frames(1)
     bad = client.image_message(rgb, "rgb8", _stamp(), "bad")
     bad.encoding = "yuv422"
     assert client.exchange(bad, timeout=2.0) is None
@@ -130,10 +124,8 @@ def test_bad_message_is_rejected_and_the_node_keeps_serving(running_node, camvid
     assert "unsupported encoding 'yuv422'" in log
 
 
-def test_topics_are_relative_and_remappable(tiny_model_path, ros_env, ros_context, camvid_dir):
-    from conftest import camvid_val_frames
-
-    (_, rgb), = camvid_val_frames(1)
+def test_topics_are_relative_and_remappable(tiny_model_path, ros_env, ros_context, camvid_frames):
+    (_, rgb), = camvid_frames(1)
     remap = {"image": "front/image_raw", "labels": "front/labels"}
     with NodeProcess({"model": str(tiny_model_path)}, remappings=remap,
                      env=ros_env, node_name="front_segmentation") as node:
@@ -145,6 +137,40 @@ def test_topics_are_relative_and_remappable(tiny_model_path, ros_env, ros_contex
             assert client.exchange(msg, timeout=20.0) is not None
         finally:
             client.close()
+
+
+def test_node_starts_with_no_parameters_on_the_default_artifact(ros_env, ros_context,
+                                                               camvid_frames):
+    model = default_model_path()
+    if not model.is_file():
+        pytest.skip(f"default artifact {model} not exported yet (scripts/setup.sh does it)")
+    (_, rgb), = camvid_frames(1)
+    with NodeProcess(env=ros_env, namespace="/defaults") as node:
+        client = FrameClient(context=ros_context, image_topic="/defaults/image",
+                             labels_topic="/defaults/labels", name="defaults_client")
+        try:
+            client.wait_for_node(timeout=60.0, alive=node.alive)
+            msg = client.image_message(rgb, "rgb8", _stamp(), "default")
+            assert client.exchange(msg, timeout=20.0) is not None
+        finally:
+            client.close()
+    assert str(model) in node.log_text()
+
+
+def test_shipped_params_file_loads(tiny_model_path, ros_env, ros_context, camvid_frames):
+    (_, rgb), = camvid_frames(1)
+    params_file = package_share_dir() / "config" / "segmentation.yaml"
+    with NodeProcess({"model": str(tiny_model_path)}, params_file=params_file,
+                     env=ros_env, namespace="/params") as node:
+        client = FrameClient(context=ros_context, image_topic="/params/image",
+                             labels_topic="/params/labels", name="params_client")
+        try:
+            client.wait_for_node(timeout=60.0, alive=node.alive)
+            msg = client.image_message(rgb, "bgr8", _stamp(), "params")
+            assert client.exchange(msg, timeout=20.0) is not None
+        finally:
+            client.close()
+    assert "[best_effort, depth 1]" in node.log_text()
 
 
 @pytest.mark.parametrize("parameters, message", [

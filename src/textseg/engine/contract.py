@@ -102,9 +102,15 @@ class ModelInfo:
                 values[name] = json.loads(meta[key])
             except json.JSONDecodeError as exc:
                 raise ContractError(f"{source}: metadata '{key}' is not valid JSON: {exc}") from exc
+        names, palette = values["class_names"], values["palette"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ContractError(f"{source}: metadata class_names must be a JSON list of strings")
+        if not isinstance(palette, list) or not all(
+                isinstance(c, list) and all(isinstance(v, int) for v in c) for c in palette):
+            raise ContractError(f"{source}: metadata palette must be a JSON list of [r, g, b]")
         try:
             info = cls(
-                class_names=tuple(str(n) for n in values.pop("class_names")),
+                class_names=tuple(values.pop("class_names")),
                 palette=tuple(tuple(int(v) for v in c) for c in values.pop("palette")),
                 network_input_size=tuple(int(v) for v in values.pop("network_input_size")),
                 extra={k: v for k, v in meta.items() if not k.startswith(KEY_PREFIX)},

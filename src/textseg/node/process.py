@@ -38,21 +38,31 @@ class NodeProcess:
 
     def __init__(self, parameters: dict | None = None, remappings: dict[str, str] | None = None,
                  env: dict[str, str] | None = None, log_path: str | Path | None = None,
-                 node_name: str = "segmentation_node") -> None:
+                 node_name: str = "segmentation_node",
+                 params_file: str | Path | None = None, namespace: str = "") -> None:
         self.parameters = dict(parameters or {})
+        self.params_file = params_file
+        self.namespace = namespace
         self.remappings = dict(remappings or {})
         self.env = env if env is not None else local_ros_environment()
         self._workdir = tempfile.TemporaryDirectory(prefix="textseg_node_")
         self.log_path = Path(log_path) if log_path else Path(self._workdir.name) / "node.log"
         self.node_name = node_name
         self.process: subprocess.Popen | None = None
+        self._final_log: str | None = None
 
     def command(self) -> list[str]:
-        params_file = Path(self._workdir.name) / "params.yaml"
-        # JSON is valid YAML, and quoting every string avoids YAML 1.1 surprises ("y" -> true).
-        params_file.write_text(json.dumps({"/**": {"ros__parameters": self.parameters}}))
         cmd = [sys.executable, "-m", "textseg.node.segmentation_node", "--ros-args",
-               "-r", f"__node:={self.node_name}", "--params-file", str(params_file)]
+               "-r", f"__node:={self.node_name}"]
+        if self.namespace:
+            cmd += ["-r", f"__ns:={self.namespace}"]
+        if self.params_file:
+            cmd += ["--params-file", str(self.params_file)]
+        if self.parameters:  # a later params file overrides an earlier one
+            overrides = Path(self._workdir.name) / "params.yaml"
+            # JSON is valid YAML, and quoted strings avoid YAML 1.1 surprises ("y" -> true).
+            overrides.write_text(json.dumps({"/**": {"ros__parameters": self.parameters}}))
+            cmd += ["--params-file", str(overrides)]
         for source, target in self.remappings.items():
             cmd += ["-r", f"{source}:={target}"]
         return cmd
@@ -72,6 +82,8 @@ class NodeProcess:
         return self.process is not None and self.process.poll() is None
 
     def log_text(self) -> str:
+        if self._final_log is not None:
+            return self._final_log
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
@@ -89,6 +101,7 @@ class NodeProcess:
                 self.process.kill()
                 self.process.wait(timeout)
         self._log.close()
+        self._final_log = self.log_text()  # kept: the log's folder goes with the object
         return self.process.returncode
 
     def __enter__(self) -> NodeProcess:

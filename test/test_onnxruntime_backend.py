@@ -1,0 +1,184 @@
+"""OnnxRuntimeBackend on a tiny exported model, and the errors a bad file must produce."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from textseg.engine import load_backend
+from textseg.engine.contract import INPUT_NAME, LABELS_OUTPUT, ContractError, ModelInfo
+from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
+
+CPU = ["CPUExecutionProvider"]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_path):
+    return OnnxRuntimeBackend(tiny_model_path, threads=2, providers=CPU)
+
+
+@pytest.fixture
+def onnx():
+    """The onnx package builds the hand-made graphs below (a runtime install may lack it)."""
+    return pytest.importorskip("onnx", reason="onnx not installed (runtime-only environment)")
+
+
+def _identity_model(path, input_type=None, output_type=None,
+                    metadata: dict[str, str] | None = None):
+    """A trivial (contract-shaped where the types allow) ONNX graph, optionally with metadata:
+    labels = image[..., 0]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    input_type = TensorProto.UINT8 if input_type is None else input_type
+    output_type = TensorProto.UINT8 if output_type is None else output_type
+    inp = helper.make_tensor_value_info(INPUT_NAME, input_type, [1, "h", "w", 3])
+    out = helper.make_tensor_value_info(LABELS_OUTPUT, output_type, [1, "h", "w"])
+    index = helper.make_tensor("index", TensorProto.INT64, [], [0])
+    node = helper.make_node("Gather", [INPUT_NAME, "index"], [LABELS_OUTPUT], axis=3)
+    graph = helper.make_graph([node], "g", [inp], [out], initializer=[index])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _valid_metadata() -> dict[str, str]:
+    return ModelInfo(class_names=("a", "b"), palette=((0, 0, 0), (255, 255, 255)),
+                     network_input_size=(8, 8)).to_metadata()
+
+
+def test_metadata_matches_export(backend):
+    from textseg_training.datasets import CAMVID
+
+    info = backend.info
+    assert info.class_names == CAMVID.class_names
+    assert info.palette == CAMVID.palette
+    assert info.network_input_size == (96, 128)
+    assert info.architecture == "stdc1-seg"
+    assert info.dataset == "camvid"
+    assert info.training_stage == "random-init"
+    assert info.num_classes == 11
+    assert backend.has_confidence
+    assert backend.name == "onnxruntime"
+    assert backend.providers == CPU
+
+
+def test_infer_camvid_frame(backend, camvid_frames):
+    (_, rgb), = camvid_frames(1)
+    assert rgb.shape == (360, 480, 3)
+    result = backend.infer(rgb, want_confidence=True)
+    assert result.labels.dtype == np.uint8
+    assert result.labels.shape == (360, 480)
+    assert result.labels.max() < backend.info.num_classes
+    assert result.confidence is not None
+    assert result.confidence.dtype == np.uint8
+    assert result.confidence.shape == (360, 480)
+    # max softmax over 11 classes is at least 1/11
+    assert result.confidence.min() >= int(255 / 11) - 1
+
+
+def test_confidence_only_when_asked(backend):
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    assert backend.infer(rgb).confidence is None
+
+
+@pytest.mark.parametrize("height, width", [(37, 53), (1, 1), (96, 128), (200, 64), (64, 301)])
+def test_infer_any_size(backend, height, width):
+    rgb = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), np.uint8)
+    result = backend.infer(rgb, want_confidence=True)
+    assert result.labels.shape == (height, width)
+    assert result.confidence.shape == (height, width)
+    assert result.labels.max() < backend.info.num_classes
+
+
+def test_infer_non_contiguous_input(backend):
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), np.uint8)
+    flipped = rgb[:, ::-1]
+    np.testing.assert_array_equal(backend.infer(flipped).labels,
+                                  backend.infer(np.ascontiguousarray(flipped)).labels)
+
+
+@pytest.mark.parametrize("bad, error", [
+    (np.zeros((10, 10, 3), np.float32), TypeError),
+    (np.zeros((10, 10, 3), np.uint16), TypeError),
+    ([[[0, 0, 0]]], TypeError),
+    (np.zeros((10, 10), np.uint8), ValueError),
+    (np.zeros((10, 10, 4), np.uint8), ValueError),
+    (np.zeros((1, 10, 10, 3), np.uint8), ValueError),
+    (np.zeros((0, 10, 3), np.uint8), ValueError),
+])
+def test_infer_rejects_bad_input(backend, bad, error):
+    with pytest.raises(error):
+        backend.infer(bad)
+
+
+def test_load_backend(tiny_model_path):
+    loaded = load_backend(tiny_model_path, backend="onnxruntime", threads=1)
+    assert isinstance(loaded, OnnxRuntimeBackend)
+    assert loaded.info.num_classes == 11
+
+
+def test_load_backend_unknown_name(tiny_model_path):
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
+        load_backend(tiny_model_path, backend="tensorflow")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        OnnxRuntimeBackend(tmp_path / "absent.onnx")
+    with pytest.raises(FileNotFoundError):
+        load_backend(tmp_path / "absent.onnx")
+
+
+def test_text_file_is_not_a_model(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a network\n")
+    with pytest.raises(ContractError, match="not a loadable ONNX model"):
+        OnnxRuntimeBackend(path, providers=CPU)
+
+
+def test_onnx_without_metadata(tmp_path, onnx):
+    path = _identity_model(tmp_path / "plain.onnx")
+    with pytest.raises(ContractError, match="not a textseg model"):
+        OnnxRuntimeBackend(path, providers=CPU)
+
+
+def test_contract_shaped_model_with_metadata_loads(tmp_path, onnx):
+    path = _identity_model(tmp_path / "ok.onnx", metadata=_valid_metadata())
+    backend = OnnxRuntimeBackend(path, providers=CPU)
+    assert not backend.has_confidence
+    rgb = np.random.default_rng(1).integers(0, 2, (4, 5, 3), np.uint8)
+    result = backend.infer(rgb, want_confidence=True)
+    np.testing.assert_array_equal(result.labels, rgb[..., 0])
+    assert result.confidence is None
+
+
+def test_float_input_rejected(tmp_path, onnx):
+    float32 = onnx.TensorProto.FLOAT
+    path = _identity_model(tmp_path / "float_in.onnx", input_type=float32,
+                           output_type=float32, metadata=_valid_metadata())
+    with pytest.raises(ContractError, match="uint8 input"):
+        OnnxRuntimeBackend(path, providers=CPU)
+
+
+def test_float_labels_rejected(tmp_path, onnx):
+    from onnx import TensorProto, helper
+
+    inp = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [1, "h", "w", 3])
+    out = helper.make_tensor_value_info(LABELS_OUTPUT, TensorProto.FLOAT, [1, "h", "w", 3])
+    node = helper.make_node("Cast", [INPUT_NAME], [LABELS_OUTPUT], to=TensorProto.FLOAT)
+    model = helper.make_model(helper.make_graph([node], "g", [inp], [out]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in _valid_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / "float_out.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ContractError, match="output 'labels'"):
+        OnnxRuntimeBackend(path, providers=CPU)

@@ -1,0 +1,122 @@
+"""package.xml / setup.py / data files: what colcon and the ament index need."""
+
+from __future__ import annotations
+
+import ast
+import xml.etree.ElementTree as ET
+from glob import glob
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXEC_DEPENDS = ("rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "python3-numpy",
+                "python3-opencv")
+DATA_GLOBS = ("launch/*.launch.py", "config/*.yaml", "config/*.xml")
+
+
+@pytest.fixture(scope="module")
+def package_xml() -> ET.Element:
+    return ET.parse(ROOT / "package.xml").getroot()
+
+
+@pytest.fixture(scope="module")
+def setup_call() -> ast.Call:
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Name) and node.func.id == "setup"]
+    assert len(calls) == 1
+    return calls[0]
+
+
+def _keyword(call: ast.Call, name: str) -> ast.expr:
+    (value,) = [kw.value for kw in call.keywords if kw.arg == name]
+    return value
+
+
+def test_package_xml_header(package_xml):
+    assert package_xml.tag == "package"
+    assert package_xml.get("format") == "3"
+    assert package_xml.findtext("name") == "textseg"
+    assert package_xml.findtext("version")
+    assert package_xml.findtext("license")
+    assert package_xml.find("maintainer").get("email")
+
+
+def test_package_xml_build_type(package_xml):
+    assert package_xml.findtext("export/build_type") == "ament_python"
+
+
+@pytest.mark.parametrize("dependency", EXEC_DEPENDS)
+def test_package_xml_exec_depends(package_xml, dependency):
+    depends = {element.text.strip() for element in package_xml.iter("exec_depend")}
+    depends |= {element.text.strip() for element in package_xml.iter("depend")}
+    assert dependency in depends
+
+
+def test_package_xml_version_matches_setup(package_xml, setup_call):
+    assert ast.literal_eval(_keyword(setup_call, "version")) == package_xml.findtext("version")
+
+
+def test_console_script_segmentation_node(setup_call):
+    scripts = ast.literal_eval(_keyword(setup_call, "entry_points"))["console_scripts"]
+    targets = dict(entry.replace(" ", "").split("=", 1) for entry in scripts)
+    assert targets["segmentation_node"] == "textseg.node.segmentation_node:main"
+    assert (ROOT / "src" / "textseg" / "node" / "segmentation_node.py").is_file()
+
+
+def test_ament_resource_marker():
+    assert (ROOT / "resource" / "textseg").is_file()
+    assert "resource/{PACKAGE}" in (ROOT / "setup.py").read_text(encoding="utf-8")
+
+
+def _folder_files(name: str) -> list[Path]:
+    folder = ROOT / name
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if not files:
+        pytest.skip(f"{name}/ has no files")
+    return files
+
+
+@pytest.mark.parametrize("folder", ["launch", "config"])
+def test_data_files_are_installed_by_setup_globs(folder):
+    """Every file in launch/ and config/ is matched by a setup.py data_files glob."""
+    setup_text = (ROOT / "setup.py").read_text(encoding="utf-8")
+    patterns = [p for p in DATA_GLOBS if p.startswith(folder + "/")]
+    assert all(p in setup_text for p in patterns)
+    installed = {Path(name).resolve() for p in patterns for name in glob(str(ROOT / p))}
+    missed = [f.name for f in _folder_files(folder) if f.resolve() not in installed]
+    assert missed == [], f"{folder}/ files no setup.py glob installs: {missed}"
+
+
+def test_launch_files_reference_existing_config():
+    """share/<pkg>/config/<name> paths in launch files name files that exist in config/."""
+    references = set()
+    for launch_file in _folder_files("launch"):
+        tree = ast.parse(launch_file.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and len(node.args) >= 3:
+                args = [a.value for a in node.args[1:] if isinstance(a, ast.Constant)]
+                if len(args) == 2 and args[0] == "config" and isinstance(args[1], str):
+                    references.add(args[1])
+    for name in sorted(references):
+        assert (ROOT / "config" / name).is_file(), name
+
+
+def test_config_xml_files_parse():
+    for path in _folder_files("config"):
+        if path.suffix == ".xml":
+            ET.parse(path)
+
+
+def test_segmentation_config_parses():
+    yaml = pytest.importorskip("yaml")
+    path = ROOT / "config" / "segmentation.yaml"
+    if not path.is_file():
+        pytest.skip("config/segmentation.yaml not written yet")
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(document, dict) and document
+    for node, section in document.items():
+        assert isinstance(node, str)
+        assert isinstance(section, dict), node
+        assert isinstance(section.get("ros__parameters"), dict), node

@@ -1,0 +1,182 @@
+"""textseg_training.export / `textseg-train export`: parity, contract metadata, atomic writes."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
+
+# Allow `pytest test/` from the repo root without PYTHONPATH=training.
+_TRAINING_DIR = Path(__file__).resolve().parents[2] / "training"
+if str(_TRAINING_DIR) not in sys.path:
+    sys.path.insert(0, str(_TRAINING_DIR))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+from textseg.engine.contract import (  # noqa: E402
+    CONFIDENCE_OUTPUT,
+    INPUT_NAME,
+    KEY_PREFIX,
+    LABELS_OUTPUT,
+    ModelInfo,
+)
+from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from textseg_training import export as export_module  # noqa: E402
+from textseg_training.cli import main as cli_main  # noqa: E402
+from textseg_training.datasets import CAMVID  # noqa: E402
+from textseg_training.export import export_onnx  # noqa: E402
+from textseg_training.model import SegModelConfig, build_model  # noqa: E402
+
+CONTRACT_KEYS = {KEY_PREFIX + name for name in (
+    "class_names", "palette", "network_input_size", "architecture", "dataset", "text_encoder",
+    "training_stage", "eval_miou", "contract_version")}
+N_PARITY_FRAMES = 20
+SMALL = (64, 96)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_model(SegModelConfig(backbone="stdc1", num_classes=11), deploy=True).eval()
+
+
+def _info(size) -> ModelInfo:
+    return ModelInfo(class_names=CAMVID.class_names, palette=CAMVID.palette,
+                     network_input_size=size, architecture="stdc1-seg", dataset="camvid",
+                     training_stage="random-init")
+
+
+def _export(path, size=SMALL, **kwargs):
+    model = _model()
+    return export_onnx(model, _info(size), path, model.backbone.input_mean,
+                       model.backbone.input_std, **kwargs)
+
+
+def _leftovers(folder: Path, keep: str) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != keep)
+
+
+def test_parity_on_camvid_at_network_size(tmp_path, camvid_frames):
+    frames = [rgb for _, rgb in camvid_frames(N_PARITY_FRAMES)]
+    path = tmp_path / "camvid.onnx"
+    report = _export(path, size=CAMVID.network_input_size, check_images=frames)
+    assert report.path == path
+    assert report.size_bytes == path.stat().st_size
+    assert report.parity_pixels == N_PARITY_FRAMES * 360 * 480
+    assert report.parity_agreement >= 0.999, report
+
+
+def test_exported_file_passes_checker_and_carries_contract(tiny_model_path):
+    proto = onnx.load(str(tiny_model_path))
+    onnx.checker.check_model(proto, full_check=True)
+    meta = {entry.key: entry.value for entry in proto.metadata_props}
+    assert CONTRACT_KEYS <= set(meta)
+    info = ModelInfo.from_metadata(meta)
+    assert info.class_names == CAMVID.class_names
+    assert info.network_input_size == (96, 128)
+
+    (image,) = proto.graph.input
+    assert image.name == INPUT_NAME
+    assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = image.type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 0, 0, 3]
+    assert dims[1].dim_param and dims[2].dim_param  # dynamic height / width
+    outputs = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
+    assert outputs == {LABELS_OUTPUT: onnx.TensorProto.UINT8,
+                       CONFIDENCE_OUTPUT: onnx.TensorProto.UINT8}
+
+
+def test_default_parity_check_and_no_confidence(tmp_path):
+    path = tmp_path / "plain.onnx"
+    report = _export(path)
+    assert report.parity_pixels == SMALL[0] * SMALL[1]
+    assert report.parity_agreement >= 0.999
+    proto = onnx.load(str(path))
+    assert [o.name for o in proto.graph.output] == [LABELS_OUTPUT]
+    assert not OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"]).has_confidence
+
+
+def test_write_is_atomic_and_world_readable(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"old")
+    _export(path)
+    assert path.read_bytes() != b"old"
+    assert _leftovers(tmp_path, path.name) == []
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = path.stat().st_mode & 0o777
+    assert mode != 0o600
+    assert mode == 0o666 & ~umask
+
+
+def test_failed_export_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"previous model")
+
+    def broken_checker(*args, **kwargs):
+        raise onnx.checker.ValidationError("checker says no")
+
+    monkeypatch.setattr(export_module.onnx.checker, "check_model", broken_checker)
+    with pytest.raises(onnx.checker.ValidationError):
+        _export(path)
+    assert path.read_bytes() == b"previous model"
+    assert _leftovers(tmp_path, path.name) == []
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"previous model")
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        _export(path)
+    assert path.read_bytes() == b"previous model"
+    assert _leftovers(tmp_path, path.name) == []
+
+
+def test_cli_export_writes_loadable_model(tmp_path, capsys):
+    path = tmp_path / "sub" / "cli.onnx"
+    code = cli_main(["export", "--init", "random", "--output", str(path),
+                     "--input-size", str(SMALL[0]), str(SMALL[1]), "--confidence"])
+    assert code == 0
+    assert "wrote" in capsys.readouterr().out
+    backend = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"])
+    assert backend.info.network_input_size == SMALL
+    assert backend.info.dataset == "camvid"
+    assert backend.info.training_stage == "random-init"
+    assert backend.has_confidence
+    result = backend.infer(np.zeros((30, 40, 3), np.uint8), want_confidence=True)
+    assert result.labels.shape == (30, 40)
+
+
+def test_cli_rejects_tiny_input_size(tmp_path, capsys):
+    path = tmp_path / "small.onnx"
+    code = cli_main(["export", "--init", "random", "--output", str(path),
+                     "--input-size", "32", "32"])
+    assert code == 2
+    assert "at least 64x64" in capsys.readouterr().err
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["export", "--help"]])
+def test_cli_help(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main(argv)
+    assert info.value.code == 0
+    assert "export" in capsys.readouterr().out
+
+
+def test_cli_requires_command():
+    with pytest.raises(SystemExit) as info:
+        cli_main([])
+    assert info.value.code == 2
