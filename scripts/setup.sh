@@ -35,8 +35,8 @@ fi
 model=$("$py" -c 'from textseg.engine import default_model_path; print(default_model_path())')
 model_hash=$(cat training/textseg_training/model/*.py training/textseg_training/export.py \
   src/textseg/engine/contract.py | sha256sum | cut -c1-16)
-if [ ! -f "$model" ] || [ "$(cat "$model.source" 2>/dev/null)" != "$model_hash" ]; then
+if [ ! -f "$model" ] || [ "$(cat "$venv/.textseg-default-model" 2>/dev/null)" != "$model_hash" ]; then
   echo "setup: exporting the default model (random initialisation) to $model"
   "$venv/bin/textseg-train" export --init random --output "$model"
-  echo "$model_hash" > "$model.source"
+  echo "$model_hash" > "$venv/.textseg-default-model"
 fi
