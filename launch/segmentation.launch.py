@@ -5,25 +5,33 @@
 
 Arguments: model, backend, image (input topic), params_file, namespace, use_sim_time,
 dds_profile (Fast DDS profile for large images; "" to keep the environment's).
+
+Parameters come from `params_file`; `model` and `backend` override it only when given
+(non-empty), so a custom params file's values are not replaced by the launch defaults.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 
 
 def _node(context, *args, **kwargs):
-    overrides = {"backend": LaunchConfiguration("backend").perform(context),
-                 "use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}
-    model = LaunchConfiguration("model").perform(context)
-    if model:
-        overrides["model"] = model
+    overrides = {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"),
+                                                value_type=bool)}
+    for name in ("model", "backend"):
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = value
+    # Set for this node only, not for the rest of an including launch file; a plain Python
+    # test instead of a PythonExpression, which breaks on paths containing quotes.
+    dds_profile = LaunchConfiguration("dds_profile").perform(context)
+    additional_env = {"FASTDDS_DEFAULT_PROFILES_FILE": dds_profile} if dds_profile else None
     return [Node(
         package="textseg",
         executable="segmentation_node",
@@ -31,6 +39,7 @@ def _node(context, *args, **kwargs):
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=[("image", LaunchConfiguration("image"))],
+        additional_env=additional_env,
         output="screen",
         emulate_tty=True,
     )]
@@ -38,12 +47,12 @@ def _node(context, *args, **kwargs):
 
 def generate_launch_description():
     share = get_package_share_directory("textseg")
-    dds_profile = LaunchConfiguration("dds_profile")
     return LaunchDescription([
         DeclareLaunchArgument("model", default_value="",
-                              description="textseg ONNX model ('' = the default artifact)"),
-        DeclareLaunchArgument("backend", default_value="auto",
-                              description="auto | onnxruntime"),
+                              description="textseg ONNX model ('' = params_file's, whose "
+                                          "'' is the default artifact)"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="auto | onnxruntime ('' = params_file's)"),
         DeclareLaunchArgument("image", default_value="image",
                               description="input image topic (sensor_msgs/Image)"),
         DeclareLaunchArgument("params_file",
@@ -57,8 +66,5 @@ def generate_launch_description():
             "dds_profile",
             default_value=os.path.join(share, "config", "fastdds_large_images.xml"),
             description="Fast DDS profile for large images; '' keeps the environment's"),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", dds_profile,
-                               condition=IfCondition(PythonExpression(
-                                   ["'", dds_profile, "' != ''"]))),
         OpaqueFunction(function=_node),
     ])
