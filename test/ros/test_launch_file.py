@@ -54,7 +54,9 @@ def fake_prefix(tmp_path, monkeypatch) -> Path:
         f'#!/bin/sh\nexec "{sys.executable}" -m textseg.node.segmentation_node "$@"\n')
     node_script.chmod(0o755)
 
-    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    # First in the path, so it wins over a sourced workspace that also has textseg.
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join(
+        p for p in (str(prefix), os.environ.get("AMENT_PREFIX_PATH", "")) if p))
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path / "ros_log"))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if "ROS_DOMAIN_ID" not in os.environ:
