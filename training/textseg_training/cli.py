@@ -1,8 +1,15 @@
-"""textseg-train: the training package's command line.
+"""textseg-train: train, evaluate and export textseg models.
 
-Examples
-  textseg-train export --init random --output model.onnx
-  textseg-train export --dataset cityscapes --backbone stdc2 --init random --output cs.onnx
+Reproduce the paper (one command per experiment; configs in training/configs/):
+  textseg-train train training/configs/camvid_stdc1_stage1.yaml --set text_weights=RN50.pt
+  textseg-train train training/configs/camvid_stdc1_stage2.yaml --set text_weights=RN50.pt
+  textseg-train eval runs/camvid_stdc1_stage2/best.pt --flip
+  textseg-train export --checkpoint runs/camvid_stdc1_stage2/best.pt --output camvid.onnx
+  textseg-train params --input-size 512 1024 --num-classes 19
+
+Your own data: describe it in a small YAML (images, labels, class_names, palette,
+ignore_index), check it with `textseg-train check-data`, then `--set dataset=my_data.yaml`.
+Several GPUs: torchrun --nproc_per_node=2 -m textseg_training.cli train CONFIG
 """
 
 from __future__ import annotations
@@ -11,71 +18,160 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    from textseg_training.datasets import DATASETS
-    from textseg_training.model import MODEL_BUILDERS
-
-    parser = sub.add_parser(
-        "export", help="write a model as a textseg ONNX artifact",
-        description="Export a network to the textseg artifact contract: one ONNX file taking "
-        "uint8 RGB [1,H,W,3] and returning uint8 class ids [1,H,W], with class names, palette "
-        "and provenance in its metadata. The file is checked (onnx.checker and ONNX Runtime "
-        "vs PyTorch) before it replaces OUTPUT.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--output", required=True, type=Path, help="ONNX file to write")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="camvid",
-                        help="class names, palette and network input size")
-    parser.add_argument("--backbone", choices=sorted(MODEL_BUILDERS), default="stdc1")
-    parser.add_argument("--init", choices=["random"], required=True,
-                        help="'random': a freshly initialised network (no trained weights)")
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="network input size (default: the dataset's)")
-    parser.add_argument("--confidence", action="store_true",
-                        help="add the per-pixel 'confidence' output (max softmax * 255)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --init random")
-    parser.set_defaults(func=_run_export)
+CONFIG_HELP = "experiment YAML (see training/configs/)"
 
 
-def _run_export(args: argparse.Namespace) -> int:
-    import torch
+def _train(args: argparse.Namespace) -> int:
+    from textseg_training.trainer.config import TrainConfig
+    from textseg_training.trainer.loop import train
 
-    from textseg.engine.contract import ModelInfo
-    from textseg_training.datasets import DATASETS
-    from textseg_training.export import export_onnx
-    from textseg_training.model import SegModelConfig, build_model
+    config = TrainConfig.from_yaml(args.config, args.set)
+    result = train(config, resume=args.resume, device=args.device)
+    best = "n/a" if result.best_miou is None else f"{result.best_miou:.2f}"
+    print(f"\n| run | iterations | best val mIoU | images/s | checkpoint |\n|---|---|---|---|---|\n"
+          f"| {result.output_dir} | {result.iterations} | {best} | "
+          f"{result.images_per_second:.2f} | {result.last_checkpoint} |")
+    return 0
 
-    spec = DATASETS[args.dataset]
-    size = tuple(args.input_size) if args.input_size else spec.network_input_size
-    if min(size) < 64:
-        # The network downsamples by 32; smaller inputs leave nothing of the 1/32 features.
-        print(f"error: --input-size {size} must be at least 64x64", file=sys.stderr)
-        return 2
-    torch.manual_seed(args.seed)
-    model = build_model(SegModelConfig(backbone=args.backbone,
-                                       num_classes=len(spec.class_names)), deploy=True).eval()
-    info = ModelInfo(class_names=spec.class_names, palette=spec.palette,
-                     network_input_size=size, architecture=f"{args.backbone}-seg",
-                     dataset=spec.name, text_encoder="none", training_stage="random-init")
-    mean, std = model.backbone.input_mean, model.backbone.input_std
-    report = export_onnx(model, info, args.output, mean, std, with_confidence=args.confidence)
+
+def _eval(args: argparse.Namespace) -> int:
+    from textseg_training.evaluate_checkpoint import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, flip=args.flip,
+                                 scales=tuple(args.scales), output_dir=args.output,
+                                 device=args.device)
+    print(report.read_text())
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from textseg_training.export import export_checkpoint, export_random
+
+    if args.checkpoint is not None:
+        report = export_checkpoint(args.checkpoint, args.output, confidence=args.confidence,
+                                   input_size=args.input_size)
+    else:
+        report = export_random(args.output, dataset=args.dataset, backbone=args.backbone,
+                               confidence=args.confidence, input_size=args.input_size,
+                               seed=args.seed)
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB); ONNX Runtime vs PyTorch: "
           f"{100 * report.parity_agreement:.3f}% of {report.parity_pixels} pixels identical")
     return 0
 
 
+def _params(args: argparse.Namespace) -> int:
+    from textseg_training.model import SegModelConfig, build_model
+    from textseg_training.model.complexity import complexity_table, count_gmacs, count_parameters
+
+    rows = []
+    for backbone in args.backbones:
+        for text_width in (0, args.text_width):
+            config = SegModelConfig(backbone=backbone, num_classes=args.num_classes,
+                                    text_width=text_width)
+            model = build_model(config, deploy=True).eval()
+            rows.append({"model": f"{backbone}-seg" + (" + TGM" if text_width else ""),
+                         "input": f"{args.input_size[0]}x{args.input_size[1]}",
+                         "params": count_parameters(model),
+                         "gmacs": count_gmacs(model, tuple(args.input_size))})
+    print(complexity_table(rows))
+    return 0
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from textseg_training.data import build_datasets, validate_dataset
+    from textseg_training.trainer.config import TrainConfig
+
+    config = TrainConfig.from_yaml(args.config, args.set)
+    train_set, val_set, spec = build_datasets(config)
+    for name, dataset in (("train", train_set), ("val", val_set)):
+        report = validate_dataset(dataset, limit=args.limit)
+        print(f"{name}: {report}")
+    print(f"classes ({len(spec.class_names)}): {', '.join(spec.class_names)}; "
+          f"ignore id {spec.ignore_index}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="textseg-train", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from textseg_training.datasets import DATASETS
+    from textseg_training.model import MODEL_BUILDERS
+
+    parser = argparse.ArgumentParser(prog="textseg-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_export(sub)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    train = sub.add_parser("train", help="train one stage of an experiment", formatter_class=fmt,
+                           description="Train one experiment (baseline, stage1, stage2 or e2e "
+                           "as its config says). Writes last.pt/best.pt, metrics.csv, "
+                           "TensorBoard logs and curves.png to the config's output_dir.")
+    train.add_argument("config", type=Path, help=CONFIG_HELP)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key (repeatable), e.g. --set iterations=200")
+    train.add_argument("--resume", type=Path, help="continue from this checkpoint (last.pt)")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its validation set",
+                              formatter_class=fmt,
+                              description="mIoU, per-class IoU (and Cityscapes categories), "
+                              "confusion matrix PNG and a markdown report.")
+    evaluate.add_argument("checkpoint", type=Path)
+    evaluate.add_argument("--data-root", help="dataset folder, if not the training one")
+    evaluate.add_argument("--flip", action="store_true", help="average with a flipped pass")
+    evaluate.add_argument("--scales", type=float, nargs="+", default=[1.0],
+                          help="multi-scale evaluation factors")
+    evaluate.add_argument("--output", type=Path, help="report folder (default: beside it)")
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.set_defaults(func=_eval)
+
+    export = sub.add_parser(
+        "export", help="write a model as a textseg ONNX artifact", formatter_class=fmt,
+        description="Export to the textseg artifact contract: one ONNX file taking uint8 RGB "
+        "[1,H,W,3] and returning uint8 class ids [1,H,W], with class names, palette and "
+        "provenance in its metadata. Checked (onnx.checker, ONNX Runtime vs PyTorch) before it "
+        "replaces OUTPUT.")
+    export.add_argument("--output", required=True, type=Path, help="ONNX file to write")
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a training checkpoint (best.pt)")
+    source.add_argument("--init", choices=["random"],
+                        help="'random': a freshly initialised network (no training)")
+    export.add_argument("--dataset", choices=sorted(DATASETS), default="camvid",
+                        help="with --init random: class names, palette, network size")
+    export.add_argument("--backbone", choices=sorted(MODEL_BUILDERS), default="stdc1",
+                        help="with --init random")
+    export.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="network input size (default: the training one)")
+    export.add_argument("--confidence", action="store_true",
+                        help="add the per-pixel 'confidence' output (max softmax x 255)")
+    export.add_argument("--seed", type=int, default=0, help="with --init random")
+    export.set_defaults(func=_export)
+
+    params = sub.add_parser("params", help="parameters and GMACs of the deploy graphs",
+                            formatter_class=fmt)
+    params.add_argument("--input-size", type=int, nargs=2, default=[512, 1024],
+                        metavar=("H", "W"))
+    params.add_argument("--num-classes", type=int, default=19)
+    params.add_argument("--backbones", nargs="+", default=sorted(MODEL_BUILDERS))
+    params.add_argument("--text-width", type=int, default=1024,
+                        help="text embedding width for the TGM rows (CLIP RN50: 1024)")
+    params.set_defaults(func=_params)
+
+    check = sub.add_parser("check-data", help="validate a dataset before training",
+                           formatter_class=fmt)
+    check.add_argument("config", type=Path, help=CONFIG_HELP)
+    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    check.add_argument("--limit", type=int, help="check only the first N items per split")
+    check.set_defaults(func=_check_data)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"textseg-train {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

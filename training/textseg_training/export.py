@@ -118,3 +118,57 @@ def _parity(wrapper: DeployWrapper, data: bytes, images: list[np.ndarray]) -> tu
             same += int((got == expected.numpy()).sum())
             total += got.size
     return same / total, total
+
+
+def export_random(path: str | Path, dataset: str = "camvid", backbone: str = "stdc1",
+                  confidence: bool = False, input_size: tuple[int, int] | None = None,
+                  seed: int = 0) -> ExportReport:
+    """A freshly initialised network for a known dataset (the default artifact until trained)."""
+    from textseg_training.datasets import DATASETS
+    from textseg_training.model import SegModelConfig, build_model
+
+    spec = DATASETS[dataset]
+    size = _check_size(input_size or spec.network_input_size)
+    torch.manual_seed(seed)
+    model = build_model(SegModelConfig(backbone=backbone, num_classes=len(spec.class_names)),
+                        deploy=True).eval()
+    info = ModelInfo(class_names=spec.class_names, palette=spec.palette,
+                     network_input_size=size, architecture=f"{backbone}-seg",
+                     dataset=spec.name, text_encoder="none", training_stage="random-init")
+    return export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,
+                       with_confidence=confidence)
+
+
+def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool = False,
+                      input_size: tuple[int, int] | None = None,
+                      check_images: list[np.ndarray] | None = None) -> ExportReport:
+    """A trained checkpoint -> artifact; only the final text embeddings remain, as a constant."""
+    from textseg_training.model import SegModelConfig, build_model
+    from textseg_training.trainer.checkpoint import load_checkpoint
+
+    data = load_checkpoint(checkpoint)
+    config = SegModelConfig.from_dict(data["model_config"])
+    trained = build_model(config)
+    trained.load_state_dict(data["model"])
+    model = build_model(config, deploy=True)
+    model.load_state_dict(trained.deploy_state_dict())
+    model.eval()
+    size = _check_size(input_size or data["network_input_size"])
+    stage = data["config"]["stage"]
+    info = ModelInfo(class_names=tuple(data["class_names"]),
+                     palette=tuple(tuple(c) for c in data["palette"]),
+                     network_input_size=size,
+                     architecture=f"{config.backbone}-seg" + ("+tgm" if config.text_width else ""),
+                     dataset=data["dataset"], text_encoder=data["text_encoder"],
+                     training_stage=f"{stage}@{data['iteration']}",
+                     eval_miou=data.get("best_miou"))
+    return export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,
+                       with_confidence=confidence, check_images=check_images)
+
+
+def _check_size(size) -> tuple[int, int]:
+    size = tuple(int(v) for v in size)
+    if len(size) != 2 or min(size) < 64:
+        # The network downsamples by 32; smaller inputs leave nothing of the 1/32 features.
+        raise ValueError(f"network input size {size} must be (h, w), each at least 64")
+    return size

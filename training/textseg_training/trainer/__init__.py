@@ -1,0 +1,1 @@
+"""Training: experiment config, LR schedule, checkpoints, the training loop and DDP set-up."""

@@ -1,0 +1,117 @@
+"""An experiment is one small YAML file mapped onto this dataclass (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STAGES = ("baseline", "stage1", "stage2", "e2e")
+
+
+@dataclass
+class TrainConfig:
+    # What is trained
+    stage: str = "stage1"  # baseline | stage1 (fixed text) | stage2 (prompts) | e2e (one stage)
+    backbone: str = "stdc1"
+    backbone_weights: str | None = None  # official STDC ImageNet checkpoint, when available
+    init_from: str | None = None  # checkpoint to start from (stage 2 starts from stage 1)
+    # Data
+    dataset: str = "camvid"  # camvid | cityscapes | path/to/custom.yaml
+    data_root: str = "../shared/datasets/camvid"
+    crop_size: tuple[int, int] = (360, 480)  # (h, w)
+    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5)
+    num_workers: int = 2
+    # Text side
+    text_encoder: str = "clip-rn50"  # clip-rn50 | minilm-l6-v2
+    text_weights: str | None = None  # CLIP: pretrained tag or local RN50.pt / state dict
+    allow_random_text_encoder: bool = False  # only for tests and the no-language control
+    num_prompts: int = 11  # M, class-specific learnable vectors per class
+    prompt_init_std: float = 0.02
+    prompt_weight_decay: float = 0.0  # the paper: weight decay on prompts costs 0.4 mIoU
+    text_context_length: int = 77
+    # Optimisation
+    iterations: int = 10_000
+    batch_size: int = 16
+    lr: float = 0.01  # backbone and prompts; the head gets lr * head_lr_mult
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # none on BN, biases and prompts
+    warmup_iterations: int = 200
+    warmup_start_lr: float = 1e-5
+    poly_power: float = 0.9
+    amp: bool = True  # used on CUDA only
+    # Loss weights
+    ohem_threshold: float = 0.7
+    aux_weight: float = 1.0
+    text_weight: float = 1.0
+    detail_weight: float = 1.0
+    text_temperature: float = 0.07
+    # Evaluation and logging
+    eval_interval: int = 1000
+    eval_flip: bool = False
+    eval_scales: tuple[float, ...] = (1.0,)
+    log_interval: int = 20
+    checkpoint_interval: int = 500
+    seed: int = 0
+    output_dir: str = "runs/experiment"
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with results
+
+    def __post_init__(self) -> None:
+        self.crop_size = tuple(int(v) for v in self.crop_size)
+        self.scales = tuple(float(v) for v in self.scales)
+        self.eval_scales = tuple(float(v) for v in self.eval_scales)
+        problems = []
+        if self.stage not in STAGES:
+            problems.append(f"stage '{self.stage}' is not one of {STAGES}")
+        if self.stage == "stage2" and not self.init_from:
+            problems.append("stage2 needs init_from: the stage-1 checkpoint to start from")
+        if len(self.crop_size) != 2 or min(self.crop_size) < 64:
+            problems.append(f"crop_size {self.crop_size} must be (h, w), each >= 64")
+        for name in ("iterations", "batch_size", "num_prompts", "log_interval",
+                     "eval_interval", "checkpoint_interval"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.lr <= 0 or self.warmup_iterations < 0:
+            problems.append("lr must be > 0 and warmup_iterations >= 0")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    @property
+    def uses_text(self) -> bool:
+        return self.stage != "baseline"
+
+    @property
+    def learns_prompts(self) -> bool:
+        return self.stage in ("stage2", "e2e")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("crop_size", "scales", "eval_scales"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {unknown} (known: {sorted(known)})")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        for item in overrides or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"override '{item}' must look like key=value")
+            data[key.strip()] = yaml.safe_load(value)
+        return cls.from_dict(data, source=str(path))

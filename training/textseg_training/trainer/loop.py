@@ -1,0 +1,312 @@
+"""The training loop for every stage of the method.
+
+  baseline  STDC-Seg alone (no text)
+  stage1    + Textual Guidance Module with fixed class-name embeddings (computed once, cached)
+  stage2    backbone frozen (weights and BN statistics); class-specific prompts learned through
+            the frozen text encoder, which runs every step; the segmentation head keeps
+            training so it can follow the moving embeddings
+  e2e       prompts, backbone and head together from the start (the paper's ablation)
+
+Everything a run needs is built here from one TrainConfig; there is no global state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from textseg_training.model import SegModelConfig, build_model
+from textseg_training.trainer.checkpoint import (
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from textseg_training.trainer.config import TrainConfig
+from textseg_training.trainer.distributed import (
+    DistributedContext,
+    cleanup_distributed,
+    setup_distributed,
+)
+from textseg_training.trainer.logging import RunLog
+from textseg_training.trainer.sampling import ResumableSampler
+from textseg_training.trainer.schedule import build_scheduler
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    iterations: int
+    best_miou: float | None
+    last_checkpoint: Path
+    images_per_second: float
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, resume: str | Path | None = None,
+                 device: str = "auto", progress: bool = True) -> None:
+        from textseg_training.data import build_datasets
+        from textseg_training.losses import SegmentationLoss
+
+        self.config = config
+        self.dist: DistributedContext = setup_distributed(device)
+        self.device = self.dist.device
+        self.output_dir = Path(config.output_dir)
+        self.progress = progress and self.dist.is_main
+        torch.manual_seed(config.seed)
+
+        self.train_set, self.val_set, self.spec = build_datasets(config)
+        self.class_names = tuple(self.spec.class_names)
+        num_classes = len(self.class_names)
+
+        # Text side: the encoder is only kept when prompts are learned (stage 2, e2e).
+        self.text_encoder = None
+        self.prompt_learner = None
+        self.text_identity = "none"
+        text_width = 0
+        if config.uses_text:
+            from textseg_training.text import build_text_encoder
+
+            encoder = build_text_encoder(
+                config.text_encoder, weights=config.text_weights,
+                allow_random=config.allow_random_text_encoder,
+                context_length=config.text_context_length)
+            self.text_identity = encoder.identity
+            text_width = encoder.width
+            if config.learns_prompts:
+                self.text_encoder = encoder.to(self.device)
+                self.prompt_learner = encoder.prompt_learner(
+                    self.class_names, num_prompts=config.num_prompts,
+                    init_std=config.prompt_init_std).to(self.device)
+            else:
+                from textseg_training.text import class_embeddings
+
+                fixed = class_embeddings(encoder, self.class_names,
+                                         cache_dir=self.output_dir.parent / ".text_cache")
+                del encoder  # stage 1 never runs the text encoder per step
+
+        self.model_config = SegModelConfig(backbone=config.backbone, num_classes=num_classes,
+                                           text_width=text_width)
+        model = build_model(self.model_config)
+        if config.backbone_weights:
+            report = model.backbone.load_official_checkpoint(config.backbone_weights)
+            self._say(f"backbone weights: {report.summary()}")
+        if config.uses_text and not config.learns_prompts:
+            model.set_text_embeddings(fixed)
+        if config.init_from:
+            self._init_from(model, config.init_from)
+        if config.stage == "stage2":
+            model.freeze_backbone()
+        self.model = model.to(self.device)
+        self.train_module: nn.Module = self.model
+        if self.dist.enabled:
+            self.train_module = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.model = self.train_module
+            self.train_module = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda"
+                else None)
+
+        self.criterion = SegmentationLoss(
+            ignore_index=self.spec.ignore_index, ohem_threshold=config.ohem_threshold,
+            w_aux=config.aux_weight, w_text=config.text_weight, w_detail=config.detail_weight,
+            tau=config.text_temperature).to(self.device)
+        self.optimizer = torch.optim.SGD(self._param_groups(), lr=config.lr,
+                                         momentum=config.momentum)
+        self.scheduler = build_scheduler(self.optimizer, config.iterations,
+                                         config.warmup_iterations, config.warmup_start_lr,
+                                         config.lr, config.poly_power)
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.iteration = 0
+        self.best_miou: float | None = None
+        self.log = RunLog(self.output_dir, enabled=self.dist.is_main)
+        if resume:
+            self._resume(resume)
+
+    # ----------------------------------------------------------------------------- set-up
+    def _say(self, text: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(text)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        groups = self.model.param_groups(self.config.lr, self.config.weight_decay,
+                                         self.config.head_lr_mult)
+        if self.prompt_learner is not None:
+            groups.append({"name": "prompts", "params": list(self.prompt_learner.parameters()),
+                           "lr": self.config.lr,
+                           "weight_decay": self.config.prompt_weight_decay})
+        for group in groups:
+            group["initial_lr"] = group["lr"]
+        return groups
+
+    def _init_from(self, model: nn.Module, path: str) -> None:
+        """Start from another run's weights (stage 2 from stage 1); shapes must agree."""
+        data = load_checkpoint(path)
+        state = data["model"]
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # Stage-1 embeddings are replaced by the prompts' output; nothing else may differ.
+        allowed = {"text_guidance.text_embeddings"}
+        problems = [k for k in list(missing) + list(unexpected) if k not in allowed]
+        if problems:
+            raise ValueError(f"{path}: does not fit this model (stage {self.config.stage}, "
+                             f"backbone {self.config.backbone}): {problems[:8]}")
+        self._say(f"initialised from {path} (iteration {data.get('iteration')}, "
+                  f"stage {data.get('config', {}).get('stage')})")
+
+    def _resume(self, path: str | Path) -> None:
+        data = load_checkpoint(path)
+        if data["model_config"] != self.model_config.to_dict():
+            raise ValueError(f"{path}: model {data['model_config']} differs from this run's "
+                             f"{self.model_config.to_dict()}")
+        self.model.load_state_dict(data["model"])
+        if self.prompt_learner is not None:
+            self.prompt_learner.load_state_dict(data["prompt_learner"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.scaler.load_state_dict(data["scaler"])
+        self.criterion.load_state_dict(data["criterion"])
+        self.iteration = int(data["iteration"])
+        self.best_miou = data.get("best_miou")
+        self.log.restore(data.get("log_rows", []))
+        restore_rng_state(data["rng"])
+        self._say(f"resumed from {path} at iteration {self.iteration}")
+
+    # ------------------------------------------------------------------------- training
+    def _loader(self) -> torch.utils.data.DataLoader:
+        from textseg_training.data import SeededItems
+
+        sampler = ResumableSampler(len(self.train_set), self.config.batch_size,
+                                   self.iteration, self.config.iterations, self.config.seed,
+                                   self.dist.rank, self.dist.world_size)
+        return torch.utils.data.DataLoader(
+            SeededItems(self.train_set), batch_size=self.config.batch_size, sampler=sampler,
+            num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
+            drop_last=True, persistent_workers=False)
+
+    def text_embeddings(self) -> torch.Tensor | None:
+        """The embeddings the model sees this step (prompt learner output in stages 2 / e2e)."""
+        return self.prompt_learner() if self.prompt_learner is not None else None
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        self.train_module.train()
+        if self.prompt_learner is not None:
+            self.prompt_learner.train()
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            outputs = self.train_module(images, text_embeddings=self.text_embeddings())
+            loss, parts = self.criterion(outputs, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.iteration += 1
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss became {loss.item()} at iteration {self.iteration}")
+        return {"train/loss": loss.item(), **{f"train/{k}": v for k, v in parts.items()}}
+
+    def fit(self) -> TrainResult:
+        config = self.config
+        loader = self._loader()
+        bar = tqdm(total=config.iterations, initial=self.iteration, disable=not self.progress,
+                   desc=f"{config.stage} {config.backbone}", dynamic_ncols=True)
+        started, start_iteration = time.perf_counter(), self.iteration
+        last_checkpoint = self.output_dir / "last.pt"
+        try:
+            for images, labels in loader:
+                values = self.train_step(images, labels)
+                lr = self.optimizer.param_groups[0]["lr"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{values['train/loss']:.3f}", lr=f"{lr:.2e}")
+                if self.iteration % config.log_interval == 0:
+                    self.log.log(self.iteration, {**values, "train/lr": lr})
+                if self.iteration % config.eval_interval == 0 or \
+                        self.iteration == config.iterations:
+                    self._evaluate_and_keep_best()
+                if self.iteration % config.checkpoint_interval == 0 or \
+                        self.iteration == config.iterations:
+                    self.save(last_checkpoint)
+        finally:
+            bar.close()
+            self.log.plot()
+            self.log.close()
+        elapsed = time.perf_counter() - started
+        images = (self.iteration - start_iteration) * config.batch_size * self.dist.world_size
+        result = TrainResult(self.output_dir, self.iteration, self.best_miou, last_checkpoint,
+                             images / elapsed if elapsed > 0 else 0.0)
+        cleanup_distributed()
+        return result
+
+    # ---------------------------------------------------------------------- evaluation
+    def finalize_text_embeddings(self) -> None:
+        """Bake the prompts' current output into the model's constant embeddings."""
+        if self.prompt_learner is not None:
+            with torch.no_grad():
+                self.model.set_text_embeddings(self.prompt_learner().float())
+
+    def evaluate(self) -> Any:
+        from textseg_training.data import build_val_loader
+        from textseg_training.evaluation import evaluate
+
+        self.finalize_text_embeddings()
+        self.model.eval()
+        loader = build_val_loader(self.val_set, self.config, self.dist)
+
+        def model_fn(images: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                return self.model(images.to(self.device))["out"].float()
+
+        return evaluate(model_fn, loader, len(self.class_names), self.spec.ignore_index,
+                        flip=self.config.eval_flip, scales=self.config.eval_scales,
+                        device=self.device, progress=self.progress)
+
+    def _evaluate_and_keep_best(self) -> None:
+        result = self.evaluate()
+        miou = 100.0 * result.miou
+        self.log.log(self.iteration, {"val/miou": miou,
+                                      "val/pixel_accuracy": 100.0 * result.pixel_accuracy})
+        self._say(f"iteration {self.iteration}: val mIoU {miou:.2f}")
+        if self.dist.is_main and (self.best_miou is None or miou > self.best_miou):
+            self.best_miou = miou
+            self.save(self.output_dir / "best.pt")
+
+    # ---------------------------------------------------------------------- checkpoints
+    def checkpoint_payload(self) -> dict[str, Any]:
+        self.finalize_text_embeddings()
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model_config.to_dict(),
+            "prompt_learner": (self.prompt_learner.state_dict()
+                               if self.prompt_learner is not None else None),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "criterion": self.criterion.state_dict(),
+            "iteration": self.iteration,
+            "best_miou": self.best_miou,
+            "config": self.config.to_dict(),
+            "class_names": list(self.class_names),
+            "palette": [list(c) for c in self.spec.palette],
+            "dataset": self.spec.name,
+            "network_input_size": list(self.spec.network_input_size),
+            "text_encoder": self.text_identity,
+            "rng": rng_state(),
+            "log_rows": self.log.rows,
+        }
+
+    def save(self, path: Path) -> None:
+        if self.dist.is_main:
+            save_checkpoint(path, self.checkpoint_payload())
+
+
+def train(config: TrainConfig, resume: str | Path | None = None, device: str = "auto",
+          progress: bool = True) -> TrainResult:
+    return Trainer(config, resume=resume, device=device, progress=progress).fit()
