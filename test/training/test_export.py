@@ -164,7 +164,7 @@ def test_cli_rejects_tiny_input_size(tmp_path, capsys):
     code = cli_main(["export", "--init", "random", "--output", str(path),
                      "--input-size", "32", "32"])
     assert code == 2
-    assert "at least 64x64" in capsys.readouterr().err
+    assert "each at least 64" in capsys.readouterr().err
     assert not path.exists()
 
 

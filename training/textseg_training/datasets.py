@@ -12,6 +12,8 @@ class DatasetSpec:
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int
     network_input_size: tuple[int, int]  # (height, width) used for training and export
+    # Optional coarse groups of class ids, e.g. the Cityscapes categories, for category IoU.
+    categories: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 CAMVID = DatasetSpec(
@@ -37,6 +39,10 @@ CITYSCAPES = DatasetSpec(
              (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)),
     ignore_index=255,
     network_input_size=(512, 1024),
+    # The official Cityscapes categories over the 19 train ids (void excluded).
+    categories=(("flat", (0, 1)), ("construction", (2, 3, 4)), ("object", (5, 6, 7)),
+                ("nature", (8, 9)), ("sky", (10,)), ("human", (11, 12)),
+                ("vehicle", (13, 14, 15, 16, 17, 18))),
 )
 
 DATASETS = {spec.name: spec for spec in (CAMVID, CITYSCAPES)}

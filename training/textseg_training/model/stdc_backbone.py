@@ -170,6 +170,19 @@ class STDCNet(nn.Module):
         start = 0 if stage == 0 else self.stage_ends[stage - 1]
         return f"features.{start + int(m.group(2))}.{m.group(3)}"
 
+    def load_pretrained(self, path: str | Path | None = None) -> LoadReport:
+        """Common backbone interface: ImageNet weights from ``path`` (required for STDC).
+
+        STDC's official checkpoints cannot be shipped or downloaded here, so there is no
+        default file; see :meth:`load_official_checkpoint`.
+        """
+        if path is None:
+            raise ValueError(
+                "STDC ImageNet weights are not shipped: pass the official checkpoint "
+                "(STDCNet813M_73.91.tar for stdc1, STDCNet1446_76.47.tar for stdc2)"
+            )
+        return self.load_official_checkpoint(path)
+
     def load_official_checkpoint(self, path: str | Path) -> LoadReport:
         """Load an official STDC ImageNet checkpoint (``{'state_dict': ...}``) or a state dict.
 
@@ -236,4 +249,4 @@ def stdc2(**kwargs: int) -> STDCNet:
     return STDCNet(layers=(4, 5, 3), **kwargs)
 
 
-BACKBONE_BUILDERS = {"stdc1": stdc1, "stdc2": stdc2}
+STDC_BUILDERS = {"stdc1": stdc1, "stdc2": stdc2}
