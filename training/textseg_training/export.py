@@ -161,7 +161,8 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool
                      architecture=f"{config.backbone}-seg" + ("+tgm" if config.text_width else ""),
                      dataset=data["dataset"], text_encoder=data["text_encoder"],
                      training_stage=f"{stage}@{data['iteration']}",
-                     eval_miou=data.get("best_miou"))
+                     eval_miou=None if data.get("best_miou") is None
+                     else round(float(data["best_miou"]), 2))
     return export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,
                        with_confidence=confidence, check_images=check_images)
 

@@ -16,10 +16,13 @@ class TrainConfig:
     # What is trained
     stage: str = "stage1"  # baseline | stage1 (fixed text) | stage2 (prompts) | e2e (one stage)
     backbone: str = "stdc1"
-    backbone_weights: str | None = None  # official STDC ImageNet checkpoint, when available
+    # ImageNet weights: STDC needs the official checkpoint file; EfficientNet-Lite0 uses the
+    # weights shipped in its package when this is null.
+    backbone_weights: str | None = None
     init_from: str | None = None  # checkpoint to start from (stage 2 starts from stage 1)
     # Data
     dataset: str = "camvid"  # camvid | cityscapes | path/to/custom.yaml
+    val_dataset: str | None = None  # custom only; default: every 10th image held out
     data_root: str = "../shared/datasets/camvid"
     crop_size: tuple[int, int] = (360, 480)  # (h, w)
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5)
@@ -31,7 +34,7 @@ class TrainConfig:
     num_prompts: int = 11  # M, class-specific learnable vectors per class
     prompt_init_std: float = 0.02
     prompt_weight_decay: float = 0.0  # the paper: weight decay on prompts costs 0.4 mIoU
-    text_context_length: int = 77
+    text_context_length: int | None = None  # CLIP only: shorter than 77 saves compute
     # Optimisation
     iterations: int = 10_000
     batch_size: int = 16

@@ -52,8 +52,8 @@ class TrainResult:
 class Trainer:
     def __init__(self, config: TrainConfig, resume: str | Path | None = None,
                  device: str = "auto", progress: bool = True) -> None:
-        from textseg_training.data import build_datasets
         from textseg_training.losses import SegmentationLoss
+        from textseg_training.trainer.data_setup import build_datasets, dataset_spec
 
         self.config = config
         self.dist: DistributedContext = setup_distributed(device)
@@ -62,7 +62,7 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         torch.manual_seed(config.seed)
 
-        self.train_set, self.val_set, self.spec = build_datasets(config)
+        self.spec = dataset_spec(config)
         self.class_names = tuple(self.spec.class_names)
         num_classes = len(self.class_names)
 
@@ -74,10 +74,11 @@ class Trainer:
         if config.uses_text:
             from textseg_training.text import build_text_encoder
 
+            options = ({"context_length": config.text_context_length}
+                       if config.text_context_length else {})
             encoder = build_text_encoder(
                 config.text_encoder, weights=config.text_weights,
-                allow_random=config.allow_random_text_encoder,
-                context_length=config.text_context_length)
+                allow_random=config.allow_random_text_encoder, **options)
             self.text_identity = encoder.identity
             text_width = encoder.width
             if config.learns_prompts:
@@ -95,11 +96,13 @@ class Trainer:
         self.model_config = SegModelConfig(backbone=config.backbone, num_classes=num_classes,
                                            text_width=text_width)
         model = build_model(self.model_config)
-        if config.backbone_weights:
-            report = model.backbone.load_official_checkpoint(config.backbone_weights)
-            self._say(f"backbone weights: {report.summary()}")
+        if not (config.init_from or resume):
+            self._load_backbone_weights(model)
         if config.uses_text and not config.learns_prompts:
             model.set_text_embeddings(fixed)
+        # Normalisation constants come from the backbone: one place, exported with the model.
+        self.train_set, self.val_set, _ = build_datasets(
+            config, model.backbone.input_mean, model.backbone.input_std)
         if config.init_from:
             self._init_from(model, config.init_from)
         if config.stage == "stage2":
@@ -146,13 +149,23 @@ class Trainer:
             group["initial_lr"] = group["lr"]
         return groups
 
+    def _load_backbone_weights(self, model: nn.Module) -> None:
+        """ImageNet weights: the given file, else the backbone's shipped ones, if it has any."""
+        weights = self.config.backbone_weights
+        if weights is None and self.config.backbone.startswith("stdc"):
+            self._say("note: no STDC ImageNet checkpoint given (backbone_weights); the backbone "
+                      "starts from random initialisation")
+            return
+        report = model.backbone.load_pretrained(weights)
+        self._say(f"backbone weights: {report.summary()}")
+
     def _init_from(self, model: nn.Module, path: str) -> None:
         """Start from another run's weights (stage 2 from stage 1); shapes must agree."""
         data = load_checkpoint(path)
         state = data["model"]
         missing, unexpected = model.load_state_dict(state, strict=False)
         # Stage-1 embeddings are replaced by the prompts' output; nothing else may differ.
-        allowed = {"text_guidance.text_embeddings"}
+        allowed = {"tgm.text_embeddings"}
         problems = [k for k in list(missing) + list(unexpected) if k not in allowed]
         if problems:
             raise ValueError(f"{path}: does not fit this model (stage {self.config.stage}, "
@@ -180,7 +193,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------- training
     def _loader(self) -> torch.utils.data.DataLoader:
-        from textseg_training.data import SeededItems
+        from textseg_training.trainer.data_setup import SeededItems
 
         sampler = ResumableSampler(len(self.train_set), self.config.batch_size,
                                    self.iteration, self.config.iterations, self.config.seed,
@@ -253,8 +266,8 @@ class Trainer:
                 self.model.set_text_embeddings(self.prompt_learner().float())
 
     def evaluate(self) -> Any:
-        from textseg_training.data import build_val_loader
         from textseg_training.evaluation import evaluate
+        from textseg_training.trainer.data_setup import build_val_loader
 
         self.finalize_text_embeddings()
         self.model.eval()
@@ -266,7 +279,8 @@ class Trainer:
 
         return evaluate(model_fn, loader, len(self.class_names), self.spec.ignore_index,
                         flip=self.config.eval_flip, scales=self.config.eval_scales,
-                        device=self.device, progress=self.progress)
+                        device=self.device, progress=self.progress,
+                        categories=getattr(self.spec, "categories", None) or None)
 
     def _evaluate_and_keep_best(self) -> None:
         result = self.evaluate()

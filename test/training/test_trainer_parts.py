@@ -1,0 +1,91 @@
+"""Trainer building blocks: config files, LR schedule, resumable sampling, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
+
+from textseg_training.trainer.checkpoint import (  # noqa: E402
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from textseg_training.trainer.config import TrainConfig  # noqa: E402
+from textseg_training.trainer.sampling import ResumableSampler  # noqa: E402
+from textseg_training.trainer.schedule import warmup_poly_factor  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_experiment_config_loads(path):
+    config = TrainConfig.from_yaml(path)
+    assert config.stage in path.stem or "_m" in path.stem or "prompt_wd" in path.stem
+    if config.stage == "stage2":
+        assert config.init_from and config.prompt_weight_decay in (0.0, 0.0005)
+
+
+def test_paper_numbers_in_the_camvid_configs():
+    stage2 = TrainConfig.from_yaml(CONFIG_DIR / "camvid_stdc1_stage2.yaml")
+    assert (stage2.lr, stage2.head_lr_mult, stage2.batch_size) == (0.01, 10.0, 16)
+    assert (stage2.iterations, stage2.warmup_iterations, stage2.num_prompts) == (10000, 200, 11)
+    assert stage2.scales == tuple(0.5 + 0.25 * i for i in range(9))
+    city = TrainConfig.from_yaml(CONFIG_DIR / "cityscapes_stdc1_stage1.yaml")
+    assert (city.lr, city.batch_size, city.iterations, city.crop_size) == (
+        0.005, 24, 160000, (512, 1024))
+
+
+@pytest.mark.parametrize("override, message", [
+    (["stage=stage3"], "stage 'stage3'"),
+    (["stage=stage2", "init_from=null"], "stage2 needs init_from"),
+    (["crop_size=[32, 32]"], "crop_size"),
+    (["batch_size=0"], "batch_size must be >= 1"),
+    (["learning_rate=0.1"], "unknown keys ['learning_rate']"),
+    (["iterations"], "must look like key=value"),
+])
+def test_bad_config_is_refused_with_the_reason(override, message):
+    with pytest.raises(ValueError) as info:
+        TrainConfig.from_yaml(CONFIG_DIR / "camvid_stdc1_stage1.yaml", override)
+    assert message in str(info.value)
+
+
+def test_warmup_then_poly():
+    start = 1e-5 / 0.01
+    assert warmup_poly_factor(0, 1000, 100, start, 0.9) == pytest.approx(start)
+    assert warmup_poly_factor(50, 1000, 100, start, 0.9) == pytest.approx(
+        start + (1 - start) * 0.5)
+    assert warmup_poly_factor(100, 1000, 100, start, 0.9) == pytest.approx(1.0)
+    assert warmup_poly_factor(550, 1000, 100, start, 0.9) == pytest.approx(0.5 ** 0.9)
+    assert warmup_poly_factor(1000, 1000, 100, start, 0.9) == 0.0
+
+
+def test_sampler_resumes_exactly_and_ranks_split_batches():
+    full = list(ResumableSampler(10, 3, 0, 8, seed=1))
+    resumed = list(ResumableSampler(10, 3, 5, 8, seed=1))
+    assert resumed == full[5 * 3:]
+    # Every epoch is a permutation: the first 10 positions cover the dataset once.
+    assert sorted(i for i, _ in full[:10]) == list(range(10))
+    rank0 = list(ResumableSampler(10, 2, 0, 4, seed=1, rank=0, world_size=2))
+    rank1 = list(ResumableSampler(10, 2, 0, 4, seed=1, rank=1, world_size=2))
+    single = list(ResumableSampler(10, 4, 0, 4, seed=1))
+    for it in range(4):
+        assert rank0[2 * it:2 * it + 2] + rank1[2 * it:2 * it + 2] == single[4 * it:4 * it + 4]
+
+
+def test_checkpoint_is_atomic_and_restores_rng(tmp_path):
+    path = tmp_path / "run" / "last.pt"
+    state = rng_state()
+    expected = torch.rand(3)
+    save_checkpoint(path, {"rng": state, "iteration": 7})
+    restore_rng_state(load_checkpoint(path)["rng"])
+    assert torch.equal(torch.rand(3), expected)
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable textseg checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -1,0 +1,82 @@
+"""From a TrainConfig to datasets and loaders; augmentation seeds come from the sampler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from textseg_training.data import (
+    EvalTransform,
+    SegmentationDataset,
+    TrainTransform,
+    camvid,
+    cityscapes,
+    custom,
+)
+from textseg_training.datasets import DATASETS, DatasetSpec
+from textseg_training.trainer.config import TrainConfig
+from textseg_training.trainer.distributed import DistributedContext
+
+# A custom dataset without its own validation YAML keeps every HOLDOUT_EVERY-th image for val.
+HOLDOUT_EVERY = 10
+
+
+def dataset_spec(config: TrainConfig) -> DatasetSpec:
+    if config.dataset in DATASETS:
+        return DATASETS[config.dataset]
+    _, spec = custom(Path(config.dataset))
+    return spec
+
+
+def build_datasets(config: TrainConfig, mean, std
+                   ) -> tuple[SegmentationDataset, SegmentationDataset, DatasetSpec]:
+    """Training set (with augmentation) and validation set (normalised, labels full size)."""
+    spec = dataset_spec(config)
+    train_tf = TrainTransform(config.crop_size, config.scales, mean, std, spec.ignore_index,
+                              seed=config.seed)
+    val_tf = EvalTransform(mean, std, size=tuple(spec.network_input_size))
+    if config.dataset == "camvid":
+        return (camvid(Path(config.data_root), "train", train_tf),
+                camvid(Path(config.data_root), "val", val_tf), spec)
+    if config.dataset == "cityscapes":
+        return (cityscapes(Path(config.data_root), "train", train_tf),
+                cityscapes(Path(config.data_root), "val", val_tf), spec)
+    train_set, spec = custom(Path(config.dataset), train_tf)
+    if config.val_dataset:
+        val_set, val_spec = custom(Path(config.val_dataset), val_tf)
+        if val_spec.class_names != spec.class_names:
+            raise ValueError(f"{config.val_dataset}: class names differ from {config.dataset}")
+    else:
+        pairs = train_set.pairs
+        val_pairs = pairs[::HOLDOUT_EVERY]
+        train_set.pairs = [p for i, p in enumerate(pairs) if i % HOLDOUT_EVERY]
+        val_set = SegmentationDataset(val_pairs, train_set.num_classes, spec.ignore_index,
+                                      val_tf, name=f"{spec.name}/holdout")
+    return train_set, val_set, spec
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Takes (index, seed) from ResumableSampler and seeds the augmentation with it."""
+
+    def __init__(self, dataset: SegmentationDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        self.dataset.transform.reseed(seed)
+        return self.dataset[index]
+
+
+def build_val_loader(dataset: SegmentationDataset, config: TrainConfig,
+                     context: DistributedContext) -> torch.utils.data.DataLoader:
+    sampler = None
+    if context.enabled:
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, num_replicas=context.world_size, rank=context.rank, shuffle=False)
+    # Batch 1: validation labels keep their own (possibly different) full sizes.
+    return torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, sampler=sampler,
+                                       num_workers=config.num_workers)
