@@ -88,7 +88,7 @@ def test_deploy_loads_training_weights(backbone):
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_param_groups_partition(backbone):
-    model = build_model(SegModelConfig(backbone=backbone, text_channels=2))
+    model = build_model(SegModelConfig(backbone=backbone, num_classes=2, text_width=64))
     groups = model.param_groups(lr=0.01, weight_decay=5e-4, head_lr_mult=10.0)
     by_name = {g["name"]: g for g in groups}
     assert set(by_name) == {"backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay"}
@@ -107,17 +107,21 @@ def test_param_groups_partition(backbone):
         assert g["weight_decay"] == (0.0 if g["name"].endswith("no_decay") else 5e-4)
 
 
-def test_text_channels_widen_f32_consumers():
-    model = STDCSeg("stdc1", num_classes=3, text_channels=2)
-    assert model.cp.arm32.conv.conv.in_channels == 1024 + 2
-    assert model.cp.conv_avg.conv.in_channels == 1024 + 2
+def test_text_guidance_widens_f32_consumers():
+    # The TGM adds one score map per class to F32 (text_channels is derived from num_classes).
+    model = STDCSeg("stdc1", num_classes=3, text_width=1024)
+    assert model.text_channels == 3
+    assert model.cp.arm32.conv.conv.in_channels == 1024 + 3
+    assert model.cp.conv_avg.conv.in_channels == 1024 + 3
 
 
 def test_model_config_round_trip():
-    cfg = SegModelConfig(backbone="stdc2", num_classes=7, text_channels=1)
+    cfg = SegModelConfig(backbone="stdc2", num_classes=7, text_width=384)
     assert SegModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown"):
         SegModelConfig.from_dict({"backbone": "stdc1", "classes": 3})
+    with pytest.raises(ValueError, match="text_channels"):
+        SegModelConfig.from_dict({"backbone": "stdc1", "text_channels": 3})  # old name
     with pytest.raises(ValueError, match="resnet"):
         build_model(SegModelConfig(backbone="resnet"))
 

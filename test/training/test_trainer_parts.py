@@ -44,6 +44,7 @@ def test_paper_numbers_in_the_camvid_configs():
     (["stage=stage2", "init_from=null"], "stage2 needs init_from"),
     (["crop_size=[32, 32]"], "crop_size"),
     (["batch_size=0"], "batch_size must be >= 1"),
+    (["batch_size=1"], "batch_size must be >= 2 per process"),
     (["learning_rate=0.1"], "unknown keys ['learning_rate']"),
     (["iterations"], "must look like key=value"),
 ])

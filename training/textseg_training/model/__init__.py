@@ -1,4 +1,5 @@
-"""Segmentation models: STDC-Seg on STDC1/STDC2 backbones, built from a small config."""
+"""Segmentation models: STDC-Seg (optionally with the Textual Guidance Module) on STDC1, STDC2
+or EfficientNet-Lite0 backbones, built from a small config."""
 
 from __future__ import annotations
 
@@ -6,26 +7,37 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .backbones import BACKBONE_BUILDERS
+from .efficientnet_backbone import EfficientNetLite0Backbone
 from .stdc_backbone import LoadReport, STDCNet
 from .stdc_seg import STDCSeg
+from .text_guidance import TextGuidance
 
 __all__ = [
+    "BACKBONE_BUILDERS",
     "MODEL_BUILDERS",
+    "EfficientNetLite0Backbone",
     "LoadReport",
     "STDCNet",
     "STDCSeg",
     "SegModelConfig",
+    "TextGuidance",
     "build_model",
 ]
 
 
 @dataclass
 class SegModelConfig:
-    """What defines a model's architecture (and so its checkpoint layout)."""
+    """What defines a model's architecture (and so its checkpoint layout).
+
+    ``text_width``: 0 = plain STDC-Seg baseline; > 0 = with the Textual Guidance Module, whose
+    class text embeddings have this width (1024 for CLIP RN50, 384 for MiniLM). The TGM adds
+    ``num_classes`` score channels to F32; that count is derived, not configured.
+    """
 
     backbone: str = "stdc1"
     num_classes: int = 11
-    text_channels: int = 0
+    text_width: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,26 +54,39 @@ class SegModelConfig:
         return cls(**data)
 
 
-def _stdc1_seg(num_classes: int, text_channels: int, deploy: bool) -> STDCSeg:
-    return STDCSeg("stdc1", num_classes=num_classes, deploy=deploy, text_channels=text_channels)
+def _stdc1_seg(num_classes: int, text_width: int, deploy: bool) -> STDCSeg:
+    return STDCSeg("stdc1", num_classes=num_classes, deploy=deploy, text_width=text_width)
 
 
-def _stdc2_seg(num_classes: int, text_channels: int, deploy: bool) -> STDCSeg:
-    return STDCSeg("stdc2", num_classes=num_classes, deploy=deploy, text_channels=text_channels)
+def _stdc2_seg(num_classes: int, text_width: int, deploy: bool) -> STDCSeg:
+    return STDCSeg("stdc2", num_classes=num_classes, deploy=deploy, text_width=text_width)
 
 
+def _efficientnet_lite0_seg(num_classes: int, text_width: int, deploy: bool) -> STDCSeg:
+    # The STDC-Seg head on EfficientNet-Lite0 features (40 / 112 / 320 channels at 1/8..1/32).
+    return STDCSeg(
+        "efficientnet_lite0", num_classes=num_classes, deploy=deploy, text_width=text_width
+    )
+
+
+# (num_classes, text_width, deploy) -> model.
 MODEL_BUILDERS: dict[str, Callable[[int, int, bool], STDCSeg]] = {
     "stdc1": _stdc1_seg,
     "stdc2": _stdc2_seg,
+    "efficientnet_lite0": _efficientnet_lite0_seg,
 }
 
 
 def build_model(config: SegModelConfig, deploy: bool = False) -> STDCSeg:
-    """Build the model described by ``config``; ``deploy`` drops the training-only heads."""
+    """Build the model described by ``config``; ``deploy`` drops the training-only heads.
+
+    Weights are random: load a checkpoint, or ImageNet backbone weights with
+    ``model.backbone.load_pretrained(path)``.
+    """
     try:
         builder = MODEL_BUILDERS[config.backbone]
     except KeyError:
         raise ValueError(
             f"unknown backbone {config.backbone!r}; choose from {sorted(MODEL_BUILDERS)}"
         ) from None
-    return builder(config.num_classes, config.text_channels, deploy)
+    return builder(config.num_classes, config.text_width, deploy)

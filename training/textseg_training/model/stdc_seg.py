@@ -1,12 +1,15 @@
-"""STDC-Seg: BiSeNet-style segmentation head on an STDC backbone.
+"""STDC-Seg: BiSeNet-style segmentation head on an STDC (or EfficientNet-Lite0) backbone.
 
 Follows the structure of the official STDC-Seg model (ContextPath with ARM16/ARM32 and a global
 context branch, FFM fusing the stride-8 backbone feature with the context path, a 1/8 output
 head, two auxiliary heads and a stride-8 detail head used only in training).
 
-Training mode returns a dict of logits at their native strides; deploy mode builds neither the
-auxiliary nor the detail heads and returns the main logits at 1/8 resolution. Upsampling to
-input size is left to the caller (loss / export wrapper).
+With ``text_width > 0`` the Textual Guidance Module (TGM, ``text_guidance.py``) concatenates
+K cosine score maps to F32 before ARM32 and the global branch.
+
+Training mode returns a dict of logits at their native strides (plus the TGM's ``score`` map);
+deploy mode builds neither the auxiliary nor the detail heads and returns the main logits at
+1/8 resolution. Upsampling to input size is left to the caller (loss / export wrapper).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import Tensor, nn
 
-from .stdc_backbone import BACKBONE_BUILDERS, STDCNet
+from .backbones import BACKBONE_BUILDERS, Backbone
+from .text_guidance import TextGuidance
 
 # Submodules built only for training; a deploy model has every other key.
 TRAIN_ONLY_MODULES = ("aux16", "aux32", "detail_head")
@@ -114,14 +118,14 @@ class ContextPath(nn.Module):
 
 
 class STDCSeg(nn.Module):
-    """STDC-Seg network.
+    """STDC-Seg network, optionally with the Textual Guidance Module.
 
     Args:
-        backbone: 'stdc1' or 'stdc2'.
-        num_classes: number of segmentation classes.
+        backbone: a key of ``BACKBONE_BUILDERS`` ('stdc1', 'stdc2', 'efficientnet_lite0').
+        num_classes: number of segmentation classes K.
         deploy: build only what the main output needs (no aux / detail heads).
-        text_channels: extra channels concatenated to F32 by ``fuse_f32`` in a subclass; widens
-            the inputs of ARM32 and the global context branch.
+        text_width: 0 for the plain baseline; > 0 adds the TGM with K class text embeddings of
+            this width, widening ARM32 and the global branch by K score channels.
     """
 
     def __init__(
@@ -129,24 +133,30 @@ class STDCSeg(nn.Module):
         backbone: str = "stdc1",
         num_classes: int = 19,
         deploy: bool = False,
-        text_channels: int = 0,
+        text_width: int = 0,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONE_BUILDERS:
             raise ValueError(
                 f"unknown backbone {backbone!r}; choose from {sorted(BACKBONE_BUILDERS)}"
             )
-        if num_classes < 1 or text_channels < 0:
-            raise ValueError(f"bad num_classes={num_classes} / text_channels={text_channels}")
+        if num_classes < 1 or text_width < 0:
+            raise ValueError(f"bad num_classes={num_classes} / text_width={text_width}")
         self.backbone_name = backbone
         self.num_classes = num_classes
         self.deploy = deploy
-        self.text_channels = text_channels
+        self.text_width = text_width
+        # Derived, not configured: the TGM adds exactly one score map per class.
+        self.text_channels = num_classes if text_width > 0 else 0
+        self._backbone_frozen = False
 
-        self.backbone: STDCNet = BACKBONE_BUILDERS[backbone]()
+        self.backbone: Backbone = BACKBONE_BUILDERS[backbone]()
         _, _, c8, c16, c32 = self.backbone.feature_channels
+        self.tgm: TextGuidance | None = (
+            TextGuidance(c32, num_classes, text_width) if text_width > 0 else None
+        )
         cp_chs = 128
-        self.cp = ContextPath(in16=c16, in32=c32 + text_channels, out_chs=cp_chs)
+        self.cp = ContextPath(in16=c16, in32=c32 + self.text_channels, out_chs=cp_chs)
         self.ffm = FeatureFusionModule(c8 + cp_chs, 256)
         self.conv_out = SegHead(256, 256, num_classes)
         if not deploy:
@@ -158,7 +168,7 @@ class STDCSeg(nn.Module):
 
     def _init_head_weights(self) -> None:
         # Official head init: kaiming normal with a=1 on every conv; BN stays at (1, 0).
-        # The backbone keeps its own fan_out init (or pretrained weights).
+        # The backbone keeps its own init (or pretrained weights). Covers the TGM projection.
         for name, m in self.named_modules():
             if name.startswith("backbone"):
                 continue
@@ -167,26 +177,68 @@ class STDCSeg(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def fuse_f32(self, f32: Tensor) -> Tensor:
-        """Hook for the Textual Guidance Module: return F32 with ``text_channels`` extra maps."""
-        return f32
+    def set_text_embeddings(self, embeddings: Tensor) -> None:
+        """Store the class text embeddings [K, text_width] in the TGM's buffer."""
+        if self.tgm is None:
+            raise ValueError("this model has no Textual Guidance Module (text_width=0)")
+        self.tgm.set_text_embeddings(embeddings)
 
-    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+    def forward(
+        self, x: Tensor, text_embeddings: Tensor | None = None
+    ) -> Tensor | dict[str, Tensor]:
+        """Logits at 1/8 (deploy), or a dict of training outputs.
+
+        ``text_embeddings`` [K, text_width] replaces the TGM's buffer for this call (stage 2:
+        the prompt learner's output); by default the buffer is used.
+        """
         _, _, feat8, feat16, feat32 = self.backbone(x)
-        feat32 = self.fuse_f32(feat32)
+        score: Tensor | None = None
+        if self.tgm is not None:
+            feat32, score = self.tgm(feat32, text_embeddings)
+        elif text_embeddings is not None:
+            raise ValueError("text_embeddings given to a model without TGM (text_width=0)")
         cp8, cp16 = self.cp(feat8, feat16, feat32)
         out = self.conv_out(self.ffm(feat8, cp8))
         if self.deploy:
             return out
-        return {
+        outputs = {
             "out": out,  # 1/8
             "aux16": self.aux16(cp8),  # 1/8 (ARM16 branch after upsampling)
             "aux32": self.aux32(cp16),  # 1/16 (ARM32 branch after upsampling)
             "detail": self.detail_head(feat8),  # 1/8
         }
+        if score is not None:
+            outputs["score"] = score  # 1/32, raw cosine in [-1, 1]; the text loss divides by tau
+        return outputs
+
+    def freeze_backbone(self, frozen: bool = True) -> None:
+        """Freeze (or unfreeze) the backbone: no gradients and BN statistics kept as they are.
+
+        Stage 2 trains prompts (and the head) on a fixed backbone: its parameters get
+        ``requires_grad=False`` (so ``param_groups`` leaves them out) and the whole backbone
+        stays in eval mode across ``model.train()`` calls, so BN running stats never move.
+        """
+        self._backbone_frozen = frozen
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return self._backbone_frozen
+
+    def train(self, mode: bool = True) -> STDCSeg:
+        super().train(mode)
+        if self._backbone_frozen:
+            # A frozen backbone is always in inference mode (BN uses, never updates, its stats).
+            self.backbone.eval()
+        return self
 
     def deploy_state_dict(self) -> dict[str, Tensor]:
-        """State dict without training-only heads; loads strictly into a deploy model."""
+        """State dict without training-only heads; loads strictly into a deploy model.
+
+        Keeps ``tgm.text_embeddings`` (a persistent buffer): the deploy graph's only text.
+        """
         return {
             k: v
             for k, v in self.state_dict().items()
@@ -196,10 +248,11 @@ class STDCSeg(nn.Module):
     def param_groups(
         self, lr: float, weight_decay: float, head_lr_mult: float = 10.0
     ) -> list[dict[str, Any]]:
-        """Optimizer groups: backbone at ``lr``, the rest at ``lr * head_lr_mult``.
+        """Optimizer groups: backbone at ``lr``, the rest (TGM projection included) at
+        ``lr * head_lr_mult``.
 
         Parameters with ndim <= 1 (BN affine, biases) get no weight decay. Frozen parameters
-        are left out; empty groups are dropped.
+        (``freeze_backbone``) are left out; empty groups are dropped.
         """
         groups: dict[str, list[nn.Parameter]] = {
             "backbone_decay": [],

@@ -77,6 +77,9 @@ class TrainConfig:
                      "eval_interval", "checkpoint_interval"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
+        if self.batch_size == 1:
+            problems.append("batch_size must be >= 2 per process: the BatchNorm after global "
+                            "average pooling needs more than one value per channel")
         if self.lr <= 0 or self.warmup_iterations < 0:
             problems.append("lr must be > 0 and warmup_iterations >= 0")
         if problems:

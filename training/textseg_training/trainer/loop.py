@@ -109,12 +109,19 @@ class Trainer:
             model.freeze_backbone()
         self.model = model.to(self.device)
         self.train_module: nn.Module = self.model
+        self.prompt_module: nn.Module | None = self.prompt_learner
         if self.dist.enabled:
-            self.train_module = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            self.model = self.train_module
-            self.train_module = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda"
-                else None)
+            if self.device.type == "cuda":
+                # BN statistics over the global batch, as the authors trained (2 GPUs).
+                # PyTorch's SyncBatchNorm is GPU-only: CPU (gloo) runs keep per-process BN.
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.train_module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            if self.prompt_learner is not None:
+                # The prompts live outside the segmentation model: their gradients need their
+                # own all-reduce, which wrapping them in DDP provides.
+                self.prompt_module = nn.parallel.DistributedDataParallel(
+                    self.prompt_learner, device_ids=ids)
 
         self.criterion = SegmentationLoss(
             ignore_index=self.spec.ignore_index, ohem_threshold=config.ohem_threshold,
@@ -205,7 +212,7 @@ class Trainer:
 
     def text_embeddings(self) -> torch.Tensor | None:
         """The embeddings the model sees this step (prompt learner output in stages 2 / e2e)."""
-        return self.prompt_learner() if self.prompt_learner is not None else None
+        return self.prompt_module() if self.prompt_module is not None else None
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         self.train_module.train()
