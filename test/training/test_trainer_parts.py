@@ -24,7 +24,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_experiment_config_loads(path):
     config = TrainConfig.from_yaml(path)
-    assert config.stage in path.stem or "_m" in path.stem or "prompt_wd" in path.stem
+    assert config.stage in path.stem or "_m" in path.stem or "prompt_wd" in path.stem, path
     if config.stage == "stage2":
         assert config.init_from and config.prompt_weight_decay in (0.0, 0.0005)
 
