@@ -136,6 +136,9 @@ def test_resume_restores_the_run_exactly(tiny_dataset, tmp_path):
 
 
 def test_clip_without_weights_refuses_to_train(tiny_dataset, tmp_path):
+    from textseg_training.text import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # open_clip imports torchvision
     pytest.importorskip("open_clip", reason="open_clip_torch not installed")
     with pytest.raises(Exception, match="--clip-weights"):
         Trainer(_config(tiny_dataset, tmp_path, stage="stage1", text_encoder="clip-rn50"),
@@ -185,3 +188,32 @@ def test_ddp_with_two_gloo_processes(tiny_dataset, tmp_path):
     data = load_checkpoint(out / "last.pt")
     assert data["iteration"] == 2
     assert (out / "metrics.csv").is_file()
+
+
+def test_cli_params_check_data_and_bench(tiny_dataset, capsys):
+    from textseg_training.cli import main
+
+    assert main(["params", "--backbones", "stdc1", "--input-size", "512", "1024"]) == 0
+    table = capsys.readouterr().out
+    assert "8,275,104" in table and "8,299,424" in table  # baseline and + TGM (K=19)
+    train_yaml, val_yaml = tiny_dataset
+    config = TRAINING_DIR / "configs" / "camvid_stdc1_baseline.yaml"
+    assert main(["check-data", str(config), "--set", f"dataset={train_yaml}",
+                 "--set", f"val_dataset={val_yaml}"]) == 0
+    assert "train:" in capsys.readouterr().out
+    assert main(["bench", "--steps", "1", "--batch", "2", "--input-size", "64", "96",
+                 "--stages", "baseline", "stage1", "--text-encoder", "minilm-l6-v2"]) == 0
+    assert "| stage1 |" in capsys.readouterr().out
+
+
+def test_train_command_rejects_a_bad_backbone_checkpoint(tiny_dataset, tmp_path, capsys):
+    from textseg_training.cli import main
+
+    bad = tmp_path / "STDCNet813M_73.91.tar"
+    bad.write_bytes(b"garbage")
+    train_yaml, val_yaml = tiny_dataset
+    code = main(["train", str(TRAINING_DIR / "configs" / "camvid_stdc1_baseline.yaml"),
+                 "--backbone-weights", str(bad), "--set", f"dataset={train_yaml}",
+                 "--set", f"val_dataset={val_yaml}", "--set", f"output_dir={tmp_path}"])
+    assert code == 2
+    assert str(bad) in capsys.readouterr().err

@@ -1,8 +1,8 @@
 """textseg-train: train, evaluate and export textseg models.
 
 Reproduce the paper (one command per experiment; configs in training/configs/):
-  textseg-train train training/configs/camvid_stdc1_stage1.yaml --set text_weights=RN50.pt
-  textseg-train train training/configs/camvid_stdc1_stage2.yaml --set text_weights=RN50.pt
+  textseg-train train training/configs/camvid_stdc1_stage1.yaml --clip-weights RN50.pt
+  textseg-train train training/configs/camvid_stdc1_stage2.yaml --clip-weights RN50.pt
   textseg-train eval runs/camvid_stdc1_stage2/best.pt --flip
   textseg-train export --checkpoint runs/camvid_stdc1_stage2/best.pt --output camvid.onnx
   textseg-train params --input-size 512 1024 --num-classes 19
@@ -25,7 +25,14 @@ def _train(args: argparse.Namespace) -> int:
     from textseg_training.trainer.config import TrainConfig
     from textseg_training.trainer.loop import train
 
-    config = TrainConfig.from_yaml(args.config, args.set)
+    overrides = list(args.set)
+    if args.backbone_weights:
+        overrides.append(f"backbone_weights={args.backbone_weights}")
+    if args.clip_weights:
+        overrides.append(f"text_weights={args.clip_weights}")
+    if args.allow_random_text_encoder:
+        overrides.append("allow_random_text_encoder=true")
+    config = TrainConfig.from_yaml(args.config, overrides)
     result = train(config, resume=args.resume, device=args.device)
     best = "n/a" if result.best_miou is None else f"{result.best_miou:.2f}"
     print(f"\n| run | iterations | best val mIoU | images/s | checkpoint |\n|---|---|---|---|---|\n"
@@ -61,34 +68,55 @@ def _export(args: argparse.Namespace) -> int:
 
 def _params(args: argparse.Namespace) -> int:
     from textseg_training.model import SegModelConfig, build_model
-    from textseg_training.model.complexity import complexity_table, count_gmacs, count_parameters
+    from textseg_training.model.complexity import complexity_table, measure
 
+    size = tuple(args.input_size)
     rows = []
     for backbone in args.backbones:
         for text_width in (0, args.text_width):
             config = SegModelConfig(backbone=backbone, num_classes=args.num_classes,
                                     text_width=text_width)
-            model = build_model(config, deploy=True).eval()
-            rows.append({"model": f"{backbone}-seg" + (" + TGM" if text_width else ""),
-                         "input": f"{args.input_size[0]}x{args.input_size[1]}",
-                         "params": count_parameters(model),
-                         "gmacs": count_gmacs(model, tuple(args.input_size))})
+            name = f"{backbone}-seg" + (f" + TGM (text width {text_width})" if text_width
+                                        else "")
+            rows.append(measure(name, build_model(config, deploy=True).eval(), size))
     print(complexity_table(rows))
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from textseg_training.bench import bench_training_steps, timing_table
+
+    size = tuple(args.input_size)
+    results = bench_training_steps(tuple(args.stages), args.backbone, args.batch, size,
+                                   args.steps, args.text_encoder, args.context_length)
+    print(timing_table(results, args.batch, size))
+    return 0
+
+
 def _check_data(args: argparse.Namespace) -> int:
-    from textseg_training.data import build_datasets, validate_dataset
+    from textseg_training.data import validate_dataset
+    from textseg_training.model import SegModelConfig, build_model
     from textseg_training.trainer.config import TrainConfig
+    from textseg_training.trainer.data_setup import build_datasets, dataset_spec
 
     config = TrainConfig.from_yaml(args.config, args.set)
-    train_set, val_set, spec = build_datasets(config)
+    spec = dataset_spec(config)
+    backbone = build_model(SegModelConfig(config.backbone, len(spec.class_names))).backbone
+    train_set, val_set, spec = build_datasets(config, backbone.input_mean, backbone.input_std)
+    failed = False
     for name, dataset in (("train", train_set), ("val", val_set)):
         report = validate_dataset(dataset, limit=args.limit)
-        print(f"{name}: {report}")
+        total = max(1, int(report.class_pixels.sum()))
+        shares = ", ".join(f"{n} {100 * c / total:.1f}%"
+                           for n, c in zip(spec.class_names, report.class_pixels, strict=True))
+        print(f"{name}: {report.checked} items checked, {len(report.errors)} bad; "
+              f"class pixels: {shares}")
+        for error in report.errors[:20]:
+            print(f"  {error}")
+        failed |= not report.ok
     print(f"classes ({len(spec.class_names)}): {', '.join(spec.class_names)}; "
           f"ignore id {spec.ignore_index}")
-    return 0
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key (repeatable), e.g. --set iterations=200")
     train.add_argument("--resume", type=Path, help="continue from this checkpoint (last.pt)")
+    train.add_argument("--backbone-weights", type=Path,
+                       help="official STDC ImageNet checkpoint (STDCNet813M_73.91.tar ...)")
+    train.add_argument("--clip-weights",
+                       help="CLIP text weights: local RN50.pt / open_clip state dict, or an "
+                       "open_clip pretrained tag (needs the network)")
+    train.add_argument("--allow-random-text-encoder", action="store_true",
+                       help="train with a randomly initialised text encoder (tests and the "
+                       "no-language control only)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.set_defaults(func=_train)
 
@@ -155,6 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--text-width", type=int, default=1024,
                         help="text embedding width for the TGM rows (CLIP RN50: 1024)")
     params.set_defaults(func=_params)
+
+    bench = sub.add_parser("bench", help="training-step throughput per stage (images/s)",
+                           formatter_class=fmt,
+                           description="Time forward+loss+backward+SGD steps for baseline, "
+                           "stage 1 (TGM, fixed embeddings) and stage 2 (frozen backbone, "
+                           "prompts through the text encoder) on random data.")
+    bench.add_argument("--stages", nargs="+", default=["baseline", "stage1", "stage2"],
+                       choices=["baseline", "stage1", "stage2"])
+    bench.add_argument("--backbone", default="stdc1", choices=sorted(MODEL_BUILDERS))
+    bench.add_argument("--batch", type=int, default=8)
+    bench.add_argument("--input-size", type=int, nargs=2, default=[360, 480],
+                       metavar=("H", "W"))
+    bench.add_argument("--steps", type=int, default=5, help="timed steps per stage")
+    bench.add_argument("--text-encoder", default="clip-rn50",
+                       choices=["clip-rn50", "minilm-l6-v2"])
+    bench.add_argument("--context-length", type=int, default=None,
+                       help="CLIP context (default 77)")
+    bench.set_defaults(func=_bench)
 
     check = sub.add_parser("check-data", help="validate a dataset before training",
                            formatter_class=fmt)
