@@ -20,7 +20,7 @@ setup(
         # package; the node's default `model` parameter points there.
         (f"share/{PACKAGE}/models", glob("models/*.onnx")),
     ],
-    install_requires=["numpy", "opencv-python-headless", "onnxruntime", "PyYAML"],
+    install_requires=["numpy", "opencv-python-headless", "onnxruntime", "PyYAML", "rosbags"],
     zip_safe=True,
     maintainer="textseg maintainers",
     maintainer_email="maintainers@textseg.invalid",

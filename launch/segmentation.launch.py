@@ -2,12 +2,16 @@
 
   ros2 launch textseg segmentation.launch.py image:=/camera/image_raw
   ros2 launch textseg segmentation.launch.py model:=/path/model.onnx namespace:=front
+  ros2 launch textseg segmentation.launch.py backend:=tensorrt precision:=fp16 \
+      image:=/camera/image_raw transport:=compressed
 
-Arguments: model, backend, image (input topic), params_file, namespace, use_sim_time,
-dds_profile (Fast DDS profile for large images; "" to keep the environment's).
+Arguments: model, backend, precision, image (input topic; with transport compressed the node
+reads `<image>/compressed`), transport (raw | compressed), params_file, namespace,
+use_sim_time, dds_profile (Fast DDS profile for large images; "" to keep the environment's).
 
-Parameters come from `params_file`; `model` and `backend` override it only when given
-(non-empty), so a custom params file's values are not replaced by the launch defaults.
+Parameters come from `params_file`; `model`, `backend`, `precision` and `transport` override
+it only when given (non-empty), so a custom params file's values are not replaced by the
+launch defaults.
 """
 
 import os
@@ -24,7 +28,7 @@ from launch import LaunchDescription
 def _node(context, *args, **kwargs):
     overrides = {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"),
                                                 value_type=bool)}
-    for name in ("model", "backend"):
+    for name in ("model", "backend", "precision", "transport"):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
@@ -32,13 +36,14 @@ def _node(context, *args, **kwargs):
     # test instead of a PythonExpression, which breaks on paths containing quotes.
     dds_profile = LaunchConfiguration("dds_profile").perform(context)
     additional_env = {"FASTDDS_DEFAULT_PROFILES_FILE": dds_profile} if dds_profile else None
+    image = LaunchConfiguration("image").perform(context)
     return [Node(
         package="textseg",
         executable="segmentation_node",
         name="segmentation_node",
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
-        remappings=[("image", LaunchConfiguration("image"))],
+        remappings=[("image", image), ("image/compressed", f"{image}/compressed")],
         additional_env=additional_env,
         output="screen",
         emulate_tty=True,
@@ -52,9 +57,16 @@ def generate_launch_description():
                               description="textseg ONNX model ('' = params_file's, whose "
                                           "'' is the default artifact)"),
         DeclareLaunchArgument("backend", default_value="",
-                              description="auto | onnxruntime ('' = params_file's)"),
+                              description="auto | tensorrt | onnxruntime "
+                                          "('' = params_file's)"),
+        DeclareLaunchArgument("precision", default_value="",
+                              description="TensorRT engine precision: fp16 | fp32 | int8 "
+                                          "('' = params_file's)"),
         DeclareLaunchArgument("image", default_value="image",
-                              description="input image topic (sensor_msgs/Image)"),
+                              description="input image topic (sensor_msgs/Image); the "
+                                          "compressed transport reads <image>/compressed"),
+        DeclareLaunchArgument("transport", default_value="",
+                              description="raw | compressed ('' = params_file's)"),
         DeclareLaunchArgument("params_file",
                               default_value=os.path.join(share, "config", "segmentation.yaml"),
                               description="node parameters (YAML)"),

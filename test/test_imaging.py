@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 
+import cv2
 import numpy as np
 import pytest
 
@@ -11,9 +12,13 @@ from textseg.imaging import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_ENCODINGS,
     ImageRejected,
+    check_image_header,
     colorize,
+    compressed_header,
+    compressed_to_rgb,
     image_to_rgb,
     overlay,
+    scaled_size,
 )
 
 H, W = 5, 7
@@ -146,3 +151,84 @@ def test_overlay_blends(alpha):
     assert out.dtype == np.uint8
     expected = np.round(alpha * mask.astype(float) + (1 - alpha) * rgb.astype(float))
     assert np.abs(out.astype(float) - expected).max() <= 1
+
+
+# --- O(1) header checks and sensor_msgs/CompressedImage ----------------------------------
+
+def test_header_check_needs_no_pixels():
+    check_image_header("rgb8", H, W, W * 3 + 2, H * (W * 3 + 2))
+    with pytest.raises(ImageRejected) as info:
+        check_image_header("rgb8", 2**31, 2**31, 2**33, 0)
+    assert info.value.reason == "size"
+
+
+def _encoded(fmt: str, pixels: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(fmt, pixels)
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize("fmt, kind", [(".png", "png"), (".jpg", "jpeg")])
+def test_compressed_round_trip(fmt, kind):
+    bgr = _pixels(3, 16, 24)
+    data = _encoded(fmt, bgr)
+    assert compressed_header(data) == (kind, 24, 16)
+    rgb = compressed_to_rgb(data)
+    assert rgb.shape == (16, 24, 3)
+    if kind == "png":  # lossless: exactly the pixels, RGB order
+        np.testing.assert_array_equal(rgb, bgr[..., ::-1])
+
+
+def test_compressed_grey_jpeg_decodes_to_rgb():
+    data = _encoded(".jpg", _pixels(1, 8, 8))
+    assert compressed_to_rgb(data).shape == (8, 8, 3)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG header claiming any size (a decompression bomb needs no more)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    body = struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    end = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    return b"\x89PNG\r\n\x1a\n" + body + end
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "size"),
+    (b"GIF89a" + bytes(40), "format"),
+    (bytes(100), "format"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(10), "corrupt"),
+    (_png_claiming(60000, 60000), "size"),
+    (_png_claiming(0, 10), "size"),
+    (b"\xff\xd8\xff\xd9", "corrupt"),
+    (b"\xff\xd8\x00\x00\x00\x00\xff\xd9", "corrupt"),
+])
+def test_compressed_rejections(data, reason):
+    with pytest.raises(ImageRejected) as info:
+        compressed_to_rgb(data)
+    assert info.value.reason == reason, str(info.value)
+
+
+@pytest.mark.parametrize("fmt", [".png", ".jpg"])
+def test_truncated_compressed_is_rejected(fmt):
+    data = _encoded(fmt, _pixels(3, 32, 32))
+    with pytest.raises(ImageRejected) as info:
+        compressed_to_rgb(data[: len(data) // 2])
+    assert info.value.reason == "truncated"
+
+
+def test_corrupt_png_body_is_rejected():
+    data = bytearray(_encoded(".png", _pixels(3, 32, 32)))
+    data[40:60] = bytes(20)  # inside the compressed image data
+    with pytest.raises(ImageRejected) as info:
+        compressed_to_rgb(bytes(data))
+    assert info.value.reason == "corrupt"
+
+
+def test_scaled_size():
+    assert scaled_size(720, 1280, 1.0) == (720, 1280)
+    assert scaled_size(720, 1280, 0.5) == (360, 640)
+    assert scaled_size(3, 3, 0.01) == (1, 1)

@@ -120,3 +120,18 @@ def test_segmentation_config_parses():
         assert isinstance(node, str)
         assert isinstance(section, dict), node
         assert isinstance(section.get("ros__parameters"), dict), node
+
+
+def test_launch_file_declares_the_documented_arguments():
+    """Without launch_ros (test/ros/test_launch_file.py runs it where it exists): the launch
+    file declares exactly the arguments the README documents."""
+    tree = ast.parse((ROOT / "launch" / "segmentation.launch.py").read_text(encoding="utf-8"))
+    declared = {node.args[0].value for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "")
+                == "DeclareLaunchArgument" and node.args and isinstance(node.args[0],
+                                                                         ast.Constant)}
+    assert declared == {"model", "backend", "precision", "image", "transport", "params_file",
+                        "namespace", "use_sim_time", "dds_profile"}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in declared:
+        assert f"`{name}`" in readme, f"launch argument {name} is not documented"

@@ -2,15 +2,30 @@
 
   textseg demo                 run the node on CamVid frames and show what it published
   textseg info MODEL.onnx      print what a model artifact carries
+  textseg bake MODEL.onnx      build (or verify) the TensorRT engine for this machine
+  textseg bench MODEL          backend and node throughput, latency and node overhead
+  textseg overload MODEL       frames at 3x capacity: bounded latency, flat memory
+  textseg bag-from-dataset DIR BAG   an image folder (+ labels) as a ROS 2 bag
+  textseg replay BAG           play a bag through the node over DDS, score it, report
+  textseg eval-offline BAG     the same scoring with the backend called directly (no ROS)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_DEMO_IMAGES = Path("..") / "shared" / "datasets" / "camvid" / "val"
+BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime")
+PRECISION_CHOICES = ("fp16", "fp32", "int8")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    from textseg.benchmark import parse_size as parse
+
+    return parse(text)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -27,6 +42,73 @@ def _info(args: argparse.Namespace) -> int:
     for i, (name, color) in enumerate(zip(info.class_names, info.palette, strict=True)):
         print(f"  {i:>3}  {name:<20} rgb{tuple(color)}")
     return 0
+
+
+def _bake(args: argparse.Namespace) -> int:
+    from textseg.engine.engine_cache import default_cache_dir, list_engines
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.list:
+        entries = list_engines(cache_dir)
+        print(f"engine cache {cache_dir}: {len(entries)} engines")
+        for path, record, problem in entries:
+            if record is None:
+                print(f"  {path.name}: unusable ({problem})")
+                continue
+            status = f"BAD: {problem}" if problem else "ok"
+            print(f"  {path.name}: {record.key.describe()}, {record.engine_size >> 20} MiB, "
+                  f"built {record.created} in {record.build_seconds:.0f} s [{status}]")
+        return 0
+    if not args.model:
+        raise ValueError("give the ONNX model to bake (or --list)")
+    from textseg.engine.onnx_file import describe_model
+    from textseg.engine.tensorrt_backend import TensorRTBackend, import_tensorrt
+
+    import_tensorrt()  # says so at once where TensorRT is missing
+    model = describe_model(args.model)  # clear contract errors before TensorRT is touched
+    sizes = [parse_size(s) for s in args.size] or [model.info.network_input_size]
+    if not args.size:
+        h, w = sizes[0]
+        print(f"no --size given: baking for the network input size {w}x{h}; engines are per "
+              "camera size, pass --size WIDTHxHEIGHT for your camera")
+    started = time.monotonic()
+
+    def report(line: str) -> None:
+        print(f"[{time.monotonic() - started:7.1f} s] {line}", flush=True)
+
+    backend = TensorRTBackend(model.path, precision=args.precision, cache_dir=cache_dir,
+                              allow_build=True, calibration_dir=args.calibration,
+                              workspace_mib=args.workspace, report=report)
+    try:
+        for height, width in sizes:
+            backend.prepare(height, width, force=args.force)
+            print(f"engine {backend.engine_paths[(height, width)]} ready "
+                  f"({args.precision} {width}x{height})")
+    finally:
+        backend.close()
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from textseg.benchmark import format_bench_table, run_bench
+
+    sizes = tuple(parse_size(s) for s in args.sizes.split(","))
+    rows = run_bench(args.model, args.backend, args.precision, sizes, args.images,
+                     args.frames, args.duration, args.warmup, args.threads,
+                     node=not args.no_node, rate_factor=args.rate_factor,
+                     all_outputs=args.all_outputs)
+    print()
+    print(format_bench_table(rows))
+    return 0
+
+
+def _overload(args: argparse.Namespace) -> int:
+    from textseg.benchmark import run_overload
+
+    result = run_overload(args.model, parse_size(args.size), args.factor, args.duration,
+                          args.warmup, args.backend, args.precision, args.threads, args.images)
+    print(result.report())
+    return 0 if result.latency_bounded and abs(result.rss_growth) < 0.05 else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -59,14 +141,78 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print the metadata a model artifact carries")
     info.add_argument("model", nargs="?", default="", help="ONNX file ('' = default artifact)")
     info.set_defaults(func=_info)
+
+    bake = sub.add_parser(
+        "bake", help="build the TensorRT engine for this machine (cached)",
+        description="Build a serialized TensorRT engine from a textseg ONNX model on this "
+        "machine, for one input size per --size, and cache it (key: ONNX sha256, TensorRT "
+        "version, GPU and compute capability, precision, size). A cached engine is reused, a "
+        "stale one rebuilt.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bake.add_argument("model", nargs="?", default="", help="ONNX model")
+    bake.add_argument("--precision", default="fp16", choices=PRECISION_CHOICES)
+    bake.add_argument("--size", action="append", default=[],
+                      help="camera size WIDTHxHEIGHT (repeatable; default: network size)")
+    bake.add_argument("--calibration", default=None,
+                      help="folder of camera images for int8 calibration")
+    bake.add_argument("--cache-dir", default="",
+                      help="engine cache ('' = $TEXTSEG_ENGINE_CACHE or ~/.cache/textseg/engines)")
+    bake.add_argument("--workspace", type=int, default=0,
+                      help="builder workspace limit in MiB (0 = TensorRT's default)")
+    bake.add_argument("--force", action="store_true", help="rebuild even if cached")
+    bake.add_argument("--list", action="store_true", help="list the cached engines")
+    bake.set_defaults(func=_bake)
+
+    bench = sub.add_parser(
+        "bench", help="backend and node throughput, latency and node overhead",
+        description="Per input size: the backend alone (latency p50/p99, FPS), then "
+        "segmentation_node in its own process fed over DDS at --rate-factor x the backend's "
+        "FPS (node FPS and the node's own time per frame outside inference).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _backend_arguments(bench)
+    bench.add_argument("--sizes", default="960x720,1280x720", help="comma-separated WxH")
+    bench.add_argument("--frames", type=int, default=30, help="backend-alone iterations")
+    bench.add_argument("--duration", type=float, default=20.0, help="node phase seconds")
+    bench.add_argument("--warmup", type=float, default=4.0, help="node warm-up seconds")
+    bench.add_argument("--rate-factor", type=float, default=1.5,
+                       help="publish rate as a multiple of the backend's FPS")
+    bench.add_argument("--all-outputs", action="store_true",
+                       help="also subscribe labels/color and labels/overlay")
+    bench.add_argument("--no-node", action="store_true", help="backend alone only")
+    bench.set_defaults(func=_bench)
+
+    overload = sub.add_parser(
+        "overload", help="frames at N x capacity: bounded latency, flat memory",
+        description="Publish frames at --factor x what the node can process for --duration "
+        "s; report latency (must stay within two inference times: no queue) and the node's "
+        "memory (must stay flat). Exit code 1 when either fails.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _backend_arguments(overload)
+    overload.add_argument("--size", default="1280x720", help="WxH")
+    overload.add_argument("--factor", type=float, default=3.0)
+    overload.add_argument("--duration", type=float, default=30.0)
+    overload.add_argument("--warmup", type=float, default=5.0)
+    overload.set_defaults(func=_overload)
+
+    from textseg.replay.commands import add_commands  # rosbag replay evaluation
+
+    add_commands(sub)
     return parser
+
+
+def _backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default="", help="model ('' = default artifact)")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    parser.add_argument("--precision", default="fp16", choices=PRECISION_CHOICES)
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all)")
+    parser.add_argument("--images", type=Path, default=DEFAULT_DEMO_IMAGES,
+                        help="folder of frames (resized to each size)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"textseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

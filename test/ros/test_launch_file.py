@@ -34,8 +34,8 @@ pytestmark = pytest.mark.ros
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "segmentation.launch.py"
 DEFAULT_MODEL = REPO / "models" / "textseg_default.onnx"
-ARGUMENTS = {"model", "backend", "image", "params_file", "namespace", "use_sim_time",
-             "dds_profile"}
+ARGUMENTS = {"model", "backend", "precision", "image", "transport", "params_file", "namespace",
+             "use_sim_time", "dds_profile"}
 
 
 @pytest.fixture

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import itertools
 
+import cv2
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 
 from builtin_interfaces.msg import Time  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from textseg.engine import default_model_path, load_backend, package_share_dir  # noqa: E402
-from textseg.imaging import image_to_rgb  # noqa: E402
-from textseg.node.frame_client import FrameClient  # noqa: E402
+from textseg.imaging import compressed_to_rgb, image_to_rgb  # noqa: E402
+from textseg.node.frame_client import FrameClient, stamp_key  # noqa: E402
 from textseg.node.process import NodeProcess, local_ros_environment  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -51,11 +53,16 @@ def monkeypatch_module():
         yield patch
 
 
+OUTPUTS = {"labels/color": Image, "labels/overlay": Image, "labels/confidence": Image}
+
+
 @pytest.fixture(scope="module")
 def running_node(tiny_model_path, ros_env, ros_context):
     """One node for the module; threads=1 so the reference backend computes bit-identically."""
-    node = NodeProcess({"model": str(tiny_model_path), "threads": 1}, env=ros_env).start()
-    client = FrameClient(context=ros_context)
+    node = NodeProcess({"model": str(tiny_model_path), "threads": 1,
+                        "publish_confidence": True, "overlay_alpha": 0.5,
+                        "diagnostics_period": 0.3}, env=ros_env).start()
+    client = FrameClient(context=ros_context, outputs=OUTPUTS, diagnostics=True)
     try:
         client.wait_for_node(timeout=60.0, alive=node.alive)
         yield node, client
@@ -173,14 +180,314 @@ def test_shipped_params_file_loads(tiny_model_path, ros_env, ros_context, camvid
     assert "[best_effort, depth 1]" in node.log_text()
 
 
+
+
+# --- optional outputs, diagnostics --------------------------------------------------------
+
+def test_color_overlay_and_confidence_keep_the_header(running_node, reference_backend,
+                                                      camvid_frames):
+    node, client = running_node
+    (_, rgb), = camvid_frames(1)
+    h, w, _ = rgb.shape
+    sent = client.image_message(rgb, "rgb8", _stamp(), "cam_outputs")
+    reply = client.exchange(sent, timeout=20.0)
+    assert reply is not None, node.log_text()[-2000:]
+    key = stamp_key(sent)
+    assert client.wait_for(lambda: all(key in client.outputs[t] for t in OUTPUTS), 10.0)
+    labels = np.frombuffer(reply[0].data, np.uint8).reshape(h, w)
+    messages = {topic: client.outputs[topic][key][0] for topic in OUTPUTS}
+    for topic, msg in messages.items():
+        assert msg.header.stamp == sent.header.stamp, topic
+        assert msg.header.frame_id == "cam_outputs", topic
+        assert (msg.height, msg.width) == (h, w), topic
+    color_msg = messages["labels/color"]
+    assert color_msg.encoding == "rgb8" and color_msg.step == 3 * w
+    color = np.frombuffer(color_msg.data, np.uint8).reshape(h, w, 3)
+    palette = np.array(reference_backend.info.palette, np.uint8)
+    np.testing.assert_array_equal(color, palette[labels])
+    overlay = np.frombuffer(messages["labels/overlay"].data, np.uint8).reshape(h, w, 3)
+    expected = 0.5 * color.astype(float) + 0.5 * rgb.astype(float)
+    assert np.abs(overlay.astype(float) - expected).max() <= 1
+    confidence_msg = messages["labels/confidence"]
+    assert confidence_msg.encoding == "mono8"
+    confidence = np.frombuffer(confidence_msg.data, np.uint8).reshape(h, w)
+    np.testing.assert_array_equal(
+        confidence, reference_backend.infer(rgb, want_confidence=True).confidence)
+
+
+def _diagnostics_when(client, node_name, condition, timeout=10.0):
+    """The node's newest diagnostics once `condition(values)` holds (None on timeout)."""
+    found = []
+
+    def check():
+        entry = client.node_diagnostics(node_name)
+        if entry is not None and condition(entry[0]):
+            found.append(entry)
+            return True
+        return False
+
+    client.wait_for(check, timeout)
+    return found[0] if found else None
+
+
+def test_diagnostics_report_rates_latencies_and_rejections(running_node, tiny_model_path,
+                                                           camvid_frames):
+    node, client = running_node
+    (_, rgb), = camvid_frames(1)
+    for _ in range(2):
+        assert client.exchange(client.image_message(rgb, "rgb8", _stamp(), "d"), 20.0)
+    bad_step = client.image_message(rgb, "rgb8", _stamp(), "d")
+    bad_step.step = 5
+    client.publish(bad_step)
+    entry = _diagnostics_when(client, "/segmentation_node",
+                              lambda v: int(v.get("rejected: step", 0)) >= 1)
+    assert entry is not None, f"no diagnostics with the rejection:\n{node.log_text()[-2000:]}"
+    values, status, stamp = entry
+    assert status.name == "/segmentation_node: segmentation"
+    assert values["backend"].startswith("onnxruntime")
+    assert values["model"] == str(tiny_model_path)
+    assert values["state"] == "running"
+    assert int(values["frames processed"]) >= 2
+    assert int(values["messages rejected"]) >= 1
+    for key in ("inference p50 (ms)", "inference p99 (ms)", "end-to-end p50 (ms)",
+                "end-to-end p99 (ms)", "node overhead p50 (ms)", "input rate (Hz)",
+                "output rate (Hz)"):
+        assert float(values[key]) >= 0.0, key
+    assert float(values["end-to-end p50 (ms)"]) >= float(values["inference p50 (ms)"]) * 0.5
+    assert stamp.sec > 0  # stamped with the node's clock (wall time here)
+
+
+def test_outputs_are_skipped_without_subscribers_and_absent_when_disabled(
+        tiny_model_path, ros_env, ros_context, camvid_frames):
+    (_, rgb), = camvid_frames(1)
+    with NodeProcess({"model": str(tiny_model_path), "publish_overlay": False,
+                      "diagnostics_period": 0.3}, env=ros_env, namespace="/lazy") as node:
+        client = FrameClient(context=ros_context, image_topic="/lazy/image",
+                             labels_topic="/lazy/nobody_listens_here", name="lazy_client",
+                             diagnostics=True)
+        try:
+            assert client.wait_for(lambda: client.publisher.get_subscription_count() > 0
+                                   and client.node.count_publishers("/lazy/labels") > 0, 60)
+            for _ in range(3):
+                client.publish(client.image_message(rgb, "rgb8", _stamp(), "lazy"))
+                client.spin_for(0.2)
+            entry = _diagnostics_when(
+                client, "/lazy/segmentation_node",
+                lambda v: int(v.get("frames skipped (no subscribers)", 0)) >= 1)
+            assert entry is not None, node.log_text()[-2000:]
+            assert entry[0]["frames processed"] == "0"
+            assert client.node.count_publishers("/lazy/labels/color") == 1
+            assert client.node.count_publishers("/lazy/labels/overlay") == 0  # disabled
+            assert client.node.count_publishers("/lazy/labels/confidence") == 0
+        finally:
+            client.close()
+
+
+# --- compressed input, output_scale, camera_info ------------------------------------------
+
+@pytest.fixture(scope="module")
+def compressed_node(tiny_model_path, ros_env, ros_context):
+    node = NodeProcess({"model": str(tiny_model_path), "threads": 1, "transport": "compressed",
+                        "output_scale": 0.5, "camera_info": True},
+                       env=ros_env, namespace="/zip").start()
+    client = FrameClient(context=ros_context, image_topic="/zip/image/compressed",
+                         labels_topic="/zip/labels", transport="compressed", name="zip_client",
+                         outputs={"/zip/labels/camera_info": CameraInfo})
+    info_pub = client.node.create_publisher(CameraInfo, "/zip/camera_info", 10)
+    try:
+        client.wait_for_node(timeout=60.0, alive=node.alive)
+        yield node, client, info_pub
+    finally:
+        client.close()
+        code = node.stop()
+        assert code == 0, f"node did not exit cleanly ({code}):\n{node.log_text()[-2000:]}"
+
+
+def _camera_info(width, height):
+    info = CameraInfo()
+    info.width, info.height = width, height
+    info.distortion_model = "plumb_bob"
+    info.d = [0.1, -0.2, 0.0, 0.0, 0.0]
+    info.k = [400.0, 0.0, 240.0, 0.0, 410.0, 180.0, 0.0, 0.0, 1.0]
+    info.p = [400.0, 0.0, 240.0, 0.0, 0.0, 410.0, 180.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_compressed_frames_are_answered_at_the_output_scale(fmt, compressed_node,
+                                                            reference_backend, camvid_frames):
+    node, client, info_pub = compressed_node
+    (_, rgb), = camvid_frames(1)
+    assert client.wait_for(lambda: info_pub.get_subscription_count() > 0, 10.0)
+    for _ in range(3):  # best effort: the first sample after matching may be lost
+        info_pub.publish(_camera_info(480, 360))
+        client.spin_for(0.1)
+    msg = client.compressed_message(rgb, _stamp(), "zip_cam", fmt)
+    reply = client.exchange(msg, timeout=20.0)
+    assert reply is not None, node.log_text()[-2000:]
+    labels_msg, _ = reply
+    assert (labels_msg.height, labels_msg.width) == (180, 240)
+    assert labels_msg.header.stamp == msg.header.stamp
+    assert labels_msg.header.frame_id == "zip_cam"
+    decoded = compressed_to_rgb(msg.data)
+    small = cv2.resize(decoded, (240, 180), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(
+        np.frombuffer(labels_msg.data, np.uint8).reshape(180, 240),
+        reference_backend.infer(small).labels)
+    key = stamp_key(msg)
+    infos = client.outputs["/zip/labels/camera_info"]
+    assert client.wait_for(lambda: key in infos, 10.0)
+    info = infos[key][0]
+    assert (info.width, info.height) == (240, 180)
+    assert info.header.frame_id == "zip_cam" and info.header.stamp == msg.header.stamp
+    assert list(info.k) == [200.0, 0.0, 120.0, 0.0, 205.0, 90.0, 0.0, 0.0, 1.0]
+    assert list(info.d) == [0.1, -0.2, 0.0, 0.0, 0.0]
+
+
+def test_corrupt_compressed_data_is_rejected_and_the_node_keeps_serving(compressed_node,
+                                                                        camvid_frames):
+    node, client, _ = compressed_node
+    (_, rgb), = camvid_frames(1)
+    good = client.compressed_message(rgb, _stamp(), "zip", "jpeg")
+    truncated = client.compressed_message(rgb, _stamp(), "zip", "jpeg")
+    truncated.data = truncated.data[: len(truncated.data) // 2]
+    garbage = client.compressed_message(rgb, _stamp(), "zip", "png")
+    garbage.data = bytes(range(256)) * 8
+    for bad in (truncated, garbage):
+        client.publish(bad)
+        client.spin_for(0.3)  # depth 1: a second message right behind would replace it
+    assert client.exchange(good, timeout=20.0) is not None
+    assert node.alive()
+    log = node.log_text()
+    assert "rejected image (truncated): JPEG data is truncated" in log
+    assert "rejected image (format): unsupported compressed format" in log
+
+
+# --- clocks, build_only, start-up errors --------------------------------------------------
+
+def test_use_sim_time_follows_the_bag_clock(tiny_model_path, ros_env, ros_context,
+                                            camvid_frames):
+    from rosgraph_msgs.msg import Clock
+
+    (_, rgb), = camvid_frames(1)
+    with NodeProcess({"model": str(tiny_model_path), "use_sim_time": True,
+                      "diagnostics_period": 0.2}, env=ros_env, namespace="/sim") as node:
+        client = FrameClient(context=ros_context, image_topic="/sim/image",
+                             labels_topic="/sim/labels", name="sim_client", diagnostics=True)
+        clock = client.node.create_publisher(Clock, "/clock", 10)
+        try:
+            client.wait_for_node(timeout=60.0, alive=node.alive)
+            bag_time = Time(sec=4242, nanosec=500)
+            msg = client.image_message(rgb, "rgb8", bag_time, "bag_cam")
+            reply = client.exchange(msg, timeout=20.0)
+            assert reply is not None and reply[0].header.stamp == bag_time
+
+            def stamped_with_bag_clock():
+                clock.publish(Clock(clock=Time(sec=4300)))
+                entry = client.node_diagnostics("/sim/segmentation_node")
+                return entry is not None and entry[2].sec == 4300
+
+            assert client.wait_for(stamped_with_bag_clock, 15.0), node.log_text()[-2000:]
+        finally:
+            client.close()
+
+
+def test_build_only_prepares_the_backend_and_exits(tiny_model_path, ros_env):
+    node = NodeProcess({"model": str(tiny_model_path), "build_only": True}, env=ros_env).start()
+    try:
+        node.process.wait(timeout=60)
+    finally:
+        node.stop()
+    assert node.process.returncode == 0, node.log_text()
+    assert "build_only: onnxruntime" in node.log_text()
+
+
+def _text_file(tmp_path, tiny):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a network\n")
+    return path
+
+
+def _onnx_without_metadata(tmp_path, tiny):
+    onnx = pytest.importorskip("onnx", reason="onnx not installed (runtime-only environment)")
+    model = onnx.load(str(tiny))
+    del model.metadata_props[:]
+    path = tmp_path / "plain.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _float_input_model(tmp_path, tiny):
+    onnx = pytest.importorskip("onnx", reason="onnx not installed (runtime-only environment)")
+    from onnx import TensorProto, helper
+
+    inp = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, "h", "w", 3])
+    out = helper.make_tensor_value_info("labels", TensorProto.UINT8, [1, "h", "w"])
+    cast = helper.make_node("Cast", ["image"], ["c"], to=TensorProto.UINT8)
+    index = helper.make_tensor("index", TensorProto.INT64, [], [0])
+    gather = helper.make_node("Gather", ["c", "index"], ["labels"], axis=3)
+    model = helper.make_model(helper.make_graph([cast, gather], "g", [inp], [out],
+                                                initializer=[index]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    for prop in onnx.load(str(tiny)).metadata_props:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = prop.key, prop.value
+    path = tmp_path / "float_input.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _model_without_confidence(tmp_path, tiny):
+    model = default_model_path()
+    if not model.is_file():
+        pytest.skip(f"default artifact {model} not exported yet (scripts/setup.sh does it)")
+    return model
+
+
+def _engine_without_sidecar(tmp_path, tiny):
+    path = tmp_path / "orphan.engine"
+    path.write_bytes(b"\x00" * 64)
+    return path
+
+
+def _engine_with_sidecar(tmp_path, tiny):
+    from textseg.engine.engine_cache import EngineKey, EngineRecord, PlatformFacts, store_engine
+    from textseg.engine.onnx_file import describe_model
+
+    model = describe_model(tiny)
+    key = EngineKey.for_platform(model.sha256, PlatformFacts("10.3.0", "Orin", "8.7"), "fp16",
+                                 (360, 480))
+    path = tmp_path / "baked.engine"
+    store_engine(path, b"plan", EngineRecord(key, "", 0, model.info.to_metadata(), True,
+                                             str(tiny)))
+    return path
+
+
 @pytest.mark.parametrize("parameters, message", [
     ({"model": "does/not/exist.onnx"}, "model file not found: does/not/exist.onnx"),
+    ({"model": _text_file}, "is not an ONNX model"),
+    ({"model": _onnx_without_metadata}, "is not a textseg model"),
+    ({"model": _float_input_model}, "expected a uint8 input 'image'"),
+    ({"model": _model_without_confidence, "publish_confidence": True},
+     "has no 'confidence' output"),
+    ({"model": _engine_without_sidecar}, "has no sidecar"),
+    ({"model": _engine_with_sidecar}, "TensorRT"),
+    ({"backend": "tensorrt"}, "TensorRT"),
     ({"qos_reliability": "sometimes"}, "qos_reliability 'sometimes' is not one of"),
     ({"qos_depth": 0}, "qos_depth must be >= 1"),
+    ({"qos_depth": "deep"}, "qos_depth must be an integer"),
     ({"backend": "magic"}, "backend 'magic' is not one of"),
+    ({"transport": "pigeon"}, "transport 'pigeon' is not one of"),
+    ({"output_scale": 0.0}, "output_scale must be in (0, 1]"),
+    ({"overlay_alpha": 1}, "overlay_alpha must be a double"),
+    ({"precision": "int8", "backend": "auto"}, "precision int8 needs calibration_dir"),
+    ({"image_width": 640}, "image_width and image_height must be given together"),
 ])
-def test_bad_start_up_gives_one_clear_error(parameters, message, tiny_model_path, ros_env):
+def test_bad_start_up_gives_one_clear_error(parameters, message, tiny_model_path, ros_env,
+                                            tmp_path):
     params = {"model": str(tiny_model_path), **parameters}
+    if callable(params["model"]):
+        params["model"] = str(params["model"](tmp_path, tiny_model_path))
     node = NodeProcess(params, env=ros_env).start()
     try:
         node.process.wait(timeout=60)
@@ -190,3 +497,4 @@ def test_bad_start_up_gives_one_clear_error(parameters, message, tiny_model_path
     assert node.process.returncode == 1, log
     assert message in log
     assert "Traceback" not in log
+    assert log.count("[FATAL]") == 1, log

@@ -7,6 +7,7 @@ folder (nothing is copied into the project); the network runs at 96x128 to stay 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -183,8 +184,15 @@ def test_ddp_with_two_gloo_processes(tiny_dataset, tmp_path):
            str(TRAINING_DIR / "configs" / "camvid_stdc1_baseline.yaml")]
     for item in sets:
         cmd += ["--set", item]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    # Own process group: on a hang, the launcher and both workers are stopped together.
+    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    try:
+        stdout, stderr = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        stdout, stderr = launcher.communicate()
+    assert launcher.returncode == 0, stdout[-2000:] + stderr[-3000:]
     data = load_checkpoint(out / "last.pt")
     assert data["iteration"] == 2
     assert (out / "metrics.csv").is_file()

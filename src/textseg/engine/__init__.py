@@ -7,12 +7,14 @@ from pathlib import Path
 
 from textseg.engine.backend import SegmentationBackend, SegmentationResult
 from textseg.engine.contract import ContractError, ModelInfo
+from textseg.engine.engine_cache import PRECISIONS
 
-BACKENDS = ("auto", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
 DEFAULT_MODEL_FILENAME = "textseg_default.onnx"
 
-__all__ = ["BACKENDS", "ContractError", "ModelInfo", "SegmentationBackend",
-           "SegmentationResult", "default_model_path", "load_backend"]
+__all__ = ["BACKENDS", "PRECISIONS", "ContractError", "ModelInfo", "SegmentationBackend",
+           "SegmentationResult", "choose_backend", "default_model_path", "load_backend",
+           "package_share_dir", "tensorrt_problem"]
 
 
 def package_share_dir() -> Path:
@@ -39,16 +41,71 @@ def default_model_path() -> Path:
     return package_share_dir() / "models" / DEFAULT_MODEL_FILENAME
 
 
-def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
+def tensorrt_problem() -> str | None:
+    """None when TensorRT and a CUDA GPU are usable here, else why not (one line)."""
+    from textseg.engine.cuda_runtime import CudaUnavailable, load_cuda_runtime
+    from textseg.engine.tensorrt_backend import TensorRTUnavailable, import_tensorrt
+
+    try:
+        import_tensorrt()
+        if load_cuda_runtime().device_count() < 1:
+            return "no CUDA GPU is visible"
+    except (TensorRTUnavailable, CudaUnavailable) as exc:
+        return str(exc)
+    return None
+
+
+def choose_backend(requested: str, model: str | Path = "") -> tuple[str, str]:
+    """(backend name, why) for `requested` in BACKENDS; `auto` picks TensorRT when it and a
+    GPU are usable, else ONNX Runtime (which itself uses CUDA when its build has it)."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend '{requested}': choose one of {', '.join(BACKENDS)}")
+    is_engine = Path(str(model)).suffix == ".engine"
+    if requested == "onnxruntime" and is_engine:
+        raise ValueError(f"{model} is a TensorRT engine: use backend tensorrt (or auto), or "
+                         "give the ONNX file to run it with ONNX Runtime")
+    if requested != "auto":
+        return requested, "requested"
+    problem = tensorrt_problem()
+    if problem is None:
+        return "tensorrt", "auto: TensorRT and a CUDA GPU are available"
+    if is_engine:
+        raise ValueError(f"{model} is a TensorRT engine but TensorRT cannot run here: {problem}")
+    import onnxruntime
+
+    providers = [p for p in onnxruntime.get_available_providers()
+                 if p in ("CUDAExecutionProvider", "CPUExecutionProvider")]
+    return "onnxruntime", f"auto: ONNX Runtime {providers}; TensorRT is not usable: {problem}"
+
+
+def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0, *,
+                 precision: str = "fp16", cache_dir: str | Path = "",
+                 allow_build: bool = True, calibration_dir: str | Path = "",
+                 input_size: tuple[int, int] | None = None, report=None
                  ) -> SegmentationBackend:
-    """Open `model` (default artifact when empty) with the requested backend."""
+    """Open `model` (default artifact when empty) with the requested backend.
+
+    ONNX Runtime uses `threads`; TensorRT uses `precision`, the engine cache in `cache_dir`
+    ('' = the default), `allow_build`, `calibration_dir` (int8) and `input_size` (build or
+    load the engine for that (height, width) now instead of on the first frame)."""
     path = Path(model) if str(model) else default_model_path()
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}': choose one of "
+                         f"{', '.join(PRECISIONS)}")
     if not path.is_file():
         hint = (" (the default model is created by the set-up script; or pass model:=PATH)"
                 if not str(model) else "")
         raise FileNotFoundError(f"model file not found: {path}{hint}")
+    name, _ = choose_backend(backend, path)
+    if name == "tensorrt":
+        from textseg.engine.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path, precision=precision, cache_dir=cache_dir or None,
+                               allow_build=allow_build,
+                               calibration_dir=calibration_dir or None,
+                               input_size=input_size, report=report)
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, threads=threads)

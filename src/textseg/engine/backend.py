@@ -23,8 +23,17 @@ class SegmentationBackend(Protocol):
     info: ModelInfo
     has_confidence: bool
 
+    @property
+    def description(self) -> str:
+        """One line for logs and diagnostics: backend, device, precision."""
+        ...
+
     def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
         """Segment one uint8 RGB image of shape [H, W, 3]."""
+        ...
+
+    def close(self) -> None:
+        """Release devices and buffers."""
         ...
 
 

@@ -59,6 +59,13 @@ class OnnxRuntimeBackend:
             raise ContractError(f"{path}: expected a uint8 [1, H, W] output '{LABELS_OUTPUT}'")
         return CONFIDENCE_OUTPUT in outputs
 
+    @property
+    def description(self) -> str:
+        return f"onnxruntime {ort.__version__} ({', '.join(self.providers)})"
+
+    def close(self) -> None:
+        self.session = None
+
     def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
         rgb = check_rgb(rgb)
         names = [LABELS_OUTPUT]

@@ -78,6 +78,18 @@ class NodeProcess:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the node process (Linux /proc), None when not running."""
+        if not self.alive():
+            return None
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+        return None
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

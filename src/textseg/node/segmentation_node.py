@@ -1,31 +1,106 @@
-"""segmentation_node: camera images in, per-pixel class-id images out.
+"""segmentation_node: camera images in, per-pixel class ids (and views of them) out.
 
-Subscribes  ``image``   sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)
-Publishes   ``labels``  sensor_msgs/Image mono8, input size, input header
+Subscribes  ``image``               sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), or
+            ``image/compressed``    sensor_msgs/CompressedImage (jpeg, png)  [transport]
+            ``camera_info``         sensor_msgs/CameraInfo                   [camera_info]
+Publishes   ``labels``              sensor_msgs/Image mono8 class ids, the input's header
+            ``labels/color``        rgb8 colour mask                          [publish_color]
+            ``labels/overlay``      rgb8 mask blended over the image          [publish_overlay]
+            ``labels/confidence``   mono8 max probability x 255          [publish_confidence]
+            ``labels/camera_info``  camera_info for the label size            [camera_info]
+            ``label_info``          vision_msgs/LabelInfo, transient local (when installed)
+            ``/diagnostics``        diagnostic_msgs/DiagnosticArray
 
-The subscription callback only hands the newest frame to a worker thread; conversion,
-inference and publishing happen there, never on the executor thread.
+A thin shell over ROS-free code (textseg.pipeline, textseg.imaging, textseg.stats,
+textseg.engine). The subscription callback only runs O(1) header checks and hands the newest
+frame to a worker thread; decoding, inference and publishing happen there. The model is opened
+(and a TensorRT engine built, if needed) on a loader thread while the node already reports
+its state on /diagnostics; the input is subscribed once the backend is ready.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
+from pathlib import Path
 
-import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import Image
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from textseg.engine import BACKENDS, default_model_path, load_backend
-from textseg.imaging import DEFAULT_MAX_PIXELS, ImageRejected, image_to_rgb
+from textseg.engine import BACKENDS, PRECISIONS, choose_backend, default_model_path, load_backend
+from textseg.engine.contract import ContractError, ModelInfo
+from textseg.engine.engine_cache import EngineCacheError, read_record
+from textseg.engine.onnx_file import describe_model
+from textseg.imaging import (
+    DEFAULT_MAX_PIXELS,
+    ImageRejected,
+    check_image_header,
+    compressed_header,
+    scaled_size,
+)
 from textseg.latest_frame_worker import LatestFrameWorker
+from textseg.node.label_info import MISSING_MESSAGE, label_info_message, load_label_info_types
+from textseg.pipeline import OutputRequest, SegmentationPipeline, scale_intrinsics
+from textseg.stats import NodeStatistics, RateLimitedLog, diagnostic_level, diagnostic_values
 
-RELIABILITY = {
-    "best_effort": QoSReliabilityPolicy.BEST_EFFORT,
-    "reliable": QoSReliabilityPolicy.RELIABLE,
+RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
+               "reliable": ReliabilityPolicy.RELIABLE}
+TRANSPORTS = ("raw", "compressed")
+ENGINE_BUILD = ("auto", "never")
+
+STRING, INTEGER = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER
+DOUBLE, BOOL = ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_BOOL
+TYPE_NAMES = {STRING: "a string", INTEGER: "an integer", DOUBLE: "a double (e.g. 1.0)",
+              BOOL: "a boolean"}
+
+# name: (default, type, description, constraints). All read-only: restart to change them.
+PARAMETERS: dict[str, tuple] = {
+    "model": ("", STRING, "textseg ONNX model, or a baked TensorRT .engine (with its .json "
+              "sidecar); empty = the default artifact", "existing file"),
+    "backend": ("auto", STRING, "Inference backend; auto = TensorRT when it and a GPU are "
+                "usable, else ONNX Runtime", " | ".join(BACKENDS)),
+    "precision": ("fp16", STRING, "TensorRT engine precision", " | ".join(PRECISIONS)),
+    "engine_cache_dir": ("", STRING, "Folder of baked TensorRT engines; empty = "
+                         "$TEXTSEG_ENGINE_CACHE or ~/.cache/textseg/engines", ""),
+    "engine_build": ("auto", STRING, "auto: build a missing or stale engine at start; never: "
+                     "fail with a clear error instead (engines come from `textseg bake`)",
+                     " | ".join(ENGINE_BUILD)),
+    "build_only": (False, BOOL, "Build (or verify) the TensorRT engine, then exit", ""),
+    "calibration_dir": ("", STRING, "Folder of images for int8 calibration", ""),
+    "image_width": (0, INTEGER, "Camera width: with image_height, the TensorRT engine is "
+                    "prepared at start; 0 = on the first frame", ">= 0"),
+    "image_height": (0, INTEGER, "Camera height (see image_width)", ">= 0"),
+    "threads": (0, INTEGER, "ONNX Runtime CPU threads; 0 = all cores", ">= 0"),
+    "transport": ("raw", STRING, "Input: raw = sensor_msgs/Image on `image`, compressed = "
+                  "sensor_msgs/CompressedImage on `image/compressed`", " | ".join(TRANSPORTS)),
+    "qos_reliability": ("best_effort", STRING, "Input reliability; best_effort (SensorData) "
+                        "also accepts reliable publishers", "best_effort | reliable"),
+    "qos_depth": (1, INTEGER, "Input queue depth; 1 keeps only the newest frame", ">= 1"),
+    "max_image_pixels": (DEFAULT_MAX_PIXELS, INTEGER, "Frames with more pixels are rejected",
+                         ">= 1"),
+    "output_scale": (1.0, DOUBLE, "Outputs at this fraction of the input size (the frame is "
+                     "downscaled before inference)", "(0, 1]"),
+    "publish_color": (True, BOOL, "Publish labels/color when subscribed", ""),
+    "publish_overlay": (True, BOOL, "Publish labels/overlay when subscribed", ""),
+    "publish_confidence": (False, BOOL, "Publish labels/confidence (the model must have a "
+                           "confidence output)", ""),
+    "overlay_alpha": (0.5, DOUBLE, "Weight of the colour mask in labels/overlay", "[0, 1]"),
+    "camera_info": (False, BOOL, "Subscribe camera_info and publish labels/camera_info "
+                    "scaled to the label size", ""),
+    "diagnostics_period": (1.0, DOUBLE, "Seconds between /diagnostics messages", "> 0"),
 }
 
 
@@ -33,125 +108,367 @@ class ParameterError(ValueError):
     """A parameter value the node cannot run with."""
 
 
-def _descriptor(description: str, kind: int, read_only: bool = False) -> ParameterDescriptor:
-    return ParameterDescriptor(description=description, type=kind, read_only=read_only)
+STARTUP_ERRORS = (ParameterError, FileNotFoundError, ContractError, EngineCacheError,
+                  ValueError, RuntimeError)
 
 
 class SegmentationNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("segmentation_node", **kwargs)
-        p = self._declare_and_validate_parameters()
-        self.backend = load_backend(p["model"], p["backend"], p["threads"])
-        info = self.backend.info
-        self.declare_parameter(
-            "class_names", list(info.class_names),
-            _descriptor("Class names in label order (from the model).",
-                        ParameterType.PARAMETER_STRING_ARRAY, read_only=True))
-        self.declare_parameter(
-            "palette", [int(v) for color in info.palette for v in color],
-            _descriptor("Flattened r,g,b colour per class (from the model).",
-                        ParameterType.PARAMETER_INTEGER_ARRAY, read_only=True))
-        self._max_pixels = p["max_image_pixels"]
-        self._rejected = 0
+        self.exit_code = 0
+        p = self._declare_parameters()
+        self._p = p
+        self._model_path = Path(p["model"]) if p["model"] else default_model_path()
+        info, has_confidence = self._describe_model(self._model_path, p)
+        self.info = info
+        self.declare_parameter("class_names", list(info.class_names), ParameterDescriptor(
+            description="Class names in label order (from the model).", type=ParameterType.
+            PARAMETER_STRING_ARRAY, read_only=True))
+        self.declare_parameter("palette", [int(v) for color in info.palette for v in color],
+                               ParameterDescriptor(
+            description="Flattened r,g,b colour per class (from the model).",
+            type=ParameterType.PARAMETER_INTEGER_ARRAY, read_only=True))
 
-        self._labels_pub = self.create_publisher(Image, "labels", 1)
-        input_qos = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=p["qos_depth"],
-                               reliability=RELIABILITY[p["qos_reliability"]])
+        self._stats = NodeStatistics()
+        self._log_limit = RateLimitedLog(5.0)
+        self._state = "loading model"
+        self._backend = None
+        self._backend_description = "-"
+        self._pipeline: SegmentationPipeline | None = None
+        self._camera_info: CameraInfo | None = None
+        self._previous_snapshot = None
+        self._subscriptions_ready = False
+
+        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self._labels_pub = self.create_publisher(Image, "labels", reliable)
+        self._color_pub = (self.create_publisher(Image, "labels/color", reliable)
+                           if p["publish_color"] else None)
+        self._overlay_pub = (self.create_publisher(Image, "labels/overlay", reliable)
+                             if p["publish_overlay"] else None)
+        self._confidence_pub = (self.create_publisher(Image, "labels/confidence", reliable)
+                                if p["publish_confidence"] else None)
+        self._camera_info_pub = (self.create_publisher(CameraInfo, "labels/camera_info",
+                                                       reliable) if p["camera_info"] else None)
+        self._publish_label_info()
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_timer = self.create_timer(
+            p["diagnostics_period"], self._publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME))  # ticks during bag replay pauses too
+
         self._worker = LatestFrameWorker(self._process_frame, on_error=self._report_error)
-        self._image_sub = self.create_subscription(Image, "image", self._worker.submit,
-                                                   input_qos)
-        self.get_logger().info(
-            f"model {getattr(self.backend, 'model_path', p['model'])} "
-            f"({info.architecture}, {info.num_classes} classes, stage {info.training_stage}); "
-            f"backend {self.backend.name}; input {self._image_sub.topic_name} "
-            f"[{p['qos_reliability']}, depth {p['qos_depth']}] -> {self._labels_pub.topic_name}")
+        self._loader = threading.Thread(target=self._load_backend, name="model-loader",
+                                        daemon=True)
+        self._loader.start()
 
-    def _declare_and_validate_parameters(self) -> dict:
-        string, integer = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER
-        declared = {
-            "model": ("", _descriptor(
-                f"Path of a textseg ONNX model; empty = the default artifact "
-                f"({default_model_path()}).", string, read_only=True)),
-            "backend": ("auto", _descriptor(
-                f"Inference backend: {', '.join(BACKENDS)}.", string, read_only=True)),
-            "threads": (0, _descriptor(
-                "CPU threads for inference; 0 = all cores.", integer, read_only=True)),
-            "qos_reliability": ("best_effort", _descriptor(
-                "Input subscription reliability: best_effort (SensorData) or reliable.",
-                string, read_only=True)),
-            "qos_depth": (1, _descriptor(
-                "Input queue depth; 1 keeps only the newest frame.", integer, read_only=True)),
-            "max_image_pixels": (DEFAULT_MAX_PIXELS, _descriptor(
-                "Frames with more pixels are rejected.", integer, read_only=True)),
-        }
-        values = {name: self.declare_parameter(name, default, descriptor).value
-                  for name, (default, descriptor) in declared.items()}
-        problems = []
-        if values["backend"] not in BACKENDS:
-            problems.append(f"backend '{values['backend']}' is not one of {BACKENDS}")
-        if values["qos_reliability"] not in RELIABILITY:
-            problems.append(f"qos_reliability '{values['qos_reliability']}' is not one of "
-                            f"{tuple(RELIABILITY)}")
-        if values["qos_depth"] < 1:
-            problems.append(f"qos_depth must be >= 1, got {values['qos_depth']}")
-        if values["threads"] < 0:
-            problems.append(f"threads must be >= 0, got {values['threads']}")
-        if values["max_image_pixels"] < 1:
-            problems.append(f"max_image_pixels must be >= 1, got {values['max_image_pixels']}")
+    # --- start-up ------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> dict:
+        values, problems = {}, []
+        for name, (default, kind, description, constraints) in PARAMETERS.items():
+            descriptor = ParameterDescriptor(description=description, type=kind,
+                                             additional_constraints=constraints,
+                                             read_only=True)
+            try:
+                values[name] = self.declare_parameter(name, default, descriptor).value
+            except ParameterException:
+                problems.append(f"{name} must be {TYPE_NAMES[kind]}")
+                values[name] = default
+        v = values
+        for name, allowed in (("backend", BACKENDS), ("precision", PRECISIONS),
+                              ("engine_build", ENGINE_BUILD), ("transport", TRANSPORTS),
+                              ("qos_reliability", tuple(RELIABILITY))):
+            if v[name] not in allowed:
+                problems.append(f"{name} '{v[name]}' is not one of {allowed}")
+        for name, minimum in (("qos_depth", 1), ("threads", 0), ("max_image_pixels", 1),
+                              ("image_width", 0), ("image_height", 0)):
+            if v[name] < minimum:
+                problems.append(f"{name} must be >= {minimum}, got {v[name]}")
+        if (v["image_width"] > 0) != (v["image_height"] > 0):
+            problems.append("image_width and image_height must be given together")
+        if not 0.0 < v["output_scale"] <= 1.0:
+            problems.append(f"output_scale must be in (0, 1], got {v['output_scale']}")
+        if not 0.0 <= v["overlay_alpha"] <= 1.0:
+            problems.append(f"overlay_alpha must be in [0, 1], got {v['overlay_alpha']}")
+        if v["diagnostics_period"] <= 0.0:
+            problems.append(f"diagnostics_period must be > 0, got {v['diagnostics_period']}")
+        if v["precision"] == "int8" and v["backend"] != "onnxruntime" and \
+                not v["calibration_dir"] and not v["model"].endswith(".engine"):
+            problems.append("precision int8 needs calibration_dir (a folder of camera images)")
+        if v["calibration_dir"] and not Path(v["calibration_dir"]).is_dir():
+            problems.append(f"calibration_dir {v['calibration_dir']} is not a folder")
         if problems:
             raise ParameterError("invalid parameters: " + "; ".join(problems))
         return values
 
-    def _process_frame(self, msg: Image) -> None:
-        try:
-            rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                               self._max_pixels)
-        except ImageRejected as exc:
-            self._rejected += 1
-            self.get_logger().error(f"rejected image ({exc.reason}): {exc}",
-                                    throttle_duration_sec=5.0)
-            return
-        labels = self.backend.infer(rgb).labels
-        self._labels_pub.publish(self._label_message(msg, labels))
+    def _describe_model(self, path: Path, p: dict) -> tuple[ModelInfo, bool]:
+        """Fail fast, before any backend work: missing file, not a contract model, metadata
+        that does not parse, an engine without its sidecar, options the model cannot serve."""
+        if not path.is_file():
+            hint = ("" if p["model"] else
+                    " (the default model is created by the set-up script; or pass model:=PATH)")
+            raise FileNotFoundError(f"model file not found: {path}{hint}")
+        if path.suffix == ".engine":
+            if p["backend"] == "onnxruntime":
+                raise ParameterError(f"model {path} is a TensorRT engine: use backend "
+                                     "tensorrt (or auto), or give the ONNX file")
+            record = read_record(path)
+            info = ModelInfo.from_metadata(record.model_metadata, source=str(path))
+            has_confidence = record.has_confidence
+        else:
+            model = describe_model(path)
+            info, has_confidence = model.info, model.has_confidence
+        if p["publish_confidence"] and not has_confidence:
+            raise ParameterError(f"publish_confidence is true but {path.name} has no "
+                                 "'confidence' output (export the model with --confidence)")
+        return info, has_confidence
 
-    @staticmethod
-    def _label_message(source: Image, labels: np.ndarray) -> Image:
-        out = Image()
-        out.header = source.header  # same stamp and frame_id: planners synchronise on it
-        out.height, out.width = labels.shape
-        out.encoding = "mono8"
-        out.is_bigendian = 0
-        out.step = out.width
-        out.data = labels.tobytes()  # bytes, not the ndarray: assigning arrays is ~1000x slower
+    def _load_backend(self) -> None:
+        """Loader thread: choose and open the backend (building a TensorRT engine if needed),
+        then subscribe. A failure stops the node with one clear line and exit code 1."""
+        p = self._p
+        try:
+            name, why = choose_backend(p["backend"], self._model_path)
+            self.get_logger().info(f"backend {name} ({why})")
+            size = ((p["image_height"], p["image_width"]) if p["image_width"] > 0 else None)
+            backend = load_backend(
+                self._model_path, name, p["threads"], precision=p["precision"],
+                cache_dir=p["engine_cache_dir"], allow_build=p["engine_build"] == "auto",
+                calibration_dir=p["calibration_dir"], report=self._report_progress,
+                input_size=None if size is None else scaled_size(*size, p["output_scale"]))
+        except Exception as exc:  # noqa: BLE001 - every start-up failure ends the same way
+            self._fatal(exc)
+            return
+        self._backend = backend
+        self._backend_description = backend.description
+        if p["build_only"]:
+            self.get_logger().info(f"build_only: {backend.description} is ready; exiting")
+            self._request_shutdown(0)
+            return
+        self._pipeline = SegmentationPipeline(backend, self.info.palette, p["output_scale"],
+                                              p["overlay_alpha"], p["max_image_pixels"])
+        self._subscribe_inputs()
+        self._state = "running"
+
+    def _subscribe_inputs(self) -> None:
+        p = self._p
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos_depth"],
+                         reliability=RELIABILITY[p["qos_reliability"]])
+        if p["transport"] == "compressed":
+            sub = self.create_subscription(CompressedImage, "image/compressed",
+                                           self._on_compressed, qos)
+        else:
+            sub = self.create_subscription(Image, "image", self._on_image, qos)
+        self._image_sub = sub
+        if p["camera_info"]:
+            self._camera_info_sub = self.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info, qos)
+        outputs = [pub.topic_name for pub in (self._labels_pub, self._color_pub,
+                                              self._overlay_pub, self._confidence_pub,
+                                              self._camera_info_pub) if pub is not None]
+        info = self.info
+        self.get_logger().info(
+            f"model {self._model_path} ({info.architecture}, {info.num_classes} classes, "
+            f"stage {info.training_stage}); backend {self._backend_description}; input "
+            f"{sub.topic_name} [{p['qos_reliability']}, depth {p['qos_depth']}] "
+            f"({p['transport']}) -> {', '.join(outputs)}")
+
+    def _publish_label_info(self) -> None:
+        types = load_label_info_types()
+        if types is None:
+            self.get_logger().info(MISSING_MESSAGE)
+            return
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._label_info_pub = self.create_publisher(types[0], "label_info", latched)
+        header = Image().header
+        header.stamp = self.get_clock().now().to_msg()
+        self._label_info_pub.publish(label_info_message(types, self.info, header))
+
+    def _report_progress(self, line: str) -> None:
+        if line.startswith(("engine build", "building", "int8 calibration")):
+            self._state = f"building TensorRT engine: {line}"
+        self.get_logger().info(line)
+
+    def _fatal(self, exc: BaseException) -> None:
+        message = str(exc) or type(exc).__name__
+        self._state = f"error: {message}"
+        self.get_logger().fatal(message)
+        self._request_shutdown(1)
+
+    def _request_shutdown(self, code: int) -> None:
+        self.exit_code = code
+        self.context.try_shutdown()  # wakes rclpy.spin in main()
+
+    # --- frames --------------------------------------------------------------------------
+
+    def _on_image(self, msg: Image) -> None:
+        """Executor thread: O(1) checks only, then hand over the newest frame."""
+        now = time.perf_counter()
+        self._stats.record_received(now)
+        try:
+            check_image_header(msg.encoding, msg.height, msg.width, msg.step, len(msg.data),
+                               self._p["max_image_pixels"])
+        except ImageRejected as exc:
+            self._reject(exc)
+            return
+        self._worker.submit((msg, now))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        now = time.perf_counter()
+        self._stats.record_received(now)
+        try:
+            compressed_header(msg.data, self._p["max_image_pixels"])
+        except ImageRejected as exc:
+            self._reject(exc)
+            return
+        self._worker.submit((msg, now))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _reject(self, exc: ImageRejected) -> None:
+        self._stats.record_rejected(exc.reason)
+        allowed, held = self._log_limit.allow(exc.reason, time.monotonic())
+        if allowed:
+            more = f" ({held} more like it since the last message)" if held else ""
+            self.get_logger().error(f"rejected image ({exc.reason}): {exc}{more}")
+
+    def _wanted(self) -> OutputRequest:
+        def subscribed(pub) -> bool:
+            return pub is not None and pub.get_subscription_count() > 0
+
+        return OutputRequest(labels=subscribed(self._labels_pub),
+                             color=subscribed(self._color_pub),
+                             overlay=subscribed(self._overlay_pub),
+                             confidence=subscribed(self._confidence_pub))
+
+    def _process_frame(self, item) -> None:
+        """Worker thread: decode, infer, publish what is subscribed."""
+        msg, received = item
+        started = time.perf_counter()
+        try:
+            if isinstance(msg, CompressedImage):
+                rgb = self._pipeline.decode_compressed(msg.data)
+            else:
+                rgb = self._pipeline.decode_raw(msg.encoding, msg.height, msg.width, msg.step,
+                                                msg.data)
+        except ImageRejected as exc:
+            self._reject(exc)
+            return
+        wanted = self._wanted()
+        if not wanted.any() and not self._camera_info_subscribed():
+            self._stats.record_skipped()
+            return
+        result = self._pipeline.run(rgb, wanted)
+        if self._state != "running":  # an engine built lazily for this frame size is ready
+            self._state = "running"
+        header = msg.header
+        if wanted.labels:
+            self._labels_pub.publish(_image(header, result.labels, "mono8"))
+        if result.color is not None:
+            self._color_pub.publish(_image(header, result.color, "rgb8"))
+        if result.overlay is not None:
+            self._overlay_pub.publish(_image(header, result.overlay, "rgb8"))
+        if wanted.confidence and result.confidence is not None:
+            self._confidence_pub.publish(_image(header, result.confidence, "mono8"))
+        if self._camera_info_pub is not None and self._camera_info is not None:
+            self._camera_info_pub.publish(self._scaled_camera_info(
+                header, rgb.shape[:2], result.labels.shape))
+        done = time.perf_counter()
+        self._stats.record_frame(done, result.inference_s,
+                                 (done - started) - result.inference_s, done - received)
+
+    def _camera_info_subscribed(self) -> bool:
+        return (self._camera_info_pub is not None
+                and self._camera_info_pub.get_subscription_count() > 0)
+
+    def _scaled_camera_info(self, header, input_size, output_size) -> CameraInfo:
+        source = self._camera_info
+        out_h, out_w = output_size
+        in_h, in_w = (source.height, source.width) if source.width else input_size
+        sx, sy = out_w / in_w, out_h / in_h
+        k, p = scale_intrinsics(source.k, source.p, sx, sy)
+        out = CameraInfo()
+        out.header = header
+        out.height, out.width = out_h, out_w
+        out.distortion_model = source.distortion_model
+        out.d, out.r, out.k, out.p = source.d, source.r, k, p
+        out.binning_x, out.binning_y = source.binning_x, source.binning_y
+        roi = source.roi
+        out.roi.x_offset, out.roi.width = round(roi.x_offset * sx), round(roi.width * sx)
+        out.roi.y_offset, out.roi.height = round(roi.y_offset * sy), round(roi.height * sy)
+        out.roi.do_rectify = roi.do_rectify
         return out
 
     def _report_error(self, exc: BaseException) -> None:
-        self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}",
-                                throttle_duration_sec=5.0)
+        message = f"{type(exc).__name__}: {exc}"
+        self._stats.record_failed(message)
+        allowed, held = self._log_limit.allow("inference", time.monotonic())
+        if allowed:
+            more = f" ({held} more since the last message)" if held else ""
+            self.get_logger().error(f"inference failed: {message}{more}")
+
+    # --- diagnostics ---------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        snapshot = self._stats.snapshot(time.perf_counter(), dropped=self._worker.dropped)
+        level, message = diagnostic_level(snapshot, self._previous_snapshot, self._state)
+        self._previous_snapshot = snapshot
+        p = self._p
+        context = {"state": self._state, "backend": self._backend_description,
+                   "model": str(self._model_path),
+                   "model classes": str(self.info.num_classes),
+                   "input": f"{p['transport']} ({p['qos_reliability']}, depth "
+                            f"{p['qos_depth']})"}
+        status = DiagnosticStatus()
+        status.level = bytes([level])
+        status.name = f"{self.get_fully_qualified_name()}: segmentation"
+        status.message = message
+        status.hardware_id = self._backend_description
+        status.values = [KeyValue(key=k, value=v) for k, v in diagnostic_values(snapshot,
+                                                                                 context)]
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()  # sim time during bag replay
+        array.status = [status]
+        self._diagnostics_pub.publish(array)
 
     def destroy_node(self) -> None:
         self._worker.stop()
+        if self._backend is not None:
+            self._backend.close()
         super().destroy_node()
+
+
+def _image(header, array, encoding: str) -> Image:
+    out = Image()
+    out.header = header  # same stamp and frame_id: planners synchronise on it
+    out.height, out.width = array.shape[:2]
+    out.encoding = encoding
+    out.is_bigendian = 0
+    out.step = out.width * (array.shape[2] if array.ndim == 3 else 1)
+    out.data = array.tobytes()  # bytes, not the ndarray: assigning arrays is ~1000x slower
+    return out
 
 
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = None
+    code = 0
     try:
         node = SegmentationNode()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ParameterError, FileNotFoundError, ValueError) as exc:
+    except STARTUP_ERRORS as exc:
         # Start-up problems get one clear line, not a traceback.
         rclpy.logging.get_logger("segmentation_node").fatal(str(exc))
-        return 1
+        code = 1
     finally:
         if node is not None:
+            code = code or node.exit_code
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+        rclpy.try_shutdown()
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Benchmarks (numbers in README "Measured on this machine"): the backend alone vs the node over
+# DDS at 960x720 and 1280x720, then 30 s of overload at 3x capacity at 1280x720.
+#   ./scripts/bench.sh [MODEL] [--backend auto|tensorrt|onnxruntime] [--precision fp16|fp32|int8]
+# DDS traffic stays on this machine.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$root/scripts/setup.sh"
+cd "$root"
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 101 ))}"
+ROS_LOG_DIR="$(mktemp -d)"
+export ROS_LOG_DIR
+trap 'rm -rf "$ROS_LOG_DIR"' EXIT
+echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the figures)"
+"$root/.venv/bin/textseg" bench "$@"
+echo
+"$root/.venv/bin/textseg" overload "$@"

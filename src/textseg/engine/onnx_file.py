@@ -1,0 +1,203 @@
+"""Read what a deployment needs from an ONNX file without onnx, onnxruntime or TensorRT.
+
+The TensorRT path must know a model's metadata (class names, palette), interface and sha256
+before (and without) building an engine, and a vehicle may have TensorRT but not the `onnx`
+package. ONNX files are protobuf; this reads the few fields needed straight from the wire
+format (``ModelProto``: ir_version 1, graph 7, metadata_props 14; ``GraphProto``: input 11,
+output 12; ``ValueInfoProto``: name 1, type 2; ``TypeProto``: tensor_type 1;
+``TypeProto.Tensor``: elem_type 1, shape 2; ``TensorShapeProto``: dim 1;
+``Dimension``: dim_value 1, dim_param 2; ``StringStringEntryProto``: key 1, value 2).
+Large fields (initializers, nodes) are skipped by length, never decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from textseg.engine.contract import (
+    CONFIDENCE_OUTPUT,
+    INPUT_NAME,
+    LABELS_OUTPUT,
+    ContractError,
+    ModelInfo,
+)
+
+# onnx.TensorProto.DataType values used by the contract.
+ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool",
+              10: "float16", 11: "float64", 16: "bfloat16"}
+
+
+class _WireError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy-style name ("uint8"), or "type<N>" for others
+    shape: tuple[int | str, ...]  # ints for fixed axes, names (or "?") for dynamic ones
+
+
+@dataclass(frozen=True)
+class OnnxSummary:
+    path: Path
+    sha256: str
+    size: int
+    metadata: dict[str, str]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """A contract model as the runtime sees it: metadata, interface facts and identity."""
+
+    path: Path
+    sha256: str
+    info: ModelInfo
+    has_confidence: bool
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise _WireError("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf):
+    """Yield (field number, wire type, value) of one protobuf message; length-delimited values
+    are memoryview slices (no copy)."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _WireError("field number 0")
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos:pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            value, pos = buf[pos:pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos:pos + 4], pos + 4
+        else:
+            raise _WireError(f"unsupported wire type {wire}")
+        if pos > end:
+            raise _WireError("field runs past the end of its message")
+        yield number, wire, value
+
+
+def _text(value) -> str:
+    return bytes(value).decode("utf-8")
+
+
+def _tensor_spec(value_info) -> TensorSpec:
+    name, dtype, shape = "", "?", []
+    for number, wire, value in _fields(value_info):
+        if number == 1 and wire == 2:
+            name = _text(value)
+        elif number == 2 and wire == 2:  # TypeProto
+            for t_number, t_wire, t_value in _fields(value):
+                if t_number != 1 or t_wire != 2:  # only tensor types matter here
+                    continue
+                for f_number, f_wire, f_value in _fields(t_value):
+                    if f_number == 1 and f_wire == 0:
+                        dtype = ELEM_TYPES.get(f_value, f"type<{f_value}>")
+                    elif f_number == 2 and f_wire == 2:
+                        for d_number, d_wire, d_value in _fields(f_value):
+                            if d_number != 1 or d_wire != 2:
+                                continue
+                            dim: int | str = "?"
+                            for x_number, x_wire, x_value in _fields(d_value):
+                                if x_number == 1 and x_wire == 0:
+                                    dim = x_value
+                                elif x_number == 2 and x_wire == 2:
+                                    dim = _text(x_value)
+                            shape.append(dim)
+    return TensorSpec(name, dtype, tuple(shape))
+
+
+def read_onnx_summary(path: str | Path) -> OnnxSummary:
+    """Metadata, graph inputs/outputs, sha256 and size of an ONNX file.
+
+    Raises FileNotFoundError for a missing file and ContractError for anything that is not a
+    readable ONNX model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ContractError(f"{path} is not an ONNX model: the file is empty")
+    data = path.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        metadata: dict[str, str] = {}
+        inputs: list[TensorSpec] = []
+        outputs: list[TensorSpec] = []
+        seen_ir = seen_graph = False
+        for number, wire, value in _fields(memoryview(data)):
+            if number == 1 and wire == 0:
+                seen_ir = True
+            elif number == 7 and wire == 2:
+                seen_graph = True
+                for g_number, g_wire, g_value in _fields(value):
+                    if g_number == 11 and g_wire == 2:
+                        inputs.append(_tensor_spec(g_value))
+                    elif g_number == 12 and g_wire == 2:
+                        outputs.append(_tensor_spec(g_value))
+            elif number == 14 and wire == 2:
+                key = val = ""
+                for e_number, e_wire, e_value in _fields(value):
+                    if e_number == 1 and e_wire == 2:
+                        key = _text(e_value)
+                    elif e_number == 2 and e_wire == 2:
+                        val = _text(e_value)
+                metadata[key] = val
+    except (_WireError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{path} is not an ONNX model (unreadable protobuf: {exc})"
+                            ) from None
+    if not seen_ir or not seen_graph:
+        raise ContractError(f"{path} is not an ONNX model (no ir_version or graph)")
+    # Initializers may also be listed as graph inputs in old exports; they are not ours.
+    return OnnxSummary(path, sha256, size, metadata, tuple(inputs), tuple(outputs))
+
+
+def check_contract_interface(summary: OnnxSummary) -> bool:
+    """Raise ContractError unless the graph has the contract's input/outputs; return whether
+    it has the optional confidence output."""
+    source = str(summary.path)
+    image = [i for i in summary.inputs if i.name == INPUT_NAME]
+    if not image or image[0].dtype != "uint8":
+        found = [(i.name, i.dtype) for i in summary.inputs]
+        raise ContractError(f"{source}: expected a uint8 input '{INPUT_NAME}', found {found}")
+    if len(image[0].shape) != 4 or image[0].shape[3] != 3:
+        raise ContractError(f"{source}: input '{INPUT_NAME}' must be [1, H, W, 3], "
+                            f"is {list(image[0].shape)}")
+    outputs = {o.name: o for o in summary.outputs}
+    labels = outputs.get(LABELS_OUTPUT)
+    if labels is None or labels.dtype != "uint8" or len(labels.shape) != 3:
+        raise ContractError(f"{source}: expected a uint8 [1, H, W] output '{LABELS_OUTPUT}'")
+    confidence = outputs.get(CONFIDENCE_OUTPUT)
+    if confidence is not None and (confidence.dtype != "uint8" or len(confidence.shape) != 3):
+        raise ContractError(f"{source}: output '{CONFIDENCE_OUTPUT}' must be uint8 [1, H, W]")
+    return confidence is not None
+
+
+def describe_model(path: str | Path) -> ModelDescription:
+    """Everything the runtime checks about a model file before any backend opens it."""
+    summary = read_onnx_summary(path)
+    info = ModelInfo.from_metadata(summary.metadata, source=str(summary.path))
+    has_confidence = check_contract_interface(summary)
+    return ModelDescription(summary.path, summary.sha256, info, has_confidence)

@@ -1,0 +1,559 @@
+"""TensorRT backend (TensorRT 10 Python API): bake an engine from a contract ONNX file on the
+target machine, cache it, run it.
+
+Kept thin on purpose: every decision (cache keys, reuse/rebuild, binding shapes, calibration
+images) lives in TensorRT-free modules that are tested on any machine; this module only makes
+the TensorRT and CUDA calls. Device memory comes from :mod:`textseg.engine.cuda_runtime`
+(cuda-python or libcudart), never torch or pycuda.
+
+Build: ``Builder`` -> ``NetworkDefinition`` filled by ``OnnxParser`` -> ``BuilderConfig``
+(FP16 / INT8 flags, an ``IInt8EntropyCalibrator2`` fed from a folder of images, a progress
+monitor) with one optimisation profile min = opt = max = the camera size (the contract's H and
+W are dynamic; a profile pinned to one size runs as fast as a static engine) ->
+``build_serialized_network``. Run: ``Runtime.deserialize_cuda_engine`` -> execution context,
+``set_input_shape``, ``set_tensor_address`` per I/O tensor, ``execute_async_v3`` on a stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from textseg import __version__
+from textseg.engine.backend import SegmentationResult, check_rgb
+from textseg.engine.calibration import CalibrationImages
+from textseg.engine.contract import (
+    CONFIDENCE_OUTPUT,
+    INPUT_NAME,
+    LABELS_OUTPUT,
+    ContractError,
+    ModelInfo,
+)
+from textseg.engine.engine_cache import (
+    ENGINE_SUFFIX,
+    EngineCacheError,
+    EngineKey,
+    EnginePlan,
+    EngineRecord,
+    PlatformFacts,
+    build_lock,
+    default_cache_dir,
+    plan_engine,
+    read_record,
+    store_engine,
+    verify_engine_file,
+)
+from textseg.engine.onnx_file import describe_model
+from textseg.fileio import atomic_write_bytes
+
+TENSORRT_MISSING = "TensorRT is not installed on this machine"
+DEFAULT_WORKSPACE_MIB = 0  # 0: TensorRT's default (the device's memory)
+
+Report = Callable[[str], None]
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT (or a GPU for it) is not available here."""
+
+
+class EngineBuildError(RuntimeError):
+    """TensorRT could not parse the ONNX file or build an engine from it."""
+
+
+class EngineLoadError(RuntimeError):
+    """A serialized engine could not be deserialized or bound."""
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise TensorRTUnavailable(
+            f"{TENSORRT_MISSING} (install it with NVIDIA's wheels or JetPack; or use "
+            "backend onnxruntime)") from None
+    major = int(str(trt.__version__).split(".")[0])
+    if major < 10:
+        raise TensorRTUnavailable(
+            f"TensorRT {trt.__version__} is too old: textseg uses the TensorRT 10 API")
+    return trt
+
+
+def platform_facts(trt, cuda, device: int = 0) -> PlatformFacts:
+    if cuda.device_count() < 1:
+        raise TensorRTUnavailable("no CUDA GPU is visible on this machine")
+    major, minor = cuda.compute_capability(device)
+    return PlatformFacts(str(trt.__version__), cuda.device_name(device), f"{major}.{minor}")
+
+
+# --- I/O bindings (pure, tested without TensorRT) ------------------------------------------
+
+@dataclass(frozen=True)
+class EngineTensor:
+    """One I/O tensor as the engine reports it (-1 for dynamic axes)."""
+
+    name: str
+    is_input: bool
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Binding:
+    name: str
+    is_input: bool
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
+def plan_bindings(tensors: list[EngineTensor], height: int, width: int) -> list[Binding]:
+    """Concrete shapes of every I/O tensor for a (height, width) frame, after checking the
+    engine has the contract's interface."""
+    by_name = {t.name: t for t in tensors}
+    inputs = [t for t in tensors if t.is_input]
+    problems = []
+    image = by_name.get(INPUT_NAME)
+    if len(inputs) != 1 or image is None or not image.is_input:
+        problems.append(f"expected one input '{INPUT_NAME}', found {[t.name for t in inputs]}")
+    elif image.dtype != "uint8" or len(image.shape) != 4 or image.shape[3] not in (3, -1):
+        problems.append(f"input '{INPUT_NAME}' must be uint8 [1, H, W, 3], is "
+                        f"{image.dtype} {list(image.shape)}")
+    for name in (LABELS_OUTPUT, CONFIDENCE_OUTPUT):
+        tensor = by_name.get(name)
+        if tensor is None:
+            if name == LABELS_OUTPUT:
+                problems.append(f"the engine has no output '{LABELS_OUTPUT}'")
+            continue
+        if tensor.is_input or tensor.dtype != "uint8" or len(tensor.shape) != 3:
+            problems.append(f"output '{name}' must be uint8 [1, H, W], is {tensor.dtype} "
+                            f"{list(tensor.shape)}")
+    for tensor in (image, by_name.get(LABELS_OUTPUT), by_name.get(CONFIDENCE_OUTPUT)):
+        if tensor is None or len(tensor.shape) < 3:
+            continue
+        fixed = [(a, b) for a, b in zip(tensor.shape[1:3], (height, width), strict=True)
+                 if a != -1 and a != b]
+        if fixed:
+            problems.append(f"'{tensor.name}' is fixed to {list(tensor.shape)}, the frame is "
+                            f"{height}x{width}")
+    extra = [t.name for t in tensors if t.name not in (INPUT_NAME, LABELS_OUTPUT,
+                                                       CONFIDENCE_OUTPUT)]
+    if extra:
+        problems.append(f"unexpected I/O tensors {extra}")
+    if problems:
+        raise ContractError("engine does not follow the textseg contract: "
+                            + "; ".join(problems))
+    bindings = [Binding(INPUT_NAME, True, "uint8", (1, height, width, 3)),
+                Binding(LABELS_OUTPUT, False, "uint8", (1, height, width))]
+    if CONFIDENCE_OUTPUT in by_name:
+        bindings.append(Binding(CONFIDENCE_OUTPUT, False, "uint8", (1, height, width)))
+    return bindings
+
+
+# --- build ---------------------------------------------------------------------------------
+
+def _make_logger(trt, report: Report | None):
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg) -> None:
+            if severity in loud and report is not None:
+                report(f"TensorRT: {msg}")
+
+    levels = trt.ILogger.Severity
+    loud = {levels.INTERNAL_ERROR, levels.ERROR, levels.WARNING}
+
+    return _Logger()
+
+
+def _make_progress_monitor(trt, report: Report, every_s: float = 5.0):
+    """Build progress as log lines: each phase's start and end, steps at most every 5 s."""
+
+    class _Progress(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._steps: dict[str, int] = {}
+            self._last = 0.0
+
+        def phase_start(self, phase_name, parent_phase, num_steps) -> None:
+            self._steps[phase_name] = num_steps
+            if parent_phase is None:
+                report(f"engine build: {phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step) -> bool:
+            now = time.monotonic()
+            if now - self._last >= every_s:
+                self._last = now
+                report(f"engine build: {phase_name} {step + 1}/{self._steps.get(phase_name, '?')}")
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name) -> None:
+            self._steps.pop(phase_name, None)
+
+    return _Progress()
+
+
+def _make_calibrator(trt, cuda, images: CalibrationImages, cache_path: Path, report: Report):
+    """IInt8EntropyCalibrator2 fed one frame at a time from a folder, with a calibration
+    cache so an int8 rebuild (e.g. after a TensorRT upgrade) skips the slow pass."""
+
+    class _Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            height, width = images.input_size
+            self._nbytes = height * width * 3
+            self._device = cuda.malloc(self._nbytes)
+            self._stream = cuda.stream_create()
+            self._index = 0
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names):
+            if self._index >= len(images):
+                return None
+            batch = images.batch(self._index)
+            self._index += 1
+            if self._index % 50 == 0 or self._index == len(images):
+                report(f"int8 calibration: {self._index}/{len(images)} images")
+            cuda.copy_to_device(self._device, batch, self._stream)
+            cuda.stream_synchronize(self._stream)
+            return [self._device]
+
+        def read_calibration_cache(self):
+            return cache_path.read_bytes() if cache_path.is_file() else None
+
+        def write_calibration_cache(self, cache) -> None:
+            atomic_write_bytes(cache_path, bytes(cache))
+
+        def release(self) -> None:
+            cuda.free(self._device)
+            cuda.stream_destroy(self._stream)
+
+    return _Calibrator()
+
+
+def build_serialized_engine(trt, onnx_path: Path, precision: str, input_size: tuple[int, int],
+                            report: Report, calibrator=None,
+                            workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> bytes:
+    logger = _make_logger(trt, report)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError(f"TensorRT cannot parse {onnx_path}: " + "; ".join(errors))
+    config = builder.create_builder_config()
+    if workspace_mib > 0:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    height, width = input_size
+    shape = (1, height, width, 3)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, shape, shape, shape)  # min = opt = max: the camera size
+    config.add_optimization_profile(profile)
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16, not fp32
+    if precision == "int8":
+        if calibrator is None:
+            raise EngineBuildError("an int8 engine needs calibration images")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+        config.set_calibration_profile(profile)
+    config.progress_monitor = _make_progress_monitor(trt, report)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineBuildError(
+            f"TensorRT could not build a {precision} engine for {onnx_path} at "
+            f"{width}x{height} (its messages are logged above)")
+    return bytes(memoryview(serialized))
+
+
+# --- run -----------------------------------------------------------------------------------
+
+class EngineRunner:
+    """One deserialized engine, bound for one input size, with its device buffers."""
+
+    def __init__(self, trt, cuda, engine_bytes: bytes, input_size: tuple[int, int],
+                 report: Report | None = None) -> None:
+        self._cuda = cuda
+        self._device: dict[str, int] = {}
+        self._stream: int | None = None
+        self._runtime = trt.Runtime(_make_logger(trt, report))
+        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        if self._engine is None:
+            raise EngineLoadError("TensorRT could not deserialize the engine (corrupt, or "
+                                  "built by another TensorRT version or GPU)")
+        tensors = []
+        for index in range(self._engine.num_io_tensors):
+            name = self._engine.get_tensor_name(index)
+            tensors.append(EngineTensor(
+                name=name,
+                is_input=self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                dtype=np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))).name,
+                shape=tuple(int(d) for d in self._engine.get_tensor_shape(name))))
+        height, width = input_size
+        self.bindings = plan_bindings(tensors, height, width)
+        self._context = self._engine.create_execution_context()
+        if not self._context.set_input_shape(INPUT_NAME, (1, height, width, 3)):
+            raise EngineLoadError(f"the engine does not accept input {width}x{height}")
+        for binding in self.bindings:
+            actual = tuple(int(d) for d in self._context.get_tensor_shape(binding.name))
+            if actual != binding.shape:
+                raise EngineLoadError(f"engine tensor '{binding.name}' has shape {actual}, "
+                                      f"expected {binding.shape}")
+        try:
+            self._stream = cuda.stream_create()
+            for binding in self.bindings:
+                self._device[binding.name] = cuda.malloc(binding.nbytes)
+                self._context.set_tensor_address(binding.name, self._device[binding.name])
+        except Exception:
+            self.close()
+            raise
+        self._host = {b.name: np.empty(b.shape, np.uint8) for b in self.bindings
+                      if not b.is_input}
+        self.input_size = (height, width)
+        self.has_confidence = CONFIDENCE_OUTPUT in self._host
+
+    def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
+        cuda, stream = self._cuda, self._stream
+        cuda.copy_to_device(self._device[INPUT_NAME], rgb, stream)
+        if not self._context.execute_async_v3(stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        cuda.copy_to_host(self._host[LABELS_OUTPUT], self._device[LABELS_OUTPUT], stream)
+        confidence = want_confidence and self.has_confidence
+        if confidence:
+            cuda.copy_to_host(self._host[CONFIDENCE_OUTPUT], self._device[CONFIDENCE_OUTPUT],
+                              stream)
+        cuda.stream_synchronize(stream)
+        return SegmentationResult(
+            labels=self._host[LABELS_OUTPUT][0].copy(),
+            confidence=self._host[CONFIDENCE_OUTPUT][0].copy() if confidence else None)
+
+    def close(self) -> None:
+        for pointer in self._device.values():
+            self._cuda.free(pointer)
+        self._device.clear()
+        if self._stream is not None:
+            self._cuda.stream_destroy(self._stream)
+            self._stream = None
+
+
+# --- backend -------------------------------------------------------------------------------
+
+class TensorRTBackend:
+    """A contract model on TensorRT: from an ONNX file (engines baked and cached per input
+    size) or from a baked ``.engine`` with its sidecar."""
+
+    name = "tensorrt"
+
+    def __init__(self, model_path: str | Path, precision: str = "fp16",
+                 cache_dir: str | Path | None = None, allow_build: bool = True,
+                 calibration_dir: str | Path | None = None,
+                 input_size: tuple[int, int] | None = None,
+                 workspace_mib: int = DEFAULT_WORKSPACE_MIB, report: Report | None = None,
+                 trt=None, cuda=None) -> None:
+        self._report = report or (lambda line: None)
+        self._trt = trt if trt is not None else import_tensorrt()
+        if cuda is None:
+            from textseg.engine.cuda_runtime import CudaUnavailable, load_cuda_runtime
+
+            try:
+                cuda = load_cuda_runtime()
+            except CudaUnavailable as exc:
+                raise TensorRTUnavailable(str(exc)) from None
+        self._cuda = cuda
+        self.facts = platform_facts(self._trt, cuda)
+        self.precision = precision
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.allow_build = allow_build
+        self.calibration_dir = Path(calibration_dir) if calibration_dir else None
+        self.workspace_mib = workspace_mib
+        self._runners: dict[tuple[int, int], EngineRunner] = {}
+        self._calibration_digests: dict[tuple[int, int], str] = {}
+        self.engine_paths: dict[tuple[int, int], Path] = {}
+        self._fixed_size: tuple[int, int] | None = None
+        self._default_size: tuple[int, int] | None = None
+        self._resize_warned: set[tuple[int, int]] = set()
+        path = Path(model_path)
+        if path.suffix == ENGINE_SUFFIX:
+            self._open_engine_file(path)
+        else:
+            self._open_onnx(path)
+        if precision == "int8" and self._fixed_size is None and self.calibration_dir is None:
+            raise EngineBuildError("precision int8 needs calibration images (calibration_dir)")
+        size = input_size or self._default_size
+        if size is not None and self._fixed_size is None:
+            self.prepare(*size)
+
+    def _open_onnx(self, path: Path) -> None:
+        model = describe_model(path)
+        self.model_path, self.onnx_path = path, path
+        self.onnx_sha256 = model.sha256
+        self.info, self.has_confidence = model.info, model.has_confidence
+        self._metadata = model.info.to_metadata()
+
+    def _open_engine_file(self, path: Path) -> None:
+        """A baked engine given directly: it must match this machine, else it is rebuilt from
+        the ONNX file its sidecar names (when that file is still there and unchanged)."""
+        if not path.is_file():
+            raise FileNotFoundError(f"engine file not found: {path}")
+        record = read_record(path)
+        problem = verify_engine_file(path, record)
+        wanted = EngineKey.for_platform(record.key.onnx_sha256, self.facts,
+                                        record.key.precision, record.key.input_size,
+                                        record.key.calibration_sha256)
+        if not problem and wanted.differences(record.key):
+            problem = (f"it was built for {record.key.platform.describe()}, this machine has "
+                       f"{self.facts.describe()}")
+        runner = None
+        if not problem:
+            try:
+                runner = self._load(path.read_bytes(), record.key.input_size)
+            except EngineLoadError as exc:
+                problem = str(exc)
+        if runner is None:
+            onnx = Path(record.onnx_path) if record.onnx_path else None
+            if onnx is not None and onnx.is_file() and self.allow_build:
+                self._report(f"engine {path.name} cannot be used ({problem}); rebuilding it "
+                             f"from {onnx} into {self.cache_dir}")
+                self.precision = record.key.precision
+                self._default_size = record.key.input_size
+                self._open_onnx(onnx)
+                if self.onnx_sha256 != record.key.onnx_sha256:
+                    self._report(f"note: {onnx} changed since {path.name} was baked")
+                return
+            raise EngineCacheError(
+                f"engine {path} cannot be used: {problem}. Re-bake it on this machine with "
+                f"`textseg bake {record.onnx_path or 'MODEL.onnx'}`")
+        self.model_path, self.onnx_path = path, None
+        self.onnx_sha256 = record.key.onnx_sha256
+        self.precision = record.key.precision
+        self.info = ModelInfo.from_metadata(record.model_metadata, source=str(path))
+        self.has_confidence = record.has_confidence
+        self._metadata = record.model_metadata
+        self._fixed_size = record.key.input_size
+        self._runners[self._fixed_size] = runner
+        self.engine_paths[self._fixed_size] = path
+
+    @property
+    def description(self) -> str:
+        sizes = ", ".join(f"{w}x{h}" for h, w in self._runners) or "none loaded yet"
+        return f"tensorrt {self.precision} ({self.facts.describe()}; engines: {sizes})"
+
+    def key_for(self, height: int, width: int) -> EngineKey:
+        calibration = ""
+        if self.precision == "int8":
+            calibration = self._calibration_digests.get((height, width)) or ""
+            if not calibration:
+                calibration = CalibrationImages(self.calibration_dir, (height, width)).digest()
+                self._calibration_digests[(height, width)] = calibration
+        return EngineKey.for_platform(self.onnx_sha256, self.facts, self.precision,
+                                      (height, width), calibration)
+
+    def _load(self, engine_bytes: bytes, size: tuple[int, int]) -> EngineRunner:
+        return EngineRunner(self._trt, self._cuda, engine_bytes, size, self._report)
+
+    def prepare(self, height: int, width: int, force: bool = False) -> EngineRunner:
+        """The engine for this input size: cached, else built (and cached). `force` rebuilds
+        even a usable cached engine (`textseg bake --force`)."""
+        size = (int(height), int(width))
+        if size in self._runners and not force:
+            return self._runners[size]
+        if self._fixed_size is not None:
+            return self._runners[self._fixed_size]
+        key = self.key_for(*size)
+        stem = self.onnx_path.stem
+        hint = str(self.onnx_path)
+        plan = plan_engine(self.cache_dir, stem, key, self.allow_build or force, hint)
+        if force and plan.action == "reuse":
+            plan = EnginePlan("build", plan.engine_path, "a rebuild was forced")
+        runner = None
+        if plan.action == "reuse":
+            try:
+                runner = self._load(plan.engine_path.read_bytes(), size)
+                self._report(f"TensorRT engine {plan.engine_path} reused ({key.describe()})")
+            except EngineLoadError as exc:
+                if not self.allow_build:
+                    raise EngineCacheError(f"cached engine {plan.engine_path} cannot be "
+                                           f"loaded: {exc}") from None
+                self._report(f"cached engine {plan.engine_path.name} cannot be loaded ({exc}); "
+                             "rebuilding it")
+        if runner is None:
+            with build_lock(plan.engine_path):
+                # Another process may have built it while this one waited for the lock.
+                again = plan_engine(self.cache_dir, stem, key, True, hint)
+                if again.action == "reuse" and plan.action == "build" and not force:
+                    runner = self._load(again.engine_path.read_bytes(), size)
+                    self._report(f"TensorRT engine {again.engine_path} built by another "
+                                 "process; reused")
+                else:
+                    runner = self._build(plan.engine_path, key, plan.reason)
+        previous = self._runners.get(size)
+        if previous is not None and previous is not runner:
+            previous.close()
+        self._runners[size] = runner
+        self.engine_paths[size] = plan.engine_path
+        return runner
+
+    def _build(self, engine_path: Path, key: EngineKey, reason: str) -> EngineRunner:
+        self._report(f"building TensorRT engine ({key.describe()}) because {reason}; "
+                     "this takes minutes, once per model, precision, size and GPU")
+        started = time.monotonic()
+        calibrator = None
+        if key.precision == "int8":
+            images = CalibrationImages(self.calibration_dir, key.input_size)
+            cache = engine_path.with_name(
+                f"{engine_path.name[: -len(ENGINE_SUFFIX)]}.calibration")
+            calibrator = _make_calibrator(self._trt, self._cuda, images, cache, self._report)
+        try:
+            engine = build_serialized_engine(self._trt, self.onnx_path, key.precision,
+                                             key.input_size, self._report, calibrator,
+                                             self.workspace_mib)
+        finally:
+            if calibrator is not None:
+                calibrator.release()
+        seconds = time.monotonic() - started
+        record = store_engine(engine_path, engine, EngineRecord(
+            key=key, engine_sha256="", engine_size=0, model_metadata=self._metadata,
+            has_confidence=self.has_confidence, onnx_path=str(self.onnx_path.resolve()),
+            build_seconds=round(seconds, 1), textseg_version=__version__))
+        self._report(f"TensorRT engine written to {engine_path} ({record.engine_size >> 20} MiB, "
+                     f"{seconds:.0f} s)")
+        try:
+            return self._load(engine, key.input_size)
+        except EngineLoadError as exc:  # a fresh engine that does not load: no retry loop
+            raise EngineLoadError(f"the engine just built cannot be loaded: {exc}") from None
+
+    def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
+        rgb = check_rgb(rgb)
+        size = rgb.shape[:2]
+        if self._fixed_size is not None and size != self._fixed_size:
+            # A baked engine has one input size: resize to it and the labels back.
+            height, width = self._fixed_size
+            if size not in self._resize_warned:
+                self._resize_warned.add(size)
+                self._report(f"frames are {size[1]}x{size[0]} but engine {self.model_path.name} "
+                             f"was baked for {width}x{height}: each frame is resized (bake one "
+                             "for this size to avoid it)")
+            small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+            result = self._runners[self._fixed_size].infer(small, want_confidence)
+            back = (size[1], size[0])
+            return SegmentationResult(
+                labels=cv2.resize(result.labels, back, interpolation=cv2.INTER_NEAREST),
+                confidence=None if result.confidence is None else
+                cv2.resize(result.confidence, back, interpolation=cv2.INTER_NEAREST))
+        runner = self._runners.get(size) or self.prepare(*size)
+        return runner.infer(rgb, want_confidence)
+
+    def close(self) -> None:
+        for runner in self._runners.values():
+            runner.close()
+        self._runners.clear()

@@ -1,0 +1,102 @@
+"""What the node does with one frame, without ROS: decode, (optionally) downscale, infer,
+and build only the outputs somebody wants. Unit-tested without rclpy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from textseg.engine.backend import SegmentationBackend
+from textseg.imaging import (
+    DEFAULT_MAX_PIXELS,
+    colorize,
+    compressed_to_rgb,
+    image_to_rgb,
+    overlay,
+    palette_lut,
+    scaled_size,
+)
+
+
+@dataclass(frozen=True)
+class OutputRequest:
+    """Which outputs to compute for this frame (the node asks: enabled and subscribed)."""
+
+    labels: bool = True
+    color: bool = False
+    overlay: bool = False
+    confidence: bool = False
+
+    def any(self) -> bool:
+        return self.labels or self.color or self.overlay or self.confidence
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    labels: np.ndarray  # uint8 [h, w] at the output size
+    color: np.ndarray | None  # uint8 RGB [h, w, 3]
+    overlay: np.ndarray | None  # uint8 RGB [h, w, 3]
+    confidence: np.ndarray | None  # uint8 [h, w]
+    inference_s: float
+
+
+class SegmentationPipeline:
+    def __init__(self, backend: SegmentationBackend, palette, output_scale: float = 1.0,
+                 overlay_alpha: float = 0.5, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        if not 0.0 < output_scale <= 1.0:
+            raise ValueError(f"output_scale must be in (0, 1], got {output_scale}")
+        if not 0.0 <= overlay_alpha <= 1.0:
+            raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
+        self.backend = backend
+        self.output_scale = output_scale
+        self.overlay_alpha = overlay_alpha
+        self.max_pixels = max_pixels
+        self._lut = palette_lut(palette)
+
+    def decode_raw(self, encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
+        return image_to_rgb(encoding, height, width, step, data, self.max_pixels)
+
+    def decode_compressed(self, data) -> np.ndarray:
+        return compressed_to_rgb(data, self.max_pixels)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return scaled_size(height, width, self.output_scale)
+
+    def run(self, rgb: np.ndarray, request: OutputRequest) -> FrameResult:
+        height, width = self.output_size(*rgb.shape[:2])
+        if (height, width) != rgb.shape[:2]:
+            # Smaller in, smaller out: the graph resizes to the network size anyway, and the
+            # final upsampling and argmax then run at the output size.
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        started = time.perf_counter()
+        result = self.backend.infer(rgb, want_confidence=request.confidence)
+        inference_s = time.perf_counter() - started
+        color = mixed = None
+        if request.color or request.overlay:
+            color = colorize(result.labels, self._lut)
+        if request.overlay:
+            mixed = overlay(rgb, color, self.overlay_alpha)
+        return FrameResult(labels=result.labels, color=color if request.color else None,
+                           overlay=mixed, confidence=result.confidence,
+                           inference_s=inference_s)
+
+
+def scale_intrinsics(k, p, scale_x: float, scale_y: float) -> tuple[list[float], list[float]]:
+    """K (3x3) and P (3x4), row-major, for an image resized by (scale_x, scale_y): focal
+    lengths, principal point and P's Tx scale with the image (as image_proc's resize does)."""
+    k, p = [float(v) for v in k], [float(v) for v in p]
+    if len(k) != 9 or len(p) != 12:
+        raise ValueError("K must have 9 and P 12 elements")
+    for index in (0, 2):
+        k[index] *= scale_x
+    for index in (4, 5):
+        k[index] *= scale_y
+    for index in (0, 2, 3):
+        p[index] *= scale_x
+    for index in (5, 6):
+        p[index] *= scale_y
+    return k, p

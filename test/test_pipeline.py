@@ -1,0 +1,100 @@
+"""SegmentationPipeline (what the node does per frame, without ROS) on the real ONNX Runtime
+backend and real CamVid frames."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from textseg.engine import load_backend
+from textseg.imaging import ImageRejected, colorize, encode_rgb
+from textseg.pipeline import OutputRequest, SegmentationPipeline, scale_intrinsics
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_path):
+    return load_backend(tiny_model_path, "onnxruntime", threads=1)
+
+
+@pytest.fixture(scope="module")
+def frame(camvid_frames):
+    (_, rgb), = camvid_frames(1)
+    return rgb
+
+
+def test_labels_only_by_default(backend, frame):
+    pipeline = SegmentationPipeline(backend, backend.info.palette)
+    result = pipeline.run(frame, OutputRequest())
+    np.testing.assert_array_equal(result.labels, backend.infer(frame).labels)
+    assert result.color is None and result.overlay is None and result.confidence is None
+    assert result.inference_s > 0
+
+
+def test_every_output(backend, frame):
+    pipeline = SegmentationPipeline(backend, backend.info.palette, overlay_alpha=0.25)
+    request = OutputRequest(labels=True, color=True, overlay=True, confidence=True)
+    result = pipeline.run(frame, request)
+    palette = np.array(backend.info.palette, np.uint8)
+    np.testing.assert_array_equal(result.color, palette[result.labels])
+    expected = 0.25 * result.color.astype(float) + 0.75 * frame.astype(float)
+    assert np.abs(result.overlay.astype(float) - expected).max() <= 1
+    assert result.confidence.shape == frame.shape[:2]
+    assert result.confidence.dtype == np.uint8
+
+
+def test_overlay_without_color_topic(backend, frame):
+    pipeline = SegmentationPipeline(backend, backend.info.palette)
+    result = pipeline.run(frame, OutputRequest(overlay=True))
+    assert result.color is None and result.overlay.shape == frame.shape
+
+
+def test_output_scale_shrinks_every_output(backend, frame):
+    pipeline = SegmentationPipeline(backend, backend.info.palette, output_scale=0.5)
+    assert pipeline.output_size(360, 480) == (180, 240)
+    result = pipeline.run(frame, OutputRequest(color=True, overlay=True, confidence=True))
+    assert result.labels.shape == (180, 240)
+    assert result.color.shape == result.overlay.shape == (180, 240, 3)
+    assert result.confidence.shape == (180, 240)
+    small = cv2.resize(frame, (240, 180), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(result.labels, backend.infer(small).labels)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"output_scale": 0.0}, "output_scale"), ({"output_scale": 1.5}, "output_scale"),
+    ({"overlay_alpha": -0.1}, "overlay_alpha"), ({"overlay_alpha": 2.0}, "overlay_alpha"),
+])
+def test_bad_options(backend, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SegmentationPipeline(backend, backend.info.palette, **kwargs)
+
+
+def test_decoders(backend, frame):
+    pipeline = SegmentationPipeline(backend, backend.info.palette, max_pixels=1000)
+    step, data = encode_rgb(frame, "bgr8")
+    with pytest.raises(ImageRejected, match="exceeds the limit of 1000 pixels"):
+        pipeline.decode_raw("bgr8", 360, 480, step, data)
+    _, png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    with pytest.raises(ImageRejected, match="exceeds the limit"):
+        pipeline.decode_compressed(png.tobytes())
+    roomy = SegmentationPipeline(backend, backend.info.palette)
+    np.testing.assert_array_equal(roomy.decode_raw("bgr8", 360, 480, step, data), frame)
+    np.testing.assert_array_equal(roomy.decode_compressed(png.tobytes()), frame)
+
+
+def test_colorize_matches_numpy_lookup():
+    palette = np.random.default_rng(3).integers(0, 256, (19, 3), np.uint8)
+    labels = np.random.default_rng(4).integers(0, 256, (37, 53), np.uint8)
+    lut = np.zeros((256, 3), np.uint8)
+    lut[:19] = palette
+    np.testing.assert_array_equal(colorize(labels, palette), lut[labels])
+
+
+def test_scale_intrinsics_like_image_proc_resize():
+    k = [500.0, 0.0, 320.0, 0.0, 510.0, 240.0, 0.0, 0.0, 1.0]
+    p = [500.0, 0.0, 320.0, -25.0, 0.0, 510.0, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    k2, p2 = scale_intrinsics(k, p, 0.5, 0.25)
+    assert k2 == [250.0, 0.0, 160.0, 0.0, 127.5, 60.0, 0.0, 0.0, 1.0]
+    assert p2 == [250.0, 0.0, 160.0, -12.5, 0.0, 127.5, 60.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError):
+        scale_intrinsics(k[:4], p, 1, 1)

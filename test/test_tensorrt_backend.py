@@ -1,0 +1,569 @@
+"""TensorRT backend.
+
+TensorRT cannot be installed on these machines. What can be checked without it is checked for
+real: I/O binding shapes, calibration images, the backend's errors where TensorRT is missing.
+Tests named `..._with_fake_tensorrt_module` drive the real backend code against a stand-in
+`tensorrt` module and a host-memory stand-in for CUDA, to check the build-call sequence
+(parser, pinned optimisation profile, precision flags, calibrator) and the cache decisions
+(reuse on restart, rebuild on upgrade, corruption, refusal when building is not allowed). The
+test needing real TensorRT and a GPU is skipped here with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from textseg.engine import choose_backend, load_backend, tensorrt_problem
+from textseg.engine.calibration import CalibrationError, CalibrationImages
+from textseg.engine.contract import ContractError
+from textseg.engine.engine_cache import EngineCacheError, read_record, sidecar_path
+from textseg.engine.tensorrt_backend import (
+    TENSORRT_MISSING,
+    EngineBuildError,
+    EngineLoadError,
+    EngineTensor,
+    TensorRTBackend,
+    TensorRTUnavailable,
+    plan_bindings,
+)
+
+# --- pure parts ---------------------------------------------------------------------------
+
+
+def _contract_tensors(confidence=True, image_shape=(1, -1, -1, 3)):
+    tensors = [EngineTensor("image", True, "uint8", image_shape),
+               EngineTensor("labels", False, "uint8", (1, -1, -1))]
+    if confidence:
+        tensors.append(EngineTensor("confidence", False, "uint8", (1, -1, -1)))
+    return tensors
+
+
+def test_bindings_for_a_camera_size():
+    bindings = plan_bindings(_contract_tensors(), 720, 1280)
+    assert [(b.name, b.is_input, b.shape) for b in bindings] == [
+        ("image", True, (1, 720, 1280, 3)), ("labels", False, (1, 720, 1280)),
+        ("confidence", False, (1, 720, 1280))]
+    assert bindings[0].nbytes == 720 * 1280 * 3
+    assert bindings[1].nbytes == 720 * 1280
+
+
+def test_bindings_without_confidence():
+    assert [b.name for b in plan_bindings(_contract_tensors(False), 4, 5)] == ["image", "labels"]
+
+
+def test_static_engine_of_the_same_size_binds():
+    tensors = [EngineTensor("image", True, "uint8", (1, 4, 5, 3)),
+               EngineTensor("labels", False, "uint8", (1, 4, 5))]
+    assert plan_bindings(tensors, 4, 5)[1].shape == (1, 4, 5)
+
+
+@pytest.mark.parametrize("tensors, message", [
+    ([EngineTensor("input", True, "uint8", (1, -1, -1, 3)),
+      EngineTensor("labels", False, "uint8", (1, -1, -1))], "expected one input 'image'"),
+    ([EngineTensor("image", True, "float32", (1, -1, -1, 3)),
+      EngineTensor("labels", False, "uint8", (1, -1, -1))], "must be uint8"),
+    ([EngineTensor("image", True, "uint8", (1, -1, -1, 3))], "no output 'labels'"),
+    ([EngineTensor("image", True, "uint8", (1, -1, -1, 3)),
+      EngineTensor("labels", False, "int32", (1, -1, -1))], "output 'labels' must be uint8"),
+    ([EngineTensor("image", True, "uint8", (1, 8, 8, 3)),
+      EngineTensor("labels", False, "uint8", (1, 8, 8))], "is fixed to"),
+    (_contract_tensors() + [EngineTensor("logits", False, "float32", (1, 11, -1, -1))],
+     "unexpected I/O tensors"),
+])
+def test_bindings_refuse_engines_off_contract(tensors, message):
+    with pytest.raises(ContractError, match=message):
+        plan_bindings(tensors, 4, 5)
+
+
+def test_tensorrt_missing_here_gives_one_clear_reason(tiny_model_path):
+    if tensorrt_problem() is None:
+        pytest.skip("TensorRT and a GPU are usable on this machine")
+    assert TENSORRT_MISSING in tensorrt_problem() or "GPU" in tensorrt_problem()
+    with pytest.raises(TensorRTUnavailable):
+        load_backend(tiny_model_path, backend="tensorrt")
+    name, why = choose_backend("auto", tiny_model_path)
+    assert name == "onnxruntime" and "TensorRT is not usable" in why
+
+
+def test_engine_file_needs_tensorrt(tmp_path):
+    with pytest.raises(ValueError, match="use backend tensorrt"):
+        choose_backend("onnxruntime", tmp_path / "m.engine")
+
+
+# --- calibration images (real CamVid frames) ----------------------------------------------
+
+@pytest.fixture
+def calibration_dir(tmp_path, camvid_dir):
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for path in sorted((camvid_dir / "val").glob("*.png"))[:3]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_calibration_batches_are_camera_frames_at_the_engine_size(calibration_dir):
+    images = CalibrationImages(calibration_dir, (48, 64))
+    batches = list(images)
+    assert len(images) == len(batches) == 3
+    for batch in batches:
+        assert batch.shape == (1, 48, 64, 3) and batch.dtype == np.uint8
+        assert batch.flags.c_contiguous
+    assert len({b.tobytes() for b in batches}) == 3
+
+
+def test_calibration_digest_follows_content_and_size(calibration_dir):
+    digest = CalibrationImages(calibration_dir, (48, 64)).digest()
+    assert digest == CalibrationImages(calibration_dir, (48, 64)).digest()
+    assert digest != CalibrationImages(calibration_dir, (96, 128)).digest()
+    first = sorted(calibration_dir.iterdir())[0]
+    first.write_bytes(sorted(calibration_dir.iterdir())[1].read_bytes())
+    assert digest != CalibrationImages(calibration_dir, (48, 64)).digest()
+
+
+def test_calibration_errors(tmp_path):
+    with pytest.raises(CalibrationError, match="not found"):
+        CalibrationImages(tmp_path / "absent", (8, 8))
+    with pytest.raises(CalibrationError, match="no calibration images"):
+        CalibrationImages(tmp_path, (8, 8))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(CalibrationError, match="cannot read"):
+        CalibrationImages(tmp_path, (8, 8)).batch(0)
+
+
+# --- real TensorRT (skipped where it cannot run) ------------------------------------------
+
+def test_real_tensorrt_engine_matches_onnxruntime(tiny_model_path, tmp_path, camvid_frames):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed on this machine")
+    if tensorrt_problem() is not None:
+        pytest.skip(f"TensorRT cannot run here: {tensorrt_problem()}")
+    (_, rgb), = camvid_frames(1)
+    backend = TensorRTBackend(tiny_model_path, precision="fp32", cache_dir=tmp_path,
+                              input_size=rgb.shape[:2])
+    try:
+        labels = backend.infer(rgb).labels
+    finally:
+        backend.close()
+    reference = load_backend(tiny_model_path, "onnxruntime").infer(rgb).labels
+    assert (labels == reference).mean() > 0.99
+
+
+# --- a stand-in tensorrt module and CUDA --------------------------------------------------
+
+class FakeCuda:
+    """Device memory as host bytearrays; counts what is allocated."""
+
+    source = "fake"
+
+    def __init__(self) -> None:
+        self.memory: dict[int, bytearray] = {}
+        self._next = 0x1000
+        self.streams: set[int] = set()
+
+    def device_count(self):
+        return 1
+
+    def device_name(self, device=0):
+        return "Fake GPU"
+
+    def compute_capability(self, device=0):
+        return 8, 7
+
+    def malloc(self, nbytes):
+        self._next += 0x1000
+        self.memory[self._next] = bytearray(nbytes)
+        return self._next
+
+    def free(self, pointer):
+        del self.memory[pointer]
+
+    def stream_create(self):
+        handle = 100 + len(self.streams)
+        self.streams.add(handle)
+        return handle
+
+    def stream_destroy(self, stream):
+        self.streams.remove(stream)
+
+    def stream_synchronize(self, stream):
+        assert stream in self.streams
+
+    def copy_to_device(self, device, host, stream):
+        assert host.flags.c_contiguous and host.nbytes == len(self.memory[device])
+        self.memory[device][:] = host.tobytes()
+
+    def copy_to_host(self, host, device, stream):
+        host[...] = np.frombuffer(self.memory[device], np.uint8).reshape(host.shape)
+
+
+def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: bool = False,
+                       parse_ok: bool = True):
+    """A `tensorrt` stand-in recording every builder call; its 'engines' are JSON that its
+    runtime turns into a context computing labels = R % 11, confidence = G."""
+    calls: list = []
+
+    class ILogger:
+        Severity = SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
+
+        def __init__(self):
+            pass
+
+    class IProgressMonitor:
+        def __init__(self):
+            pass
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self):
+            pass
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            calls.append(("set_shape", name, tuple(lo), tuple(opt), tuple(hi)))
+            self.shape = tuple(opt)
+
+    class Config:
+        def __init__(self):
+            self.flags, self.int8_calibrator, self.progress_monitor = set(), None, None
+
+        def set_flag(self, flag):
+            calls.append(("set_flag", flag))
+            self.flags.add(flag)
+
+        def set_memory_pool_limit(self, pool, size):
+            calls.append(("set_memory_pool_limit", pool, size))
+
+        def add_optimization_profile(self, profile):
+            calls.append(("add_optimization_profile",))
+            self.profile = profile
+
+        def set_calibration_profile(self, profile):
+            calls.append(("set_calibration_profile",))
+
+    class Parser:
+        def __init__(self, network, logger):
+            self.num_errors = 0 if parse_ok else 1
+
+        def parse_from_file(self, path):
+            calls.append(("parse_from_file", path))
+            return parse_ok and Path(path).is_file()
+
+        def get_error(self, index):
+            return "In node 3 (ArgMax): unsupported"
+
+    class Builder:
+        def __init__(self, logger):
+            calls.append(("Builder",))
+
+        def create_network(self, flags):
+            calls.append(("create_network", flags))
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            calls.append(("build_serialized_network", sorted(config.flags)))
+            monitor = config.progress_monitor
+            monitor.phase_start("Building engine", None, 2)
+            monitor.step_complete("Building engine", 0)
+            monitor.phase_finish("Building engine")
+            if "INT8" in config.flags:  # what TensorRT does with a calibrator
+                calibrator = config.int8_calibrator
+                assert calibrator.get_batch_size() == 1
+                batches = 0
+                while (pointers := calibrator.get_batch(["image"])) is not None:
+                    image = np.frombuffer(cuda.memory[pointers[0]], np.uint8)
+                    assert image.size == int(np.prod(config.profile.shape))
+                    batches += 1
+                calls.append(("calibrated", batches))
+                calibrator.write_calibration_cache(b"calibration table")
+            if build_garbage:
+                return b"garbage"
+            return json.dumps({"fake": version, "flags": sorted(config.flags)}).encode()
+
+    class Context:
+        def __init__(self):
+            self.addresses, self.shape = {}, None
+
+        def set_input_shape(self, name, shape):
+            self.shape = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            return self.shape if name == "image" else self.shape[:3]
+
+        def set_tensor_address(self, name, pointer):
+            self.addresses[name] = pointer
+
+        def execute_async_v3(self, stream):
+            calls.append(("execute_async_v3", stream))
+            image = np.frombuffer(cuda.memory[self.addresses["image"]], np.uint8
+                                  ).reshape(self.shape)
+            cuda.memory[self.addresses["labels"]][:] = (image[..., 0] % 11).tobytes()
+            cuda.memory[self.addresses["confidence"]][:] = image[..., 1].copy().tobytes()
+            return True
+
+    class Engine:
+        num_io_tensors = 3
+        _names = ["image", "labels", "confidence"]
+
+        def get_tensor_name(self, index):
+            return self._names[index]
+
+        def get_tensor_mode(self, name):
+            return "INPUT" if name == "image" else "OUTPUT"
+
+        def get_tensor_dtype(self, name):
+            return "UINT8"
+
+        def get_tensor_shape(self, name):
+            return (1, -1, -1, 3) if name == "image" else (1, -1, -1)
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            calls.append(("deserialize_cuda_engine",))
+            try:
+                description = json.loads(bytes(data))
+            except ValueError:
+                return None
+            return Engine() if description.get("fake") == version else None
+
+    module = SimpleNamespace(
+        __version__=version, ILogger=ILogger, IProgressMonitor=IProgressMonitor,
+        IInt8EntropyCalibrator2=IInt8EntropyCalibrator2, Builder=Builder, OnnxParser=Parser,
+        Runtime=Runtime, BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8"),
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"),
+        nptype=lambda dtype: np.uint8)
+    return module, calls
+
+
+def _names(calls):
+    return [c[0] for c in calls]
+
+
+@pytest.fixture
+def fake_gpu():
+    return FakeCuda()
+
+
+def _backend(model, cache, cuda, version="10.3.0", **kwargs):
+    trt, calls = make_fake_tensorrt(cuda, version, **{k: kwargs.pop(k) for k in
+                                                      ("build_garbage", "parse_ok")
+                                                      if k in kwargs})
+    lines: list[str] = []
+    backend = TensorRTBackend(model, cache_dir=cache, trt=trt, cuda=cuda,
+                              report=lines.append, **kwargs)
+    return backend, calls, lines
+
+
+def test_build_sequence_fp16_with_fake_tensorrt_module(tiny_model_path, tmp_path, fake_gpu):
+    backend, calls, lines = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
+    assert ("parse_from_file", str(tiny_model_path)) in calls
+    assert ("create_network", 0) in calls
+    assert ("set_shape", "image", (1, 48, 64, 3), (1, 48, 64, 3), (1, 48, 64, 3)) in calls
+    assert ("build_serialized_network", ["FP16"]) in calls
+    assert "set_calibration_profile" not in _names(calls)
+    order = _names(calls)
+    assert order.index("parse_from_file") < order.index("set_shape") < \
+        order.index("build_serialized_network") < order.index("deserialize_cuda_engine")
+    assert any("building TensorRT engine" in line and "no cached engine" in line
+               for line in lines)
+    assert any(line.startswith("engine build: Building engine") for line in lines)
+    engine = backend.engine_paths[(48, 64)]
+    record = read_record(engine)
+    assert record.key.precision == "fp16" and record.key.input_size == (48, 64)
+    assert record.key.gpu_name == "Fake GPU" and record.key.compute_capability == "8.7"
+    assert record.has_confidence and record.onnx_path == str(tiny_model_path.resolve())
+    assert record.model_metadata["textseg.class_names"]
+    backend.close()
+    assert fake_gpu.memory == {} and fake_gpu.streams == set()
+
+
+def test_inference_binds_and_copies_with_fake_tensorrt_module(tiny_model_path, tmp_path,
+                                                              fake_gpu):
+    backend, calls, _ = _backend(tiny_model_path, tmp_path, fake_gpu)
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+    assert "build_serialized_network" not in _names(calls)  # lazy: built on the first frame
+    result = backend.infer(rgb, want_confidence=True)
+    np.testing.assert_array_equal(result.labels, rgb[..., 0] % 11)
+    np.testing.assert_array_equal(result.confidence, rgb[..., 1])
+    assert backend.infer(rgb).confidence is None
+    padded = np.zeros((48, 70, 3), np.uint8)
+    padded[:, :64] = rgb
+    view = padded[:, :64]  # not contiguous: made contiguous before the copy
+    np.testing.assert_array_equal(backend.infer(view).labels, rgb[..., 0] % 11)
+    assert _names(calls).count("build_serialized_network") == 1
+    other = backend.infer(rgb[:32, :40])  # a second camera size gets its own engine
+    assert other.labels.shape == (32, 40)
+    assert _names(calls).count("build_serialized_network") == 2
+    assert backend.info.num_classes == 11
+    assert "engines: 64x48, 40x32" in backend.description
+    backend.close()
+
+
+def test_restart_reuses_the_engine_with_fake_tensorrt_module(tiny_model_path, tmp_path,
+                                                             fake_gpu):
+    first, _, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
+    first.close()
+    second, calls, lines = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64),
+                                    allow_build=False)
+    assert "Builder" not in _names(calls)
+    assert _names(calls).count("deserialize_cuda_engine") == 1
+    assert any("reused" in line for line in lines)
+    second.close()
+
+
+def test_tensorrt_upgrade_rebuilds_with_fake_tensorrt_module(tiny_model_path, tmp_path,
+                                                             fake_gpu):
+    old, _, _ = _backend(tiny_model_path, tmp_path, fake_gpu, "10.3.0", input_size=(48, 64))
+    old.close()
+    new, calls, lines = _backend(tiny_model_path, tmp_path, fake_gpu, "10.5.0",
+                                 input_size=(48, 64))
+    assert _names(calls).count("build_serialized_network") == 1
+    assert any("is stale" in line and "TensorRT version 10.3.0 -> 10.5.0" in line
+               for line in lines)
+    new.close()
+    with pytest.raises(EngineCacheError, match="TensorRT version 10.5.0 -> 10.7.0") as info:
+        _backend(tiny_model_path, tmp_path, fake_gpu, "10.7.0", input_size=(48, 64),
+                 allow_build=False)
+    assert "textseg bake" in str(info.value)
+
+
+def test_build_not_allowed_fails_clearly_with_fake_tensorrt_module(tiny_model_path, tmp_path,
+                                                                   fake_gpu):
+    with pytest.raises(EngineCacheError, match="no cached engine.*textseg bake"):
+        _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64), allow_build=False)
+
+
+def test_corrupt_engine_is_rebuilt_with_fake_tensorrt_module(tiny_model_path, tmp_path,
+                                                             fake_gpu):
+    first, _, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
+    engine = first.engine_paths[(48, 64)]
+    first.close()
+    engine.write_bytes(engine.read_bytes()[:-3] + b"}}}")
+    again, calls, lines = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
+    assert _names(calls).count("build_serialized_network") == 1
+    assert any("corrupt" in line for line in lines)
+    again.close()
+
+
+def test_engine_that_does_not_deserialize_is_rebuilt_once_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu):
+    first, _, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
+    engine = first.engine_paths[(48, 64)]
+    first.close()
+    # Hash and sidecar agree, but the runtime refuses the plan (e.g. a driver change).
+    from textseg.engine.engine_cache import store_engine
+
+    store_engine(engine, b"not a plan", read_record(engine))
+    again, calls, lines = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
+    assert _names(calls).count("build_serialized_network") == 1
+    assert any("cannot be loaded" in line for line in lines)
+    again.close()
+    store_engine(engine, b"not a plan", read_record(engine))
+    with pytest.raises(EngineCacheError, match="cannot be loaded"):
+        _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64), allow_build=False)
+
+
+def test_fresh_engine_that_does_not_load_is_an_error_not_a_loop_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu):
+    with pytest.raises(EngineLoadError, match="just built cannot be loaded"):
+        _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64), build_garbage=True)
+
+
+def test_parser_errors_are_reported_with_fake_tensorrt_module(tiny_model_path, tmp_path,
+                                                              fake_gpu):
+    with pytest.raises(EngineBuildError, match="cannot parse.*ArgMax"):
+        _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64), parse_ok=False)
+
+
+def test_int8_calibrates_from_the_image_folder_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu, calibration_dir):
+    backend, calls, lines = _backend(tiny_model_path, tmp_path / "cache", fake_gpu,
+                                     precision="int8", calibration_dir=calibration_dir,
+                                     input_size=(48, 64))
+    assert ("build_serialized_network", ["FP16", "INT8"]) in calls
+    assert "set_calibration_profile" in _names(calls)
+    assert ("calibrated", 3) in calls
+    assert any("int8 calibration: 3/3" in line for line in lines)
+    record = read_record(backend.engine_paths[(48, 64)])
+    assert record.key.calibration_sha256 == CalibrationImages(calibration_dir,
+                                                              (48, 64)).digest()
+    assert list((tmp_path / "cache").glob("*.calibration"))
+    backend.close()
+    assert fake_gpu.memory == {}  # the calibrator's buffer is freed too
+    with pytest.raises(EngineBuildError, match="needs calibration images"):
+        _backend(tiny_model_path, tmp_path, fake_gpu, precision="int8")
+
+
+def test_baked_engine_file_runs_at_its_size_with_fake_tensorrt_module(tiny_model_path,
+                                                                      tmp_path, fake_gpu):
+    baker, _, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
+    engine = baker.engine_paths[(48, 64)]
+    baker.close()
+    backend, calls, _ = _backend(engine, tmp_path / "other", fake_gpu)
+    assert "Builder" not in _names(calls)
+    assert backend.info.num_classes == 11 and backend.has_confidence
+    rgb = np.random.default_rng(1).integers(0, 256, (96, 128, 3), np.uint8)
+    result = backend.infer(rgb)  # another size: resized to the engine's and back
+    assert result.labels.shape == (96, 128)
+    assert result.labels.max() < 11
+    backend.close()
+
+
+def test_baked_engine_for_another_gpu_is_rebuilt_from_its_onnx_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu):
+    model = tmp_path / "model.onnx"
+    shutil.copy(tiny_model_path, model)
+    baker, _, _ = _backend(model, tmp_path / "a", fake_gpu, "10.3.0", input_size=(48, 64))
+    engine = baker.engine_paths[(48, 64)]
+    baker.close()
+    backend, calls, lines = _backend(engine, tmp_path / "b", fake_gpu, "10.5.0")
+    assert _names(calls).count("build_serialized_network") == 1
+    assert any("cannot be used" in line and "rebuilding" in line for line in lines)
+    assert backend.engine_paths[(48, 64)].parent == tmp_path / "b"
+    backend.close()
+    model.unlink()
+    with pytest.raises(EngineCacheError, match="Re-bake it on this machine"):
+        _backend(engine, tmp_path / "c", fake_gpu, "10.7.0")
+
+
+def test_engine_without_sidecar_is_refused_with_fake_tensorrt_module(tmp_path, fake_gpu):
+    engine = tmp_path / "orphan.engine"
+    engine.write_bytes(b"{}")
+    with pytest.raises(EngineCacheError, match="has no sidecar"):
+        _backend(engine, tmp_path, fake_gpu)
+    assert not sidecar_path(engine).exists()
+
+
+def test_baked_engine_that_does_not_deserialize_is_rebuilt_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu):
+    model = tmp_path / "model.onnx"
+    shutil.copy(tiny_model_path, model)
+    baker, _, _ = _backend(model, tmp_path / "a", fake_gpu, input_size=(48, 64))
+    engine = baker.engine_paths[(48, 64)]
+    baker.close()
+    from textseg.engine.engine_cache import store_engine
+
+    store_engine(engine, b"not a plan", read_record(engine))  # consistent, but unloadable
+    backend, calls, lines = _backend(engine, tmp_path / "b", fake_gpu)
+    assert _names(calls).count("build_serialized_network") == 1
+    assert any("could not deserialize" in line for line in lines)
+    backend.close()
+    with pytest.raises(EngineCacheError, match="could not deserialize"):
+        _backend(engine, tmp_path / "c", fake_gpu, allow_build=False)
