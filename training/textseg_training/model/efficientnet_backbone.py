@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from textseg_training.model.weights import read_state_dict
 
 from ..text.torchvision_compat import ensure_torchvision_importable
 from .stdc_backbone import LoadReport
@@ -131,14 +132,7 @@ class EfficientNetLite0Backbone(nn.Module):
         mismatches, or a file that shares no tensor with this backbone.
         """
         path = str(package_weights_path() if path is None else path)
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # any unpickling failure means a bad or foreign file
-            raise ValueError(f"cannot read EfficientNet-Lite0 weights {path!r}: {exc}") from exc
-        if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
-            ckpt = ckpt["state_dict"]
-        if not isinstance(ckpt, dict):
-            raise ValueError(f"EfficientNet-Lite0 weights {path!r} are not a state dict")
+        ckpt = read_state_dict(path, "EfficientNet-Lite0 weights")
 
         report = LoadReport(path=path)
         own = self.body.state_dict()

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from textseg_training.model.weights import read_state_dict
+
 # Key prefixes of the official classifier; present in ImageNet checkpoints, unused here.
 CLASSIFIER_PREFIXES = ("conv_last.", "fc.", "bn.", "linear.")
 _ALIAS_RE = re.compile(r"^x(2|4|8|16|32)\.0\.(\d+)\.(.+)$")
@@ -191,14 +193,7 @@ class STDCNet(nn.Module):
         shape mismatches, or shares no key with this backbone.
         """
         path = str(path)
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # any unpickling failure means a bad or foreign file
-            raise ValueError(f"cannot read STDC checkpoint {path!r}: {exc}") from exc
-        if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict):
-            ckpt = ckpt["state_dict"]
-        if not isinstance(ckpt, dict):
-            raise ValueError(f"STDC checkpoint {path!r} is not a state dict")
+        ckpt = read_state_dict(path, "STDC checkpoint")
 
         report = LoadReport(path=path)
         own = self.state_dict()
