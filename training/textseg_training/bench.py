@@ -1,8 +1,9 @@
 """`textseg-train bench`: training-step throughput of baseline, stage 1 and stage 2.
 
 One step = forward, loss, backward and SGD update on one batch, as in the trainer. Stage 1 adds
-only the Textual Guidance Module (fixed embeddings, no text encoder); stage 2 runs the frozen
-text encoder and the prompts every step on a frozen backbone.
+only the Textual Guidance Module (fixed embeddings, no text encoder) and its auxiliary loss
+L_text; `stage1_tgm_only` leaves L_text out to show which of the two costs what. Stage 2 runs
+the frozen text encoder and the prompts every step on a frozen backbone.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
         width = 0 if stage == "baseline" else encoder.width
         model = build_model(SegModelConfig(backbone, num_classes, text_width=width)).train()
         prompts = None
-        if stage == "stage1":
+        if stage in ("stage1", "stage1_tgm_only"):
             model.set_text_embeddings(encoder.encode(names))
         elif stage == "stage2":
             model.freeze_backbone()
@@ -54,7 +55,9 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
             groups.append({"params": list(prompts.parameters()), "lr": 0.01,
                            "weight_decay": 0.0})
         optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
-        criterion = SegmentationLoss(ignore_index=ignore_index)
+        # stage1_tgm_only: the TGM in the graph but no L_text, to separate the two costs.
+        criterion = SegmentationLoss(ignore_index=ignore_index,
+                                     w_text=0.0 if stage == "stage1_tgm_only" else 1.0)
         times = []
         for step in range(steps + 1):  # the first step warms up allocators and caches
             started = time.perf_counter()

@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "stage 1 (TGM, fixed embeddings) and stage 2 (frozen backbone, "
                            "prompts through the text encoder) on random data.")
     bench.add_argument("--stages", nargs="+", default=["baseline", "stage1", "stage2"],
-                       choices=["baseline", "stage1", "stage2"])
+                       choices=["baseline", "stage1", "stage1_tgm_only", "stage2"])
     bench.add_argument("--backbone", default="stdc1", choices=sorted(MODEL_BUILDERS))
     bench.add_argument("--batch", type=int, default=8)
     bench.add_argument("--input-size", type=int, nargs=2, default=[360, 480],
