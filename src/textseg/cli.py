@@ -96,7 +96,7 @@ def _bench(args: argparse.Namespace) -> int:
     rows = run_bench(args.model, args.backend, args.precision, sizes, args.images,
                      args.frames, args.duration, args.warmup, args.threads,
                      node=not args.no_node, rate_factor=args.rate_factor,
-                     all_outputs=args.all_outputs)
+                     all_outputs=args.all_outputs, rounds=args.rounds)
     print()
     print(format_bench_table(rows))
     return 0
@@ -164,15 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench", help="backend and node throughput, latency and node overhead",
-        description="Per input size: the backend alone (latency p50/p99, FPS), then "
-        "segmentation_node in its own process fed over DDS at --rate-factor x the backend's "
-        "FPS (node FPS and the node's own time per frame outside inference).",
+        description="Per input size, --rounds alternations of: the backend alone (latency "
+        "p50/p99, FPS), then segmentation_node in its own process fed over DDS at "
+        "--rate-factor x the backend's FPS (node FPS and the node's own time per frame "
+        "outside inference). Best round and medians are reported: other work on the machine "
+        "slows either phase at random.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _backend_arguments(bench)
     bench.add_argument("--sizes", default="960x720,1280x720", help="comma-separated WxH")
     bench.add_argument("--frames", type=int, default=30, help="backend-alone iterations")
-    bench.add_argument("--duration", type=float, default=20.0, help="node phase seconds")
-    bench.add_argument("--warmup", type=float, default=4.0, help="node warm-up seconds")
+    bench.add_argument("--duration", type=float, default=15.0, help="node phase seconds")
+    bench.add_argument("--warmup", type=float, default=3.0, help="node warm-up seconds")
+    bench.add_argument("--rounds", type=int, default=3,
+                       help="alternations of backend alone / node (best and median reported)")
     bench.add_argument("--rate-factor", type=float, default=1.5,
                        help="publish rate as a multiple of the backend's FPS")
     bench.add_argument("--all-outputs", action="store_true",

@@ -52,6 +52,7 @@ from textseg.imaging import (
     scaled_size,
 )
 from textseg.latest_frame_worker import LatestFrameWorker
+from textseg.malloc_tuning import keep_large_buffers_in_heap
 from textseg.node.label_info import MISSING_MESSAGE, label_info_message, load_label_info_types
 from textseg.pipeline import OutputRequest, SegmentationPipeline, scale_intrinsics
 from textseg.stats import NodeStatistics, RateLimitedLog, diagnostic_level, diagnostic_values
@@ -451,6 +452,7 @@ def _image(header, array, encoding: str) -> Image:
 
 
 def main(args: list[str] | None = None) -> int:
+    keep_large_buffers_in_heap()  # ~5 ms less CPU per received 720p frame (malloc_tuning.py)
     rclpy.init(args=args)
     node = None
     code = 0
