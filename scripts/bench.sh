@@ -7,11 +7,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
 cd "$root"
-export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 101 ))}"
-ROS_LOG_DIR="$(mktemp -d)"
-export ROS_LOG_DIR
-trap 'rm -rf "$ROS_LOG_DIR"' EXIT
+# shellcheck source=local_ros_env.sh
+source "$root/scripts/local_ros_env.sh"
 echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the figures)"
 "$root/.venv/bin/textseg" bench "$@"
 echo
