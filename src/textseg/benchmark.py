@@ -98,6 +98,7 @@ class DriveResult:
     window_s: float
     diagnostics: dict[str, str]
     rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, bytes)
+    processed_fps: float = float("nan")  # from the node's own counter (diagnostics)
 
 
 class _RosSession:
@@ -152,7 +153,8 @@ def drive(session: _RosSession, frames: list[np.ndarray], rate_hz: float, durati
     rss: list[tuple[float, int]] = []
     start = time.perf_counter()
     window_start, end = start + warmup, start + duration
-    next_send, next_rss, index = start, start + warmup, 0
+    next_send, next_sample, index = start, start + warmup, 0
+    processed: list[tuple[float, int]] = []  # (time, the node's "frames processed")
     base = 1_700_000_000 + int(time.time()) % 100_000 * 10
     while (now := time.perf_counter()) < end:
         if now >= next_send:
@@ -161,14 +163,17 @@ def drive(session: _RosSession, frames: list[np.ndarray], rate_hz: float, durati
             sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = client.publish(msg)
             index += 1
             next_send = max(next_send + period, now - period)  # no catch-up bursts
-        if sample_rss and now >= next_rss:
-            value = session.node.rss_bytes()
+        if now >= next_sample:
+            value = session.node.rss_bytes() if sample_rss else None
             if value:
                 rss.append((now - start, value))
-            next_rss += 1.0
+            entry = client.node_diagnostics()
+            if entry is not None and "frames processed" in entry[0]:
+                processed.append((now, int(entry[0]["frames processed"])))
+            next_sample += 1.0
         # Sleep in the wait set until the next send is due (labels wake it up earlier): a
         # camera driver does not spin, and a busy publisher would steal the node's CPU.
-        wake = min(next_send, next_rss if sample_rss else end, end)
+        wake = min(next_send, next_sample, end)
         client.executor.spin_once(timeout_sec=max(0.0, wake - time.perf_counter()))
         _keep_arrival_times(client, arrivals)
     client.spin_for(1.0)  # the last answers and a fresh diagnostics message
@@ -183,8 +188,11 @@ def drive(session: _RosSession, frames: list[np.ndarray], rate_hz: float, durati
             in_window += 1
     answered.sort()
     entry = client.node_diagnostics()
+    node_fps = float("nan")
+    if len(processed) >= 2 and processed[-1][0] > processed[0][0]:
+        node_fps = (processed[-1][1] - processed[0][1]) / (processed[-1][0] - processed[0][0])
     return DriveResult(index, answered, in_window, end - window_start,
-                       entry[0] if entry else {}, rss)
+                       entry[0] if entry else {}, rss, node_fps)
 
 
 def _keep_arrival_times(client, arrivals: dict) -> None:
@@ -232,7 +240,8 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
         outputs = ("labels/color", "labels/overlay") if all_outputs else ()
         session = _RosSession({"model": str(model), "backend": backend,
                                "precision": precision, "threads": threads,
-                               "image_width": size[1], "image_height": size[0]},
+                               "image_width": size[1], "image_height": size[0],
+                               "diagnostics_period": 0.5},
                               outputs=outputs) if node else None
         raws: list[RawResult] = []
         nodes: list[tuple[float, DriveResult]] = []
@@ -249,7 +258,9 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
                 fps = result.window_answers / result.window_s
                 nodes.append((fps, result))
                 d = result.diagnostics
-                out(f"node    {size[1]}x{size[0]}: {fps:.2f} FPS with frames at {rate:.1f} Hz; "
+                out(f"node    {size[1]}x{size[0]}: {fps:.2f} FPS received "
+                    f"({result.processed_fps:.2f} by the node's count) with frames at "
+                    f"{rate:.1f} Hz; "
                     f"overhead p50 {_diag_ms(d, 'node overhead p50 (ms)'):.2f} ms; inference "
                     f"in node p50 {_diag_ms(d, 'inference p50 (ms)'):.1f} ms; frames dropped "
                     f"{d.get('frames dropped', '?')}")

@@ -455,22 +455,27 @@ def main(args: list[str] | None = None) -> int:
     keep_large_buffers_in_heap()  # ~5 ms less CPU per received 720p frame (malloc_tuning.py)
     rclpy.init(args=args)
     node = None
-    code = 0
     try:
-        node = SegmentationNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except STARTUP_ERRORS as exc:
-        # Start-up problems get one clear line, not a traceback.
-        rclpy.logging.get_logger("segmentation_node").fatal(str(exc))
-        code = 1
+        try:
+            node = SegmentationNode()
+        except STARTUP_ERRORS as exc:
+            # Start-up problems get one clear line, not a traceback.
+            rclpy.logging.get_logger("segmentation_node").fatal(str(exc))
+            return 1
+        try:
+            rclpy.spin(node)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except Exception:
+            if rclpy.ok():
+                raise
+            # A shutdown (SIGINT, or the loader stopping the node) raced with the executor
+            # rebuilding its wait set: rclpy then raises instead of returning. Not a failure.
+        return node.exit_code
     finally:
         if node is not None:
-            code = code or node.exit_code
             node.destroy_node()
         rclpy.try_shutdown()
-    return code
 
 
 if __name__ == "__main__":
