@@ -182,3 +182,11 @@ def test_float_labels_rejected(tmp_path, onnx):
     onnx.save(model, str(path))
     with pytest.raises(ContractError, match="output 'labels'"):
         OnnxRuntimeBackend(path, providers=CPU)
+
+
+@pytest.mark.parametrize("spin_wait, expected", [(False, "0"), (True, "1")])
+def test_spin_wait_sets_the_thread_pool_policy(tiny_model_path, spin_wait, expected):
+    backend = OnnxRuntimeBackend(tiny_model_path, threads=1, providers=CPU, spin_wait=spin_wait)
+    options = backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+    assert backend.description.startswith("onnxruntime ")

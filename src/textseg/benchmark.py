@@ -228,7 +228,7 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
               images: str | Path = DEFAULT_IMAGES, iterations: int = 30,
               duration: float = 15.0, warmup: float = 3.0, threads: int = 0,
               node: bool = True, rate_factor: float = 1.5, all_outputs: bool = False,
-              rounds: int = 3, out: Out = print) -> list[BenchRow]:
+              rounds: int = 3, spin_wait: bool = False, out: Out = print) -> list[BenchRow]:
     """Per size, `rounds` alternations of backend alone / node over DDS on the same frames.
 
     This machine is shared with other work, which slows either phase at random; the table
@@ -236,12 +236,13 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
     rows = []
     for size in sizes:
         frames = load_frames(images, size)
-        engine = load_backend(model, backend, threads, precision=precision, input_size=size)
+        engine = load_backend(model, backend, threads, precision=precision, input_size=size,
+                              spin_wait=spin_wait)
         outputs = ("labels/color", "labels/overlay") if all_outputs else ()
         session = _RosSession({"model": str(model), "backend": backend,
                                "precision": precision, "threads": threads,
                                "image_width": size[1], "image_height": size[0],
-                               "diagnostics_period": 0.5},
+                               "diagnostics_period": 0.5, "spin_wait": spin_wait},
                               outputs=outputs) if node else None
         raws: list[RawResult] = []
         nodes: list[tuple[float, DriveResult]] = []

@@ -96,7 +96,8 @@ def _bench(args: argparse.Namespace) -> int:
     rows = run_bench(args.model, args.backend, args.precision, sizes, args.images,
                      args.frames, args.duration, args.warmup, args.threads,
                      node=not args.no_node, rate_factor=args.rate_factor,
-                     all_outputs=args.all_outputs, rounds=args.rounds)
+                     all_outputs=args.all_outputs, rounds=args.rounds,
+                     spin_wait=args.spin_wait)
     print()
     print(format_bench_table(rows))
     return 0
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--all-outputs", action="store_true",
                        help="also subscribe labels/color and labels/overlay")
     bench.add_argument("--no-node", action="store_true", help="backend alone only")
+    bench.add_argument("--spin-wait", action="store_true",
+                       help="ONNX Runtime threads busy-wait (node parameter spin_wait)")
     bench.set_defaults(func=_bench)
 
     overload = sub.add_parser(

@@ -81,13 +81,14 @@ def choose_backend(requested: str, model: str | Path = "") -> tuple[str, str]:
 def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0, *,
                  precision: str = "fp16", cache_dir: str | Path = "",
                  allow_build: bool = True, calibration_dir: str | Path = "",
-                 input_size: tuple[int, int] | None = None, report=None
-                 ) -> SegmentationBackend:
+                 input_size: tuple[int, int] | None = None, report=None,
+                 spin_wait: bool = False) -> SegmentationBackend:
     """Open `model` (default artifact when empty) with the requested backend.
 
-    ONNX Runtime uses `threads`; TensorRT uses `precision`, the engine cache in `cache_dir`
-    ('' = the default), `allow_build`, `calibration_dir` (int8) and `input_size` (build or
-    load the engine for that (height, width) now instead of on the first frame)."""
+    ONNX Runtime uses `threads` and `spin_wait` (busy-waiting worker threads); TensorRT uses
+    `precision`, the engine cache in `cache_dir` ('' = the default), `allow_build`,
+    `calibration_dir` (int8) and `input_size` (build or load the engine for that
+    (height, width) now instead of on the first frame)."""
     path = Path(model) if str(model) else default_model_path()
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
@@ -108,4 +109,4 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
                                input_size=input_size, report=report)
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(path, threads=threads)
+    return OnnxRuntimeBackend(path, threads=threads, spin_wait=spin_wait)

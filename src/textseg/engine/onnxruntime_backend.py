@@ -26,13 +26,18 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path, threads: int = 0,
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, spin_wait: bool = False) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime picks the core count
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Worker threads that busy-wait between operators keep both cores hot even while
+        # the node decodes and publishes; sleeping leaves them to the rest of the process and
+        # the vehicle. Measured here: same node throughput, half the node overhead.
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "1" if spin_wait else "0")
         available = ort.get_available_providers()
         chosen = providers or [p for p in _PROVIDER_PREFERENCE if p in available]
         try:

@@ -85,6 +85,8 @@ PARAMETERS: dict[str, tuple] = {
                     "prepared at start; 0 = on the first frame", ">= 0"),
     "image_height": (0, INTEGER, "Camera height (see image_width)", ">= 0"),
     "threads": (0, INTEGER, "ONNX Runtime CPU threads; 0 = all cores", ">= 0"),
+    "spin_wait": (False, BOOL, "ONNX Runtime threads busy-wait between operators (false: "
+                  "they sleep and leave the cores to the rest of the vehicle)", ""),
     "transport": ("raw", STRING, "Input: raw = sensor_msgs/Image on `image`, compressed = "
                   "sensor_msgs/CompressedImage on `image/compressed`", " | ".join(TRANSPORTS)),
     "qos_reliability": ("best_effort", STRING, "Input reliability; best_effort (SensorData) "
@@ -235,6 +237,7 @@ class SegmentationNode(Node):
                 self._model_path, name, p["threads"], precision=p["precision"],
                 cache_dir=p["engine_cache_dir"], allow_build=p["engine_build"] == "auto",
                 calibration_dir=p["calibration_dir"], report=self._report_progress,
+                spin_wait=p["spin_wait"],
                 input_size=None if size is None else scaled_size(*size, p["output_scale"]))
         except Exception as exc:  # noqa: BLE001 - every start-up failure ends the same way
             self._fatal(exc)
