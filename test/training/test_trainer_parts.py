@@ -45,6 +45,7 @@ def test_paper_numbers_in_the_camvid_configs():
     (["crop_size=[32, 32]"], "crop_size"),
     (["batch_size=0"], "batch_size must be >= 1"),
     (["batch_size=1"], "batch_size must be >= 2 per process"),
+    (["text_loss_stride=0"], "text_loss_stride must be >= 1"),
     (["learning_rate=0.1"], "unknown keys ['learning_rate']"),
     (["iterations"], "must look like key=value"),
 ])

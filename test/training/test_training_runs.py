@@ -209,9 +209,11 @@ def test_cli_params_check_data_and_bench(tiny_dataset, capsys):
     assert main(["check-data", str(config), "--set", f"dataset={train_yaml}",
                  "--set", f"val_dataset={val_yaml}"]) == 0
     assert "train:" in capsys.readouterr().out
-    assert main(["bench", "--steps", "1", "--batch", "2", "--input-size", "64", "96",
-                 "--stages", "baseline", "stage1", "--text-encoder", "minilm-l6-v2"]) == 0
-    assert "| stage1 |" in capsys.readouterr().out
+    assert main(["bench", "--steps", "1", "--rounds", "2", "--batch", "2", "--input-size",
+                 "64", "96", "--stages", "baseline", "stage1", "stage1_label_size",
+                 "--text-encoder", "minilm-l6-v2"]) == 0
+    table = capsys.readouterr().out
+    assert "| stage1 |" in table and "| stage1_label_size |" in table
 
 
 def test_train_command_rejects_a_bad_backbone_checkpoint(tiny_dataset, tmp_path, capsys):

@@ -2,8 +2,13 @@
 
 One step = forward, loss, backward and SGD update on one batch, as in the trainer. Stage 1 adds
 only the Textual Guidance Module (fixed embeddings, no text encoder) and its auxiliary loss
-L_text; `stage1_tgm_only` leaves L_text out to show which of the two costs what. Stage 2 runs
-the frozen text encoder and the prompts every step on a frozen backbone.
+L_text, taken on every 8th label pixel as the trainer does by default;
+`stage1_label_size` takes L_text on every label pixel as the paper does, and
+`stage1_tgm_only` leaves L_text out, to show which part costs what. Stage 2 runs the frozen
+text encoder and the prompts every step on a frozen backbone.
+
+All stages are built first and then timed in alternating rounds, so that a slow spell of a
+shared machine lands on every stage alike; each stage's figure is its median step.
 """
 
 from __future__ import annotations
@@ -16,20 +21,38 @@ import torch
 from textseg_training.losses import SegmentationLoss
 from textseg_training.model import SegModelConfig, build_model
 
+STAGES = ("baseline", "stage1", "stage1_label_size", "stage1_tgm_only", "stage2")
+
 
 @dataclass(frozen=True)
 class StepTiming:
     stage: str
     step_seconds: float
     images_per_second: float
+    # Median over rounds of (this stage's round median / the baseline's), with the quartiles:
+    # pairing within a round cancels the slow drift of a shared machine. None without baseline.
+    versus_baseline: tuple[float, float, float] | None = None
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]  # noqa: E731
+    return pick(0.25), pick(0.5), pick(0.75)
 
 
 def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
                          size: tuple[int, int], steps: int, text_encoder: str,
                          context_length: int | None, num_classes: int = 11,
-                         ignore_index: int = 11) -> list[StepTiming]:
+                         ignore_index: int = 11, rounds: int = 3) -> list[StepTiming]:
     from textseg_training.text import build_text_encoder
 
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}: choose from {', '.join(STAGES)}")
     encoder = None
     if any(stage != "baseline" for stage in stages):
         options = {"context_length": context_length} if context_length else {}
@@ -39,13 +62,13 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, *size, generator=generator)
     labels = torch.randint(0, num_classes + 1, (batch, *size), generator=generator)
-    results = []
-    for stage in stages:
+
+    def make_step(stage: str):
         torch.manual_seed(0)
         width = 0 if stage == "baseline" else encoder.width
         model = build_model(SegModelConfig(backbone, num_classes, text_width=width)).train()
         prompts = None
-        if stage in ("stage1", "stage1_tgm_only"):
+        if stage.startswith("stage1"):
             model.set_text_embeddings(encoder.encode(names))
         elif stage == "stage2":
             model.freeze_backbone()
@@ -55,31 +78,49 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
             groups.append({"params": list(prompts.parameters()), "lr": 0.01,
                            "weight_decay": 0.0})
         optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
-        # stage1_tgm_only: the TGM in the graph but no L_text, to separate the two costs.
         criterion = SegmentationLoss(ignore_index=ignore_index,
-                                     w_text=0.0 if stage == "stage1_tgm_only" else 1.0)
-        times = []
-        for step in range(steps + 1):  # the first step warms up allocators and caches
+                                     w_text=0.0 if stage == "stage1_tgm_only" else 1.0,
+                                     text_loss_stride=1 if stage == "stage1_label_size" else 8)
+
+        def step() -> float:
             started = time.perf_counter()
             embeddings = prompts() if prompts is not None else None
             loss, _ = criterion(model(images, text_embeddings=embeddings), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if step:
-                times.append(time.perf_counter() - started)
-        median = sorted(times)[len(times) // 2]
-        results.append(StepTiming(stage, median, batch / median))
+            return time.perf_counter() - started
+
+        step()  # warms up allocators and caches
+        return step
+
+    runners = {stage: make_step(stage) for stage in stages}
+    rounds_timed: list[dict[str, float]] = []  # per round: stage -> median step
+    for _ in range(rounds):
+        rounds_timed.append({stage: _median([step() for _ in range(steps)])
+                             for stage, step in runners.items()})
+    results = []
+    for stage in stages:
+        median = _median([timed[stage] for timed in rounds_timed])
+        versus = None
+        if "baseline" in runners:
+            versus = _quartiles([timed[stage] / timed["baseline"] - 1 for timed in rounds_timed])
+        results.append(StepTiming(stage, median, batch / median, versus))
     return results
 
 
 def timing_table(results: list[StepTiming], batch: int, size: tuple[int, int]) -> str:
     base = next((r for r in results if r.stage == "baseline"), None)
     lines = [f"training step, batch {batch}, {size[1]}x{size[0]}, "
-             f"{torch.get_num_threads()} CPU threads (median step)", "",
-             "| stage | step s | images/s | vs baseline |", "|---|---:|---:|---:|"]
+             f"{torch.get_num_threads()} CPU threads (median over rounds)", "",
+             "| stage | step s | images/s | vs baseline (paired by round) | quartiles |",
+             "|---|---:|---:|---:|---|"]
     for r in results:
-        versus = f"{100 * (r.step_seconds / base.step_seconds - 1):+.1f}%" if base else "n/a"
+        if base is None or r.versus_baseline is None:
+            versus, spread = "n/a", ""
+        else:
+            low, mid, high = (100 * v for v in r.versus_baseline)
+            versus, spread = f"{mid:+.1f}%", f"{low:+.1f}% .. {high:+.1f}%"
         lines.append(f"| {r.stage} | {r.step_seconds:.3f} | {r.images_per_second:.2f} | "
-                     f"{versus} |")
+                     f"{versus} | {spread} |")
     return "\n".join(lines)

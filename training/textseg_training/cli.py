@@ -88,7 +88,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     size = tuple(args.input_size)
     results = bench_training_steps(tuple(args.stages), args.backbone, args.batch, size,
-                                   args.steps, args.text_encoder, args.context_length)
+                                   args.steps, args.text_encoder, args.context_length,
+                                   rounds=args.rounds)
     print(timing_table(results, args.batch, size))
     return 0
 
@@ -120,6 +121,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from textseg_training.bench import STAGES as BENCH_STAGES
     from textseg_training.datasets import DATASETS
     from textseg_training.model import MODEL_BUILDERS
 
@@ -195,15 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="training-step throughput per stage (images/s)",
                            formatter_class=fmt,
                            description="Time forward+loss+backward+SGD steps for baseline, "
-                           "stage 1 (TGM, fixed embeddings) and stage 2 (frozen backbone, "
-                           "prompts through the text encoder) on random data.")
-    bench.add_argument("--stages", nargs="+", default=["baseline", "stage1", "stage2"],
-                       choices=["baseline", "stage1", "stage1_tgm_only", "stage2"])
+                           "stage 1 (TGM, fixed embeddings; L_text on every 8th label pixel as "
+                           "trained by default), stage1_label_size (L_text on every label "
+                           "pixel, as the paper), stage1_tgm_only (no L_text) and stage 2 "
+                           "(frozen backbone, prompts through the text encoder) on random "
+                           "data, in alternating rounds.")
+    bench.add_argument("--stages", nargs="+",
+                       default=["baseline", "stage1", "stage1_label_size", "stage2"],
+                       choices=list(BENCH_STAGES))
     bench.add_argument("--backbone", default="stdc1", choices=sorted(MODEL_BUILDERS))
     bench.add_argument("--batch", type=int, default=8)
     bench.add_argument("--input-size", type=int, nargs=2, default=[360, 480],
                        metavar=("H", "W"))
-    bench.add_argument("--steps", type=int, default=5, help="timed steps per stage")
+    bench.add_argument("--steps", type=int, default=3, help="timed steps per stage and round")
+    bench.add_argument("--rounds", type=int, default=3,
+                       help="alternating rounds over the stages (median over all steps)")
     bench.add_argument("--text-encoder", default="clip-rn50",
                        choices=["clip-rn50", "minilm-l6-v2"])
     bench.add_argument("--context-length", type=int, default=None,

@@ -4,6 +4,9 @@
             + w_detail * L_detail(detail)
 
 Every segmentation term is OHEM cross-entropy on logits bilinearly upsampled to the label size.
+L_text may instead be taken on every `text_loss_stride`-th label pixel (the centre of each
+stride x stride block), with the score map interpolated exactly at those pixels: the same loss
+restricted to a regular subset of pixels, 1/stride^2 of the work.
 """
 
 from __future__ import annotations
@@ -21,6 +24,38 @@ def upsample_to(logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def bilinear_matrix(n_in: int, n_out: int, stride: int = 1) -> Tensor:
+    """[ceil(n_out/stride), n_in] weights of 1-D bilinear upsampling from n_in to n_out samples
+    (align_corners=False, as F.interpolate), keeping only outputs stride//2, stride//2+stride..
+    """
+    out = torch.arange(stride // 2, n_out, stride, dtype=torch.float64)
+    src = ((out + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    low = src.floor().long().clamp(max=n_in - 1)
+    high = (low + 1).clamp(max=n_in - 1)
+    frac = src - low
+    rows = torch.arange(len(out))
+    weights = torch.zeros(len(out), n_in, dtype=torch.float64)
+    weights.index_put_((rows, low), 1.0 - frac, accumulate=True)
+    weights.index_put_((rows, high), frac, accumulate=True)
+    return weights.float()
+
+
+def upsample_strided(logits: Tensor, size: tuple[int, int] | torch.Size,
+                     stride: int) -> Tensor:
+    """`upsample_to(logits, size)[..., s//2::s, s//2::s]` without computing the other pixels."""
+    if stride == 1:
+        return upsample_to(logits, size)
+    (height, width), (h, w) = tuple(size), logits.shape[-2:]
+    rows = bilinear_matrix(h, height, stride).to(logits.device)
+    cols = bilinear_matrix(w, width, stride).to(logits.device)
+    return rows @ logits.float() @ cols.T
+
+
+def subsample_labels(label: Tensor, stride: int) -> Tensor:
+    """The label pixels `upsample_strided` computes logits for."""
+    return label if stride == 1 else label[..., stride // 2::stride, stride // 2::stride]
 
 
 class OhemCrossEntropy(nn.Module):
@@ -122,6 +157,8 @@ class SegmentationLoss(nn.Module):
     Expected keys: "out" [N,K,H/8,W/8], "aux16" [N,K,H/8,W/8], "aux32" [N,K,H/16,W/16],
     "detail" [N,1,H/8,W/8], optionally "score" [N,K,H/32,W/32] (cosine similarities; divided by
     `tau` before the CE). A term whose weight is 0 is skipped and its key may be absent.
+    `text_loss_stride` > 1 takes L_text on every stride-th label pixel only (see the module
+    docstring); 1 is the paper's label-size loss.
 
     Returns (total, components) where components holds the unweighted float values of
     "seg", "aux16", "aux32", "text" (only with "score"), "detail", and the weighted "total".
@@ -136,10 +173,14 @@ class SegmentationLoss(nn.Module):
         tau: float = 0.07,
         ohem_threshold: float = 0.7,
         min_kept_divisor: int = 16,
+        text_loss_stride: int = 1,
     ) -> None:
         super().__init__()
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
+        if text_loss_stride < 1:
+            raise ValueError(f"text_loss_stride must be >= 1, got {text_loss_stride}")
+        self.text_loss_stride = text_loss_stride
         self.w_aux, self.w_text, self.w_detail, self.tau = w_aux, w_text, w_detail, tau
         self.ohem = OhemCrossEntropy(ohem_threshold, min_kept_divisor, ignore_index)
         self.detail = DetailLoss(ignore_index=ignore_index)
@@ -163,7 +204,9 @@ class SegmentationLoss(nn.Module):
             terms.append(("aux16", self.w_aux, self._ohem(need("aux16"), label)))
             terms.append(("aux32", self.w_aux, self._ohem(need("aux32"), label)))
         if self.w_text and "score" in outputs:
-            terms.append(("text", self.w_text, self._ohem(outputs["score"] / self.tau, label)))
+            stride = self.text_loss_stride
+            logits = upsample_strided(outputs["score"] / self.tau, label.shape[-2:], stride)
+            terms.append(("text", self.w_text, self.ohem(logits, subsample_labels(label, stride))))
         if self.w_detail:
             terms.append(("detail", self.w_detail, self.detail(need("detail"), label)))
 

@@ -126,7 +126,8 @@ class Trainer:
         self.criterion = SegmentationLoss(
             ignore_index=self.spec.ignore_index, ohem_threshold=config.ohem_threshold,
             w_aux=config.aux_weight, w_text=config.text_weight, w_detail=config.detail_weight,
-            tau=config.text_temperature).to(self.device)
+            tau=config.text_temperature,
+            text_loss_stride=config.text_loss_stride).to(self.device)
         self.optimizer = torch.optim.SGD(self._param_groups(), lr=config.lr,
                                          momentum=config.momentum)
         self.scheduler = build_scheduler(self.optimizer, config.iterations,
