@@ -70,3 +70,14 @@ def camvid_frames():
     """`camvid_val_frames` as a fixture, for test modules that should not import `conftest`
     by module name (that name is ambiguous once a sub-folder has its own conftest.py)."""
     return camvid_val_frames
+
+
+@pytest.fixture(scope="session")
+def camvid_val6_bag(camvid_dir, tmp_path_factory) -> Path:
+    """The first 6 CamVid val frames and their labels as an MCAP bag (`bag_from_dataset`)."""
+    from textseg.replay.dataset import CAMVID_META, bag_from_dataset, camvid_label_folder
+
+    bag = tmp_path_factory.mktemp("camvid_bag") / "camvid_val6"
+    bag_from_dataset(camvid_dir / "val", bag, camvid_label_folder(camvid_dir / "val"),
+                     limit=6, meta=CAMVID_META)
+    return bag

@@ -22,6 +22,7 @@ from textseg.replay.bagio import (
 )
 from textseg.replay.dataset import (
     CAMVID_CLASSES,
+    CAMVID_META,
     FrameBagWriter,
     bag_from_dataset,
     camvid_label_folder,
@@ -30,7 +31,6 @@ from textseg.replay.dataset import (
 )
 
 START_NS = 1_700_000_000 * 10**9
-CAMVID_META = DatasetMeta(dataset="camvid", class_names=CAMVID_CLASSES, ignore_id=11)
 
 
 def _pairs(camvid_dir: Path, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -23,16 +23,6 @@ from textseg.replay.dataset import (
 )
 from textseg.replay.metrics import ConfusionMatrix
 
-CAMVID_META = DatasetMeta(dataset="camvid", class_names=CAMVID_CLASSES, ignore_id=11)
-
-
-@pytest.fixture(scope="module")
-def camvid_bag(camvid_dir, tmp_path_factory) -> Path:
-    bag = tmp_path_factory.mktemp("offline") / "camvid_val6"
-    bag_from_dataset(camvid_dir / "val", bag, camvid_label_folder(camvid_dir / "val"),
-                     limit=6, meta=CAMVID_META)
-    return bag
-
 
 def _reference_scores(bag: Path, model: Path) -> ConfusionMatrix:
     backend = load_backend(model, "onnxruntime", threads=1)
@@ -44,14 +34,14 @@ def _reference_scores(bag: Path, model: Path) -> ConfusionMatrix:
     return matrix
 
 
-def test_eval_offline_scores_and_reports(camvid_bag, tiny_model_path, tmp_path, capsys):
+def test_eval_offline_scores_and_reports(camvid_val6_bag, tiny_model_path, tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["eval-offline", str(camvid_bag), "--model", str(tiny_model_path),
+    code = main(["eval-offline", str(camvid_val6_bag), "--model", str(tiny_model_path),
                  "--threads", "1", "--output", str(out), "--quiet", "--strip", "3"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     data = json.loads((out / "report.json").read_text())
-    reference = _reference_scores(camvid_bag, tiny_model_path).summary()
+    reference = _reference_scores(camvid_val6_bag, tiny_model_path).summary()
     assert data["metrics"]["miou"] == pytest.approx(reference.miou, abs=1e-6)
     assert data["metrics"]["pixel_accuracy"] == pytest.approx(reference.pixel_accuracy,
                                                               abs=1e-6)
@@ -164,9 +154,9 @@ def test_labels_for_another_class_set_stop_early_with_the_ids(camvid_dir, tiny_m
     (["--ignore-id", "3"], "ignore id 3 (from --ignore-id) is one of the model's 11"),
     (["--image-topic", "/nope"], "topic /nope (from --image-topic) is not in"),
 ])
-def test_argument_errors_are_one_line(camvid_bag, tiny_model_path, tmp_path, capsys, args,
+def test_argument_errors_are_one_line(camvid_val6_bag, tiny_model_path, tmp_path, capsys, args,
                                       message):
-    argv = ["eval-offline", str(camvid_bag), "--quiet", "--output", str(tmp_path / "r")]
+    argv = ["eval-offline", str(camvid_val6_bag), "--quiet", "--output", str(tmp_path / "r")]
     if "--model" not in args:
         argv += ["--model", str(tiny_model_path)]
     assert main(argv + args) == 2
@@ -174,15 +164,15 @@ def test_argument_errors_are_one_line(camvid_bag, tiny_model_path, tmp_path, cap
     assert message in err and "Traceback" not in err
 
 
-def test_ignore_id_option_is_validated_by_the_parser(camvid_bag, capsys):
+def test_ignore_id_option_is_validated_by_the_parser(camvid_val6_bag, capsys):
     with pytest.raises(SystemExit):
-        main(["eval-offline", str(camvid_bag), "--ignore-id", "300"])
+        main(["eval-offline", str(camvid_val6_bag), "--ignore-id", "300"])
     assert "the ignore id must be 0..255" in capsys.readouterr().err
 
 
-def test_nan_free_json(camvid_bag, tiny_model_path, tmp_path):
+def test_nan_free_json(camvid_val6_bag, tiny_model_path, tmp_path):
     out = tmp_path / "r"
-    assert main(["eval-offline", str(camvid_bag), "--model", str(tiny_model_path),
+    assert main(["eval-offline", str(camvid_val6_bag), "--model", str(tiny_model_path),
                  "--output", str(out), "--quiet", "--limit", "2"]) == 0
     text = (out / "report.json").read_text()
     assert "NaN" not in text and "Infinity" not in text

@@ -16,7 +16,7 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 from textseg.cli import main  # noqa: E402
 from textseg.replay.bagio import IMAGE_TYPE, BagSource, DatasetMeta, _typestore  # noqa: E402
 from textseg.replay.dataset import (  # noqa: E402
-    CAMVID_CLASSES,
+    CAMVID_META,
     FrameBagWriter,
     bag_from_dataset,
     camvid_label_folder,
@@ -24,7 +24,6 @@ from textseg.replay.dataset import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.ros
-CAMVID_META = DatasetMeta(dataset="camvid", class_names=CAMVID_CLASSES, ignore_id=11)
 
 
 def _replay_nodes() -> list[int]:
@@ -41,24 +40,16 @@ def _replay_nodes() -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="module")
-def camvid_bag(camvid_dir, tmp_path_factory) -> Path:
-    bag = tmp_path_factory.mktemp("replay") / "camvid_val6"
-    bag_from_dataset(camvid_dir / "val", bag, camvid_label_folder(camvid_dir / "val"),
-                     limit=6, meta=CAMVID_META)
-    return bag
-
-
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:
     code = main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
 
-def test_lockstep_replay_through_the_node_agrees_with_offline(camvid_bag, tiny_model_path,
+def test_lockstep_replay_through_the_node_agrees_with_offline(camvid_val6_bag, tiny_model_path,
                                                               tmp_path, capsys):
     out = tmp_path / "report"
-    code, printed, err = _run(["replay", str(camvid_bag), "--model", str(tiny_model_path),
+    code, printed, err = _run(["replay", str(camvid_val6_bag), "--model", str(tiny_model_path),
                                "--threads", "1", "--output", str(out), "--quiet"], capsys)
     assert code == 0, printed + err
     assert _replay_nodes() == []  # the node process was stopped
@@ -76,7 +67,7 @@ def test_lockstep_replay_through_the_node_agrees_with_offline(camvid_bag, tiny_m
     assert data["run"]["mode"] == "lockstep" and data["run"]["sim_time"] is True
     assert data["run"]["node_exit_code"] == 0
     assert data["node"]["inference_p50_ms"] is not None
-    with BagSource(camvid_bag) as source:
+    with BagSource(camvid_val6_bag) as source:
         stamps = [f"{f.stamp[0]}.{f.stamp[1]:09d}" for f in source.frames()]
     lines = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
     assert [line["stamp"] for line in lines] == stamps  # answers matched by recorded stamp
@@ -195,7 +186,7 @@ def test_errors_come_before_any_node_is_started(camvid_dir, tiny_model_path, tmp
     assert _replay_nodes() == []
 
 
-def test_a_node_that_dies_at_start_is_reported_with_its_log(camvid_bag, tiny_model_path,
+def test_a_node_that_dies_at_start_is_reported_with_its_log(camvid_val6_bag, tiny_model_path,
                                                             tmp_path, monkeypatch):
     from textseg.node.process import NodeProcess
     from textseg.replay import ros_replay
@@ -205,7 +196,7 @@ def test_a_node_that_dies_at_start_is_reported_with_its_log(camvid_bag, tiny_mod
                            namespace=session.namespace)
 
     monkeypatch.setattr(ros_replay._Session, "_node_process", broken_node)
-    options = ros_replay.ReplayOptions(bag=camvid_bag, model=str(tiny_model_path),
+    options = ros_replay.ReplayOptions(bag=camvid_val6_bag, model=str(tiny_model_path),
                                        show_progress=False, startup_timeout=60)
     with pytest.raises(RuntimeError, match=r"(?s)segmentation_node exited with code 1 while "
                                            r"starting; its log ends:.*vanished\.onnx"):

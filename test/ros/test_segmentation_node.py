@@ -131,19 +131,25 @@ def test_bad_message_is_rejected_and_the_node_keeps_serving(running_node, camvid
     assert "unsupported encoding 'yuv422'" in log
 
 
+def _answers_one_frame(node: NodeProcess, ros_context, rgb: np.ndarray, encoding: str,
+                       **client_options) -> None:
+    """One frame to a started node through a FrameClient on the given topics; it must answer."""
+    client = FrameClient(context=ros_context, **client_options)
+    try:
+        client.wait_for_node(timeout=60.0, alive=node.alive)
+        msg = client.image_message(rgb, encoding, _stamp(), client_options["name"])
+        assert client.exchange(msg, timeout=20.0) is not None, node.log_text()[-2000:]
+    finally:
+        client.close()
+
+
 def test_topics_are_relative_and_remappable(tiny_model_path, ros_env, ros_context, camvid_frames):
     (_, rgb), = camvid_frames(1)
     remap = {"image": "front/image_raw", "labels": "front/labels"}
     with NodeProcess({"model": str(tiny_model_path)}, remappings=remap,
                      env=ros_env, node_name="front_segmentation") as node:
-        client = FrameClient(context=ros_context, image_topic="front/image_raw",
-                             labels_topic="front/labels", name="remap_client")
-        try:
-            client.wait_for_node(timeout=60.0, alive=node.alive)
-            msg = client.image_message(rgb, "rgb8", _stamp(), "front")
-            assert client.exchange(msg, timeout=20.0) is not None
-        finally:
-            client.close()
+        _answers_one_frame(node, ros_context, rgb, "rgb8", image_topic="front/image_raw",
+                           labels_topic="front/labels", name="remap_client")
 
 
 def test_node_starts_with_no_parameters_on_the_default_artifact(ros_env, ros_context,
@@ -153,14 +159,8 @@ def test_node_starts_with_no_parameters_on_the_default_artifact(ros_env, ros_con
         pytest.skip(f"default artifact {model} not exported yet (scripts/setup.sh does it)")
     (_, rgb), = camvid_frames(1)
     with NodeProcess(env=ros_env, namespace="/defaults") as node:
-        client = FrameClient(context=ros_context, image_topic="/defaults/image",
-                             labels_topic="/defaults/labels", name="defaults_client")
-        try:
-            client.wait_for_node(timeout=60.0, alive=node.alive)
-            msg = client.image_message(rgb, "rgb8", _stamp(), "default")
-            assert client.exchange(msg, timeout=20.0) is not None
-        finally:
-            client.close()
+        _answers_one_frame(node, ros_context, rgb, "rgb8", image_topic="/defaults/image",
+                           labels_topic="/defaults/labels", name="defaults_client")
     assert str(model) in node.log_text()
 
 
@@ -169,17 +169,9 @@ def test_shipped_params_file_loads(tiny_model_path, ros_env, ros_context, camvid
     params_file = package_share_dir() / "config" / "segmentation.yaml"
     with NodeProcess({"model": str(tiny_model_path)}, params_file=params_file,
                      env=ros_env, namespace="/params") as node:
-        client = FrameClient(context=ros_context, image_topic="/params/image",
-                             labels_topic="/params/labels", name="params_client")
-        try:
-            client.wait_for_node(timeout=60.0, alive=node.alive)
-            msg = client.image_message(rgb, "bgr8", _stamp(), "params")
-            assert client.exchange(msg, timeout=20.0) is not None
-        finally:
-            client.close()
+        _answers_one_frame(node, ros_context, rgb, "bgr8", image_topic="/params/image",
+                           labels_topic="/params/labels", name="params_client")
     assert "[best_effort, depth 1]" in node.log_text()
-
-
 
 
 # --- optional outputs, diagnostics --------------------------------------------------------

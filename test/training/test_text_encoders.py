@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
 from torch import nn  # noqa: E402
 
+from textseg_training.datasets import CAMVID  # noqa: E402
 from textseg_training.text import (  # noqa: E402
     ClipTextEncoder,
     PromptLearner,
@@ -20,10 +21,7 @@ from textseg_training.text import (  # noqa: E402
     read_clip_state_dict,
 )
 
-CAMVID_NAMES = [
-    "sky", "building", "pole", "road", "sidewalk", "tree",
-    "traffic sign", "fence", "car", "pedestrian", "bicyclist",
-]  # fmt: skip
+CAMVID_NAMES = list(CAMVID.class_names)
 # >= 16 = longest CamVid name ("bicyclist", 3 BPE tokens) + 11 prompts + SOT/EOT; short = fast.
 CONTEXT = 20
 

@@ -40,6 +40,7 @@ CAMVID_CLASSES = ("sky", "building", "pole", "road", "sidewalk", "tree", "traffi
 CAMVID_VOID = 11
 DEFAULT_IGNORE_ID = 255
 DEFAULT_START_S = 1_700_000_000  # a fixed start time: the same folder gives the same bag
+CAMVID_META = DatasetMeta(dataset="camvid", class_names=CAMVID_CLASSES, ignore_id=CAMVID_VOID)
 
 
 @dataclass(frozen=True)

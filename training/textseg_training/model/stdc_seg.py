@@ -21,25 +21,11 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import Tensor, nn
 
 from .backbones import BACKBONE_BUILDERS, Backbone
+from .stdc_backbone import ConvX as ConvBNReLU  # the head's name for the same unit and keys
 from .text_guidance import TextGuidance
 
 # Submodules built only for training; a deploy model has every other key.
 TRAIN_ONLY_MODULES = ("aux16", "aux32", "detail_head")
-
-
-class ConvBNReLU(nn.Module):
-    """Conv (no bias, BN follows) + BN + ReLU."""
-
-    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(
-            in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
-        )
-        self.bn = nn.BatchNorm2d(out_chs)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.bn(self.conv(x)))
 
 
 class AttentionRefinementModule(nn.Module):
