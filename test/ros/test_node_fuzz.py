@@ -28,7 +28,7 @@ from hypothesis import strategies as st  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from textseg.node.frame_client import FrameClient, stamp_key  # noqa: E402
-from textseg.node.process import NodeProcess, local_ros_environment  # noqa: E402
+from textseg.node.process import NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -97,23 +97,6 @@ frame_ids = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF,
                                   exclude_categories=("Cs",)), max_size=16)
 raw_batches = st.lists(st.tuples(good_images() | bad_images(), frame_ids, st.booleans()),
                        min_size=5, max_size=10)
-
-
-@pytest.fixture(scope="module")
-def ros_env():
-    return local_ros_environment()
-
-
-@pytest.fixture(scope="module")
-def ros_context(ros_env):
-    with pytest.MonkeyPatch.context() as patch:
-        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                    "FASTDDS_DEFAULT_PROFILES_FILE"):
-            patch.setenv(key, ros_env[key])
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        yield context
-        rclpy.shutdown(context=context)
 
 
 def _fuzz_node(tiny_model_path, ros_env, ros_context, namespace, transport):

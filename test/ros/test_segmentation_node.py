@@ -20,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from textseg.engine import default_model_path, load_backend, package_share_dir  # noqa: E402
 from textseg.imaging import compressed_to_rgb, image_to_rgb  # noqa: E402
 from textseg.node.frame_client import FrameClient, stamp_key  # noqa: E402
-from textseg.node.process import NodeProcess, local_ros_environment  # noqa: E402
+from textseg.node.process import NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 _stamps = itertools.count(1)
@@ -29,28 +29,6 @@ _stamps = itertools.count(1)
 def _stamp() -> Time:
     n = next(_stamps)
     return Time(sec=1_600_000_000 + n, nanosec=(n * 7919) % 1_000_000_000)
-
-
-@pytest.fixture(scope="module")
-def ros_env():
-    return local_ros_environment()
-
-
-@pytest.fixture(scope="module")
-def ros_context(ros_env, monkeypatch_module):
-    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                "FASTDDS_DEFAULT_PROFILES_FILE"):
-        monkeypatch_module.setenv(key, ros_env[key])
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 OUTPUTS = {"labels/color": Image, "labels/overlay": Image, "labels/confidence": Image}

@@ -1,0 +1,26 @@
+"""Fixtures of the tests that talk to real node processes: one local-only ROS environment per
+module (its own domain id) and an rclpy context of the test process inside it."""
+
+from __future__ import annotations
+
+import pytest
+
+from textseg.node.process import local_ros_environment
+
+
+@pytest.fixture(scope="module")
+def ros_env() -> dict[str, str]:
+    return local_ros_environment()
+
+
+@pytest.fixture(scope="module")
+def ros_context(ros_env):
+    rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
+    with pytest.MonkeyPatch.context() as patch:
+        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                    "FASTDDS_DEFAULT_PROFILES_FILE"):
+            patch.setenv(key, ros_env[key])
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        yield context
+        rclpy.shutdown(context=context)
