@@ -20,6 +20,7 @@ import torch
 
 from textseg_training.losses import SegmentationLoss
 from textseg_training.model import SegModelConfig, build_model
+from textseg_training.trainer.config import TrainConfig
 
 STAGES = ("baseline", "stage1", "stage1_label_size", "stage1_tgm_only", "stage2")
 
@@ -80,7 +81,8 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
         optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
         criterion = SegmentationLoss(ignore_index=ignore_index,
                                      w_text=0.0 if stage == "stage1_tgm_only" else 1.0,
-                                     text_loss_stride=1 if stage == "stage1_label_size" else 8)
+                                     text_loss_stride=1 if stage == "stage1_label_size"
+                                     else TrainConfig.text_loss_stride)
 
         def step() -> float:
             started = time.perf_counter()
@@ -110,13 +112,12 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
 
 
 def timing_table(results: list[StepTiming], batch: int, size: tuple[int, int]) -> str:
-    base = next((r for r in results if r.stage == "baseline"), None)
     lines = [f"training step, batch {batch}, {size[1]}x{size[0]}, "
              f"{torch.get_num_threads()} CPU threads (median over rounds)", "",
              "| stage | step s | images/s | vs baseline (paired by round) | quartiles |",
              "|---|---:|---:|---:|---|"]
     for r in results:
-        if base is None or r.versus_baseline is None:
+        if r.versus_baseline is None:  # no baseline among the stages
             versus, spread = "n/a", ""
         else:
             low, mid, high = (100 * v for v in r.versus_baseline)

@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar=("H", "W"))
     bench.add_argument("--steps", type=int, default=3, help="timed steps per stage and round")
     bench.add_argument("--rounds", type=int, default=3,
-                       help="alternating rounds over the stages (median over all steps)")
+                       help="alternating rounds over the stages; each stage vs baseline is "
+                       "the median over rounds of the within-round ratio")
     bench.add_argument("--text-encoder", default="clip-rn50",
                        choices=["clip-rn50", "minilm-l6-v2"])
     bench.add_argument("--context-length", type=int, default=None,
