@@ -30,13 +30,12 @@ if [ "$(cat "$venv/.textseg-deps" 2>/dev/null)" != "$deps_hash" ]; then
   echo "$deps_hash" > "$venv/.textseg-deps"
 fi
 
-# The default artifact: a freshly initialised STDC1-Seg for CamVid's classes until a trained
-# default model ships. Re-exported when the model or export code changes.
+# The default artifact is the trained model committed at models/textseg_default.onnx
+# (scripts/train_default_model.sh reproduces it); a random network is only ever exported on
+# request (textseg-train export --init random).
 model=$("$py" -c 'from textseg.engine import default_model_path; print(default_model_path())')
-model_hash=$(cat training/textseg_training/model/*.py training/textseg_training/export.py \
-  src/textseg/engine/contract.py | sha256sum | cut -c1-16)
-if [ ! -f "$model" ] || [ "$(cat "$venv/.textseg-default-model" 2>/dev/null)" != "$model_hash" ]; then
-  echo "setup: exporting the default model (random initialisation) to $model"
-  "$venv/bin/textseg-train" export --init random --output "$model"
-  echo "$model_hash" > "$venv/.textseg-default-model"
+if [ ! -f "$model" ]; then
+  echo "setup: the default model $model is missing: it is part of the repository" \
+    "(git checkout -- models/), or train it with scripts/train_default_model.sh" >&2
+  exit 1
 fi

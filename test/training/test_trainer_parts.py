@@ -48,11 +48,31 @@ def test_paper_numbers_in_the_camvid_configs():
     (["text_loss_stride=0"], "text_loss_stride must be >= 1"),
     (["learning_rate=0.1"], "unknown keys ['learning_rate']"),
     (["iterations"], "must look like key=value"),
+    (["precision=fp16"], "precision 'fp16' is not one of"),
 ])
 def test_bad_config_is_refused_with_the_reason(override, message):
     with pytest.raises(ValueError) as info:
         TrainConfig.from_yaml(CONFIG_DIR / "camvid_stdc1_stage1.yaml", override)
     assert message in str(info.value)
+
+
+def test_precision_auto_follows_the_device():
+    import torch
+
+    from textseg_training.trainer.precision import cpu_has_native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu).name == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("auto", torch.device("cuda")).name == "amp"
+    assert resolve_precision("amp", torch.device("cuda")).uses_grad_scaler
+    bf16 = resolve_precision("bf16", cpu)
+    assert bf16.autocast_dtype == torch.bfloat16 and not bf16.uses_grad_scaler
+    assert resolve_precision("fp32", cpu).autocast_dtype is None
+    with pytest.raises(ValueError, match="needs CUDA"):
+        resolve_precision("amp", cpu)
+    with bf16.autocast():  # the forward's matmuls run in bf16, the inputs stay fp32
+        x = torch.ones(4, 4)
+        assert (x @ x).dtype == torch.bfloat16 and x.dtype == torch.float32
 
 
 def test_warmup_then_poly():

@@ -54,7 +54,7 @@ def _config(tiny_dataset, out: Path, **overrides) -> TrainConfig:
                     crop_size=(96, 128), scales=(0.75, 1.0), iterations=2, batch_size=2,
                     warmup_iterations=1, eval_interval=100, checkpoint_interval=1,
                     log_interval=1, num_workers=0, output_dir=str(out),
-                    text_encoder="minilm-l6-v2")
+                    text_encoder="minilm-l6-v2", allow_random_backbone=True)
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -136,6 +136,20 @@ def test_resume_restores_the_run_exactly(tiny_dataset, tmp_path):
     assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
 
 
+def test_resuming_a_finished_run_only_evaluates(tiny_dataset, tmp_path):
+    first = Trainer(_config(tiny_dataset, tmp_path, iterations=2), progress=False)
+    first.fit()
+    assert load_checkpoint(tmp_path / "last.pt")["train_seconds"] > 0
+    weights = _state(first.model)
+    again = Trainer(_config(tiny_dataset, tmp_path, iterations=2),
+                    resume=tmp_path / "last.pt", progress=False)
+    result = again.fit()
+    assert result.iterations == 2 and result.final_eval is not None
+    assert result.wall_seconds >= load_checkpoint(tmp_path / "last.pt")["train_seconds"] > 0
+    for key, value in _state(again.model).items():
+        assert torch.equal(value, weights[key]), key
+
+
 def test_clip_without_weights_refuses_to_train(tiny_dataset, tmp_path):
     from textseg_training.text import ensure_torchvision_importable
 
@@ -159,11 +173,61 @@ def test_export_and_eval_of_a_trained_checkpoint(stage1_checkpoint, tmp_path, ca
     assert backend.info.architecture == "stdc1-seg+tgm"
     (_, rgb), = camvid_frames(1)
     assert backend.infer(rgb).labels.shape == rgb.shape[:2]
+    # TensorRT's parser rules: the uint8 image is only ever read by a Cast, and the uint8
+    # labels are cast from a float tensor (never from ArgMax's int64).
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    assert {n.op_type for n in graph.node if "image" in n.input} == {"Cast"}
+    labels_cast = producers["labels"]
+    assert labels_cast.op_type == "Cast"
+    assert producers[labels_cast.input[0]].op_type == "Cast"  # ArgMax -> float -> uint8
     assert main(["eval", str(stage1_checkpoint), "--output", str(tmp_path / "eval"),
                  "--flip"]) == 0
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "mIoU" in report and "| 10 | bicyclist |" in report
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+
+
+def test_export_evaluates_the_artifact_and_embeds_the_figures(stage1_checkpoint, tmp_path,
+                                                             tiny_dataset):
+    """The embedded figures are those of the shipped graph, checked by an independent count."""
+    import json
+
+    import cv2
+    import numpy as np
+    import yaml
+
+    from textseg.engine import load_backend
+    from textseg_training.export import export_checkpoint
+
+    path = tmp_path / "evaluated.onnx"
+    report = export_checkpoint(stage1_checkpoint, path, confidence=True, evaluate=True,
+                               metadata={"reproduce": "textseg-train train X"})
+    backend = load_backend(path)
+    embedded = json.loads(backend.info.extra["evaluation"])
+    assert embedded == report.evaluation
+    assert backend.info.extra["reproduce"] == "textseg-train train X"
+    assert backend.info.eval_miou == embedded["miou"]
+    assert json.loads(backend.info.extra["training_config"])["stage"] == "stage1"
+    # Independent count over the val frames of the tiny dataset (numpy, not ConfusionMatrix).
+    val_yaml = Path(tiny_dataset[1])
+    folder = val_yaml.parent / yaml.safe_load(val_yaml.read_text())["images"]
+    inter = np.zeros(11)
+    union = np.zeros(11)
+    for image_path in sorted(folder.iterdir()):
+        rgb = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
+        truth = cv2.imread(str(folder.parent / "labels" / image_path.name), cv2.IMREAD_UNCHANGED)
+        pred = backend.infer(rgb).labels
+        valid = truth != CAMVID.ignore_index
+        for k in range(11):
+            p, t = (pred == k) & valid, (truth == k) & valid
+            inter[k] += (p & t).sum()
+            union[k] += (p | t).sum()
+    seen = union > 0
+    assert embedded["frames"] == 2
+    assert embedded["miou"] == pytest.approx(100 * (inter[seen] / union[seen]).mean(), abs=0.01)
 
 
 def test_ddp_with_two_gloo_processes(tiny_dataset, tmp_path):
@@ -177,7 +241,8 @@ def test_ddp_with_two_gloo_processes(tiny_dataset, tmp_path):
         port = probe.getsockname()[1]
     sets = [f"dataset={train_yaml}", f"val_dataset={val_yaml}", "crop_size=[96,128]",
             "iterations=2", "batch_size=2", "warmup_iterations=1", "eval_interval=2",
-            "checkpoint_interval=2", "num_workers=0", f"output_dir={out}"]
+            "checkpoint_interval=2", "num_workers=0", f"output_dir={out}",
+            "allow_random_backbone=true"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={port}",
            "-m", "textseg_training.cli", "train",
@@ -211,9 +276,73 @@ def test_cli_params_check_data_and_bench(tiny_dataset, capsys):
     assert "train:" in capsys.readouterr().out
     assert main(["bench", "--steps", "1", "--rounds", "2", "--batch", "2", "--input-size",
                  "64", "96", "--stages", "baseline", "stage1", "stage1_label_size",
-                 "--text-encoder", "minilm-l6-v2"]) == 0
+                 "--text-encoder", "minilm-l6-v2", "--modes", "fp32", "bf16-cl"]) == 0
     table = capsys.readouterr().out
-    assert "| stage1 |" in table and "| stage1_label_size |" in table
+    assert "| stage1 | fp32 |" in table and "| stage1_label_size | bf16-cl |" in table
+    assert "| baseline | fp32 | " in table and "| 1.00x |" in table  # fp32 against itself
+
+
+def test_stdc_without_imagenet_weights_is_refused_naming_the_file(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"STDCNet813M_73\.91\.tar.*allow_random_backbone"):
+        Trainer(_config(tiny_dataset, tmp_path, allow_random_backbone=False), progress=False)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_step_precision_keeps_weights_statistics_and_optimizer_in_fp32(
+        tiny_dataset, tmp_path, precision):
+    trainer = Trainer(_config(tiny_dataset, tmp_path, precision=precision, iterations=2),
+                      progress=False)
+    assert trainer.precision.name == precision
+    images, labels = next(iter(trainer._loader()))
+    values = trainer.train_step(images, labels)
+    assert all(v == v for v in values.values())  # finite numbers, no NaN
+    state = trainer.model.state_dict()
+    assert {v.dtype for k, v in state.items() if v.is_floating_point()} == {torch.float32}
+    assert any("running_mean" in k and v.abs().sum() > 0 for k, v in state.items())
+    momenta = [s["momentum_buffer"] for s in trainer.optimizer.state.values()]
+    assert momenta and {m.dtype for m in momenta} == {torch.float32}
+    conv = trainer.model.backbone.features[0].conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)  # channels_last by default
+
+
+def test_bf16_and_fp32_runs_see_the_same_batches(tiny_dataset, tmp_path):
+    """Same seed, same batches: the precision comparison changes nothing but the arithmetic."""
+    batches = []
+    for precision in ("fp32", "bf16"):
+        trainer = Trainer(_config(tiny_dataset, tmp_path / precision, precision=precision),
+                          progress=False)
+        batches.append([(i.clone(), lab.clone()) for i, lab in trainer._loader()])
+    assert len(batches[0]) == len(batches[1]) == 2
+    for (a_img, a_lab), (b_img, b_lab) in zip(*batches, strict=True):
+        assert torch.equal(a_img, b_img) and torch.equal(a_lab, b_lab)
+
+
+def test_train_command_records_its_result(tiny_dataset, tmp_path, capsys):
+    import json
+
+    from textseg_training.cli import main
+
+    train_yaml, val_yaml = tiny_dataset
+    results = tmp_path / "results.json"
+    common = ["train", str(TRAINING_DIR / "configs" / "camvid_stdc1_baseline.yaml"),
+              "--set", f"dataset={train_yaml}", "--set", f"val_dataset={val_yaml}",
+              "--set", "crop_size=[96,128]", "--set", "iterations=1", "--set", "batch_size=2",
+              "--set", "warmup_iterations=0", "--set", "num_workers=0",
+              "--set", "allow_random_backbone=true", "--set", "precision=fp32",
+              "--results", str(results), "--row", "baseline"]
+    for seed in (0, 1, 1):  # seed 1 twice: the second replaces the first
+        assert main([*common, "--set", f"seed={seed}",
+                     "--set", f"output_dir={tmp_path / str(seed)}"]) == 0
+    runs = json.loads(results.read_text())["runs"]
+    assert [(r["row"], r["seed"]) for r in runs] == [("baseline", 0), ("baseline", 1)]
+    entry = runs[1]
+    assert set(entry["per_class_iou"]) == set(CAMVID.class_names)
+    assert 0.0 <= entry["val_miou"] <= 100.0 and entry["iterations"] == 1
+    assert entry["precision"] == "fp32" and "seed=1" in entry["overrides"]
+    assert entry["config"]["seed"] == 1 and entry["wall_seconds"] > 0
+    assert "recorded row 'baseline' seed 1" in capsys.readouterr().out
+    assert main(common[:-2] + ["--set", f"output_dir={tmp_path / 'x'}"]) == 2
+    assert "--results needs --row" in capsys.readouterr().err
 
 
 def test_train_command_rejects_a_bad_backbone_checkpoint(tiny_dataset, tmp_path, capsys):

@@ -23,7 +23,7 @@ CONFIG_HELP = "experiment YAML (see training/configs/)"
 
 def _train(args: argparse.Namespace) -> int:
     from textseg_training.trainer.config import TrainConfig
-    from textseg_training.trainer.loop import train
+    from textseg_training.trainer.loop import Trainer
 
     overrides = list(args.set)
     if args.backbone_weights:
@@ -33,11 +33,25 @@ def _train(args: argparse.Namespace) -> int:
     if args.allow_random_text_encoder:
         overrides.append("allow_random_text_encoder=true")
     config = TrainConfig.from_yaml(args.config, overrides)
-    result = train(config, resume=args.resume, device=args.device)
+    if args.results and not args.row:
+        raise ValueError("--results needs --row: the id this run is recorded under")
+    trainer = Trainer(config, resume=args.resume, device=args.device)
+    result = trainer.fit()
     best = "n/a" if result.best_miou is None else f"{result.best_miou:.2f}"
-    print(f"\n| run | iterations | best val mIoU | images/s | checkpoint |\n|---|---|---|---|---|\n"
-          f"| {result.output_dir} | {result.iterations} | {best} | "
+    final = "n/a" if result.final_eval is None else f"{100 * result.final_eval.miou:.2f}"
+    print(f"\n| run | iterations | final val mIoU | best val mIoU | images/s | checkpoint |\n"
+          f"|---|---|---|---|---|---|\n"
+          f"| {result.output_dir} | {result.iterations} | {final} | {best} | "
           f"{result.images_per_second:.2f} | {result.last_checkpoint} |")
+    if args.results:
+        from textseg_training.results import record_run, run_entry
+
+        if result.final_eval is None or result.iterations != config.iterations:
+            raise RuntimeError("--results: the run has no evaluation at its last iteration")
+        entry = run_entry(args.row, str(args.config), overrides, config.to_dict(),
+                          trainer.class_names, result.final_eval, result.iterations,
+                          result.wall_seconds, trainer.precision.name)
+        print(f"recorded row {args.row!r} seed {config.seed} in {record_run(args.results, entry)}")
     return 0
 
 
@@ -54,15 +68,32 @@ def _eval(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from textseg_training.export import export_checkpoint, export_random
 
+    metadata = {}
+    for item in args.metadata:
+        key, sep, value = item.partition("=")
+        if not sep or not key or key.startswith("textseg."):
+            raise ValueError(f"--metadata {item!r} must look like KEY=VALUE (KEY not textseg.*)")
+        metadata[key] = value
     if args.checkpoint is not None:
         report = export_checkpoint(args.checkpoint, args.output, confidence=args.confidence,
-                                   input_size=args.input_size)
+                                   input_size=args.input_size, evaluate=args.evaluate,
+                                   metadata=metadata)
+    elif args.evaluate or metadata:
+        raise ValueError("--evaluate and --metadata need --checkpoint")
     else:
         report = export_random(args.output, dataset=args.dataset, backbone=args.backbone,
                                confidence=args.confidence, input_size=args.input_size,
                                seed=args.seed)
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB); ONNX Runtime vs PyTorch: "
           f"{100 * report.parity_agreement:.3f}% of {report.parity_pixels} pixels identical")
+    if report.evaluation:
+        e = report.evaluation
+        print(f"\n{e['dataset']}: {e['frames']} frames at {', '.join(e['input_sizes'])}, "
+              f"single scale, {e['runtime']}\n\n| class | IoU % |\n|---|---:|")
+        for name, iou in e["per_class_iou"].items():
+            print(f"| {name} | {'n/a' if iou is None else f'{iou:.2f}'} |")
+        print(f"| **mIoU** | **{e['miou']:.2f}** |\n| pixel accuracy | "
+              f"{e['pixel_accuracy']:.2f} |")
     return 0
 
 
@@ -89,8 +120,24 @@ def _bench(args: argparse.Namespace) -> int:
     size = tuple(args.input_size)
     results = bench_training_steps(tuple(args.stages), args.backbone, args.batch, size,
                                    args.steps, args.text_encoder, args.context_length,
-                                   rounds=args.rounds)
-    print(timing_table(results, args.batch, size))
+                                   rounds=args.rounds, modes=tuple(args.modes))
+    print(timing_table(results, args.batch, size, args.backbone))
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from textseg_training.results import load_runs, paired_difference, rows_table
+
+    runs = load_runs(args.file)
+    if not runs:
+        raise FileNotFoundError(f"no runs recorded in {args.file}")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else []
+    print(rows_table(runs, args.rows or None, classes))
+    for pair in args.compare:
+        row_a, sep, row_b = pair.partition(":")
+        if not sep:
+            raise ValueError(f"--compare {pair!r} must look like ROW_A:ROW_B")
+        print(f"\n{paired_difference(runs, row_a, row_b)}")
     return 0
 
 
@@ -121,6 +168,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from textseg_training.bench import MODES as BENCH_MODES
     from textseg_training.bench import STAGES as BENCH_STAGES
     from textseg_training.datasets import DATASETS
     from textseg_training.model import MODEL_BUILDERS
@@ -147,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train with a randomly initialised text encoder (tests and the "
                        "no-language control only)")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--results", type=Path, default=None,
+                       help="append the final evaluation to this results JSON (list 'runs': "
+                       "row, seed, val_miou, per_class_iou, config, overrides, the run's wall "
+                       "time across resumes); needs --row")
+    train.add_argument("--row", default=None, help="row id the run is recorded under")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on its validation set",
@@ -182,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--confidence", action="store_true",
                         help="add the per-pixel 'confidence' output (max softmax x 255)")
     export.add_argument("--seed", type=int, default=0, help="with --init random")
+    export.add_argument("--evaluate", action="store_true",
+                        help="with --checkpoint: score the artifact (ONNX Runtime) on the "
+                        "validation split it was trained against; the figures (mIoU, "
+                        "per-class IoU, pixel accuracy) go into its metadata")
+    export.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
+                        help="more provenance in the artifact (repeatable), e.g. "
+                        "reproduce='textseg-train train ...'")
     export.set_defaults(func=_export)
 
     params = sub.add_parser("params", help="parameters and GMACs of the deploy graphs",
@@ -217,7 +277,26 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["clip-rn50", "minilm-l6-v2"])
     bench.add_argument("--context-length", type=int, default=None,
                        help="CLIP context (default 77)")
+    bench.add_argument("--modes", nargs="+", default=["fp32"], choices=list(BENCH_MODES),
+                       help="numeric modes to time each stage in: fp32, fp32-cl "
+                       "(channels_last), bf16 (bfloat16 autocast), bf16-cl; 'vs fp32' is the "
+                       "speed-up over the same stage in fp32")
     bench.set_defaults(func=_bench)
+
+    results = sub.add_parser(
+        "results", help="tables from a results JSON (runs recorded with train --results)",
+        formatter_class=fmt,
+        description="Print a markdown table of the runs recorded in FILE: per row id, val "
+        "mIoU mean ± sample std over seeds and each seed's value; --compare A:B adds the "
+        "paired difference B - A by seed and whether it exceeds the seed-to-seed spread. "
+        "README tables are made with this command, never typed.")
+    results.add_argument("file", type=Path, help="results JSON (e.g. training/results/*.json)")
+    results.add_argument("--rows", nargs="+", default=[], help="row ids in this order")
+    results.add_argument("--classes", default="",
+                         help="comma-separated class names whose mean IoU gets a column")
+    results.add_argument("--compare", action="append", default=[], metavar="ROW_A:ROW_B",
+                         help="paired difference by seed (repeatable)")
+    results.set_defaults(func=_results)
 
     check = sub.add_parser("check-data", help="validate a dataset before training",
                            formatter_class=fmt)

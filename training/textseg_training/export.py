@@ -9,8 +9,10 @@ backbone, so they exist in one place and travel inside the artifact.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -44,7 +46,10 @@ class DeployWrapper(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, image: torch.Tensor):
-        x = image.permute(0, 3, 1, 2).float()
+        # Cast before any other op: TensorRT's ONNX parser refuses uint8 intermediate tensors
+        # (onnx-tensorrt ModelImporter: "TensorRT does not support UINT8 types for
+        # intermediate tensors"; NVIDIA/TensorRT#2809), so the image is uint8 at the input only.
+        x = image.float().permute(0, 3, 1, 2)
         height, width = x.shape[-2:]
         # Resize first, normalise after: the same result (both linear) on fewer pixels.
         x = F.interpolate(x, size=self.network_input_size, mode="bilinear", align_corners=False)
@@ -52,7 +57,9 @@ class DeployWrapper(nn.Module):
         logits = self.model(x)
         logits = F.interpolate(logits, size=(height, width), mode="bilinear",
                                align_corners=False)
-        labels = logits.argmax(dim=1).to(torch.uint8)
+        # ArgMax gives int64; TensorRT documents uint8 conversions from float / half only
+        # (NvInferRuntimeBase.h), so the ids pass through float (exact for ids < 2^24).
+        labels = logits.argmax(dim=1).float().to(torch.uint8)
         if not self.with_confidence:
             return labels
         confidence = torch.softmax(logits, dim=1).amax(dim=1)
@@ -65,16 +72,19 @@ class ExportReport:
     size_bytes: int
     parity_pixels: int
     parity_agreement: float  # fraction of pixels where ONNX Runtime == PyTorch
+    evaluation: dict[str, Any] | None = None  # evaluate_artifact's figures, when asked for
 
 
 def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
                 mean: tuple[float, float, float], std: tuple[float, float, float],
-                with_confidence: bool = False, check_images: list[np.ndarray] | None = None
-                ) -> ExportReport:
+                with_confidence: bool = False, check_images: list[np.ndarray] | None = None,
+                evaluate_on: Any = None) -> ExportReport:
     """Export `model` (deploy mode, returns 1/8 logits) with `info` as metadata.
 
     The file is checked (onnx.checker, then ONNX Runtime against PyTorch on `check_images`, or a
-    random frame) before it atomically replaces `path`.
+    random frame) before it atomically replaces `path`. With `evaluate_on` (a dataset with
+    `load_raw`), the artifact itself is scored with ONNX Runtime on it and the figures are
+    written into its metadata (key `evaluation`) and the report.
     """
     path = Path(path)
     wrapper = DeployWrapper(model, info.network_input_size, mean, std, with_confidence).eval()
@@ -90,10 +100,15 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
                           input_names=[INPUT_NAME], output_names=outputs,
                           dynamic_axes=dynamic, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
+    proto.producer_name = "textseg_training"
+    evaluation = None
+    if evaluate_on is not None:
+        evaluation = evaluate_artifact(proto.SerializeToString(), evaluate_on, info)
+        info = replace(info, eval_miou=evaluation["miou"],
+                       extra={**info.extra, "evaluation": json.dumps(evaluation)})
     for key, value in info.to_metadata().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.producer_name = "textseg_training"
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
 
@@ -101,7 +116,35 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
     agreement, pixels = _parity(wrapper, data, images)
     atomic_write_bytes(path, data)
     return ExportReport(path=path, size_bytes=len(data), parity_pixels=pixels,
-                        parity_agreement=agreement)
+                        parity_agreement=agreement, evaluation=evaluation)
+
+
+def evaluate_artifact(data: bytes, dataset: Any, info: ModelInfo) -> dict[str, Any]:
+    """Score the exported graph with ONNX Runtime on every frame of `dataset`, as shipped:
+    uint8 frames at their own size in, labels at that size out, single scale, no flip."""
+    import onnxruntime as ort
+
+    from textseg_training.evaluation import ConfusionMatrix
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    matrix = ConfusionMatrix(info.num_classes, dataset.ignore_index)
+    sizes = set()
+    for index in range(len(dataset)):
+        image, label = dataset.load_raw(index)
+        labels = session.run([LABELS_OUTPUT], {INPUT_NAME: np.ascontiguousarray(image)[None]})
+        matrix.update(labels[0][0].astype(np.int64), label.astype(np.int64))
+        sizes.add(f"{image.shape[1]}x{image.shape[0]}")
+    iou = matrix.iou()
+
+    def percent(value: float) -> float | None:
+        return round(100.0 * float(value), 2) if np.isfinite(value) else None
+
+    return {"dataset": getattr(dataset, "name", "val"), "frames": len(dataset),
+            "input_sizes": sorted(sizes), "scales": [1.0], "flip": False,
+            "runtime": f"onnxruntime {ort.__version__} CPU",
+            "miou": percent(matrix.miou()), "pixel_accuracy": percent(matrix.pixel_accuracy()),
+            "per_class_iou": {name: percent(v)
+                              for name, v in zip(info.class_names, iou, strict=True)}}
 
 
 def _parity(wrapper: DeployWrapper, data: bytes, images: list[np.ndarray]) -> tuple[float, int]:
@@ -141,8 +184,13 @@ def export_random(path: str | Path, dataset: str = "camvid", backbone: str = "st
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool = False,
                       input_size: tuple[int, int] | None = None,
-                      check_images: list[np.ndarray] | None = None) -> ExportReport:
-    """A trained checkpoint -> artifact; only the final text embeddings remain, as a constant."""
+                      check_images: list[np.ndarray] | None = None, evaluate: bool = False,
+                      metadata: dict[str, str] | None = None) -> ExportReport:
+    """A trained checkpoint -> artifact; only the final text embeddings remain, as a constant.
+
+    `evaluate`: score the artifact on the validation split the checkpoint was trained against
+    and embed the figures. `metadata`: more provenance (e.g. `reproduce`: the commands).
+    """
     from textseg_training.model import SegModelConfig, build_model
     from textseg_training.trainer.checkpoint import load_checkpoint
 
@@ -162,9 +210,24 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool
                      dataset=data["dataset"], text_encoder=data["text_encoder"],
                      training_stage=f"{stage}@{data['iteration']}",
                      eval_miou=None if data.get("best_miou") is None
-                     else round(float(data["best_miou"]), 2))
+                     else round(float(data["best_miou"]), 2),
+                     extra={"training_config": json.dumps(data["config"]),
+                            **(metadata or {})})
+    val_set = _validation_set(data["config"], model) if evaluate else None
     return export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,
-                       with_confidence=confidence, check_images=check_images)
+                       with_confidence=confidence, check_images=check_images,
+                       evaluate_on=val_set)
+
+
+def _validation_set(config: dict[str, Any], model: nn.Module) -> Any:
+    """The validation split named by a checkpoint's training config (raw frames are read)."""
+    from textseg_training.trainer.config import TrainConfig
+    from textseg_training.trainer.data_setup import build_datasets
+
+    train_config = TrainConfig.from_dict(config, source="checkpoint config")
+    _, val_set, _ = build_datasets(train_config, model.backbone.input_mean,
+                                   model.backbone.input_std)
+    return val_set
 
 
 def _check_size(size) -> tuple[int, int]:

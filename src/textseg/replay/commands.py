@@ -475,6 +475,10 @@ def _print_summary(data: dict, offline, report: Path, kind: str) -> None:
     for row in [header, *rows]:
         print("  ".join(f"{str(cell):<{widths[i]}}" if i == 0 else f"{str(cell):>{widths[i]}}"
                         for i, cell in enumerate(row)).rstrip())
+    per_class = metrics.get("per_class") or []
+    if any(c.get("iou") is not None for c in per_class):
+        cells = [f"{c['name']} {_fmt(c['iou'], 1, 100)}" for c in per_class]
+        print("per-class IoU %: " + ", ".join(cells))
     split = data.get("ros_overhead_same_run_ms")
     if cmp_ and split:
         print(f"ROS overhead per frame, p50: {_fmt(cmp_['ros_overhead_vs_inference_ms']['p50'])}"

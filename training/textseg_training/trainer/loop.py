@@ -36,8 +36,12 @@ from textseg_training.trainer.distributed import (
     setup_distributed,
 )
 from textseg_training.trainer.logging import RunLog
+from textseg_training.trainer.precision import resolve_precision
 from textseg_training.trainer.sampling import ResumableSampler
 from textseg_training.trainer.schedule import build_scheduler
+
+# The official STDC ImageNet checkpoints, by backbone (named in the refusal to train without).
+STDC_IMAGENET_FILES = {"stdc1": "STDCNet813M_73.91.tar", "stdc2": "STDCNet1446_76.47.tar"}
 
 
 @dataclass
@@ -47,6 +51,8 @@ class TrainResult:
     best_miou: float | None
     last_checkpoint: Path
     images_per_second: float
+    final_eval: Any = None  # EvalResult of the last evaluation (at the final iteration)
+    wall_seconds: float | None = 0.0  # the whole run's, across resumes; None when unknown
 
 
 class Trainer:
@@ -133,11 +139,20 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config.iterations,
                                          config.warmup_iterations, config.warmup_start_lr,
                                          config.lr, config.poly_power)
-        self.use_amp = config.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.memory_format = (torch.channels_last if config.channels_last
+                              else torch.contiguous_format)
+        self.model.to(memory_format=self.memory_format)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.uses_grad_scaler)
         self.iteration = 0
         self.best_miou: float | None = None
+        self.last_eval: Any = None
+        self.previous_train_seconds: float | None = 0.0  # wall time before this invocation
+        self._fit_started: float | None = None
         self.log = RunLog(self.output_dir, enabled=self.dist.is_main)
+        self._say(f"precision {self.precision.name} on {self.device.type}"
+                  f"{' (auto)' if config.precision == 'auto' else ''}, "
+                  f"{'channels_last' if config.channels_last else 'NCHW'}")
         if resume:
             self._resume(resume)
 
@@ -161,8 +176,15 @@ class Trainer:
         """ImageNet weights: the given file, else the backbone's shipped ones, if it has any."""
         weights = self.config.backbone_weights
         if weights is None and self.config.backbone.startswith("stdc"):
-            self._say("note: no STDC ImageNet checkpoint given (backbone_weights); the backbone "
-                      "starts from random initialisation")
+            if not self.config.allow_random_backbone:
+                official = STDC_IMAGENET_FILES.get(self.config.backbone, "the official file")
+                raise ValueError(
+                    f"backbone {self.config.backbone} has no ImageNet weights here: pass the "
+                    f"official STDC ImageNet checkpoint {official} (backbone_weights: PATH in "
+                    "the config, or --backbone-weights PATH), or set allow_random_backbone: "
+                    "true to train from random initialisation on purpose")
+            self._say("note: allow_random_backbone is set; the STDC backbone starts from "
+                      "random initialisation")
             return
         report = model.backbone.load_pretrained(weights)
         self._say(f"backbone weights: {report.summary()}")
@@ -191,11 +213,14 @@ class Trainer:
             self.prompt_learner.load_state_dict(data["prompt_learner"])
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
-        self.scaler.load_state_dict(data["scaler"])
+        if data["scaler"]:  # empty when the checkpoint was written without loss scaling
+            self.scaler.load_state_dict(data["scaler"])
         self.criterion.load_state_dict(data["criterion"])
         self.iteration = int(data["iteration"])
         self.best_miou = data.get("best_miou")
         self.log.restore(data.get("log_rows", []))
+        # None when the checkpoint predates this record: the total is then unknown.
+        self.previous_train_seconds = data.get("train_seconds")
         restore_rng_state(data["rng"])
         self._say(f"resumed from {path} at iteration {self.iteration}")
 
@@ -219,11 +244,14 @@ class Trainer:
         self.train_module.train()
         if self.prompt_learner is not None:
             self.prompt_learner.train()
-        images = images.to(self.device, non_blocking=True)
+        images = images.to(self.device, non_blocking=True,
+                           memory_format=self.memory_format)
         labels = labels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with self.precision.autocast():
             outputs = self.train_module(images, text_embeddings=self.text_embeddings())
-            loss, parts = self.criterion(outputs, labels)
+        # The loss (OHEM's sort and every reduction) runs in fp32 whatever the precision.
+        outputs = {key: value.float() for key, value in outputs.items()}
+        loss, parts = self.criterion(outputs, labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -240,7 +268,13 @@ class Trainer:
         bar = tqdm(total=config.iterations, initial=self.iteration, disable=not self.progress,
                    desc=f"{config.stage} {config.backbone}", dynamic_ncols=True)
         started, start_iteration = time.perf_counter(), self.iteration
+        self._fit_started = started
         last_checkpoint = self.output_dir / "last.pt"
+        if self.iteration >= config.iterations:
+            # Resuming a finished run (a re-run of a script): nothing to train, so only the
+            # final evaluation is repeated, and `--resume` stays safe to pass every time.
+            self._say(f"run already complete at iteration {self.iteration}; evaluating only")
+            self._evaluate_and_keep_best()
         try:
             for images, labels in loader:
                 values = self.train_step(images, labels)
@@ -262,7 +296,8 @@ class Trainer:
         elapsed = time.perf_counter() - started
         images = (self.iteration - start_iteration) * config.batch_size * self.dist.world_size
         result = TrainResult(self.output_dir, self.iteration, self.best_miou, last_checkpoint,
-                             images / elapsed if elapsed > 0 else 0.0)
+                             images / elapsed if elapsed > 0 else 0.0, self.last_eval,
+                             self.train_seconds())
         cleanup_distributed()
         return result
 
@@ -281,9 +316,15 @@ class Trainer:
         self.model.eval()
         loader = build_val_loader(self.val_set, self.config, self.dist)
 
+        # Scores as the exported fp32 model computes them; only CUDA AMP keeps its autocast.
+        eval_precision = self.precision if self.precision.name == "amp" else None
+
         def model_fn(images: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(self.device.type, enabled=self.use_amp):
-                return self.model(images.to(self.device))["out"].float()
+            images = images.to(self.device, memory_format=self.memory_format)
+            if eval_precision is None:
+                return self.model(images)["out"].float()
+            with eval_precision.autocast():
+                return self.model(images)["out"].float()
 
         return evaluate(model_fn, loader, len(self.class_names), self.spec.ignore_index,
                         flip=self.config.eval_flip, scales=self.config.eval_scales,
@@ -292,6 +333,7 @@ class Trainer:
 
     def _evaluate_and_keep_best(self) -> None:
         result = self.evaluate()
+        self.last_eval = result
         miou = 100.0 * result.miou
         self.log.log(self.iteration, {"val/miou": miou,
                                       "val/pixel_accuracy": 100.0 * result.pixel_accuracy})
@@ -301,6 +343,13 @@ class Trainer:
             self.save(self.output_dir / "best.pt")
 
     # ---------------------------------------------------------------------- checkpoints
+    def train_seconds(self) -> float | None:
+        """Wall time of the whole run so far, across resumes (None if a part is unknown)."""
+        if self.previous_train_seconds is None:
+            return None
+        running = 0.0 if self._fit_started is None else time.perf_counter() - self._fit_started
+        return self.previous_train_seconds + running
+
     def checkpoint_payload(self) -> dict[str, Any]:
         self.finalize_text_embeddings()
         return {
@@ -322,6 +371,7 @@ class Trainer:
             "text_encoder": self.text_identity,
             "rng": rng_state(),
             "log_rows": self.log.rows,
+            "train_seconds": self.train_seconds(),
         }
 
     def save(self, path: Path) -> None:

@@ -1,0 +1,129 @@
+"""Machine-readable experiment results: one JSON file holding a list `runs`, one entry a run.
+
+`textseg-train train CONFIG --results FILE --row ID` appends the run's final evaluation (val
+mIoU, per-class IoU, pixel accuracy), the config file and overrides, the resolved precision,
+iterations and wall time. Re-running a (row, seed) replaces its entry. Written atomically, so
+an interrupted write never leaves a broken file; README tables are generated from these files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from textseg.fileio import atomic_write_bytes
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return round(value, 4) if math.isfinite(value) else None
+
+
+def run_entry(row: str, config_file: str, overrides: list[str], config: dict[str, Any],
+              class_names: tuple[str, ...], result: Any, iterations: int,
+              wall_seconds: float | None, precision: str) -> dict[str, Any]:
+    """One `runs` entry from an EvalResult (IoU values reported in percent)."""
+    return {
+        "row": row,
+        "seed": config["seed"],
+        "val_miou": _finite(100.0 * result.miou),
+        "pixel_accuracy": _finite(100.0 * result.pixel_accuracy),
+        "per_class_iou": {name: _finite(100.0 * iou)
+                          for name, iou in zip(class_names, result.iou, strict=True)},
+        "config_file": config_file,
+        "overrides": list(overrides),
+        "precision": precision,
+        "iterations": iterations,
+        "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
+        "config": config,
+    }
+
+
+def load_runs(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); fix or move it first") from None
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise ValueError(f"{path}: expected an object with a list 'runs'")
+    return data["runs"]
+
+
+def record_run(path: str | Path, entry: dict[str, Any]) -> Path:
+    """Add `entry` to the file's runs, replacing an earlier entry of the same row and seed."""
+    runs = [r for r in load_runs(path)
+            if (r.get("row"), r.get("seed")) != (entry["row"], entry["seed"])]
+    runs.append(entry)
+    runs.sort(key=lambda r: (str(r.get("row")), r.get("seed", 0)))
+    text = json.dumps({"runs": runs}, indent=1, sort_keys=False) + "\n"
+    return atomic_write_bytes(path, text.encode())
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def rows_table(runs: list[dict[str, Any]], rows: list[str] | None = None,
+               classes: list[str] | None = None) -> str:
+    """Markdown: one line per row id, mIoU mean ± sample std over seeds and each seed's value;
+    `classes` adds those classes' mean IoU."""
+    order = rows or list(dict.fromkeys(r["row"] for r in runs))
+    classes = classes or []
+    head = ["row", "seeds", "val mIoU % (mean ± std)", "per seed", *classes,
+            "iterations", "precision", "wall min / run"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for row in order:
+        entries = [r for r in runs if r["row"] == row]
+        if not entries:
+            raise ValueError(f"no runs recorded for row {row!r}")
+        mious = [r["val_miou"] for r in entries]
+        per_seed = ", ".join(f"{r['seed']}: {r['val_miou']:.2f}" for r in entries)
+        cells = [row, str(len(entries)), _pm(*_mean_std(mious)), per_seed]
+        for name in classes:
+            values = [r["per_class_iou"].get(name) for r in entries]
+            values = [v for v in values if v is not None]
+            cells.append(f"{sum(values) / len(values):.1f}" if values else "n/a")
+        cells += [", ".join(sorted({str(r["iterations"]) for r in entries})),
+                  ", ".join(sorted({str(r.get("precision")) for r in entries})),
+                  _wall_minutes(entries)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _wall_minutes(entries: list[dict[str, Any]]) -> str:
+    walls = [r["wall_seconds"] for r in entries if r.get("wall_seconds") is not None]
+    return f"{sum(walls) / len(walls) / 60:.1f}" if walls else "n/a"
+
+
+def paired_difference(runs: list[dict[str, Any]], row_a: str, row_b: str) -> str:
+    """row_b - row_a by seed, its mean ± std, and whether it exceeds the seed-to-seed spread
+    (the larger of the two rows' standard deviations over seeds)."""
+    by_seed = {}
+    for row in (row_a, row_b):
+        by_seed[row] = {r["seed"]: r["val_miou"] for r in runs if r["row"] == row}
+    seeds = sorted(set(by_seed[row_a]) & set(by_seed[row_b]))
+    if not seeds:
+        raise ValueError(f"rows {row_a!r} and {row_b!r} share no seed")
+    diffs = [by_seed[row_b][s] - by_seed[row_a][s] for s in seeds]
+    mean, std = _mean_std(diffs)
+    spreads = [_mean_std(list(by_seed[row].values()))[1] for row in (row_a, row_b)]
+    spread = max((s for s in spreads if not math.isnan(s)), default=float("nan"))
+    verdict = ("n/a (one seed)" if math.isnan(spread) else
+               f"{'exceeds' if abs(mean) > spread else 'within'} the seed spread "
+               f"({spread:.2f})")
+    per_seed = ", ".join(f"seed {s}: {d:+.2f}" for s, d in zip(seeds, diffs, strict=True))
+    return (f"{row_b} - {row_a}: {mean:+.2f} points (std {std:.2f}; {per_seed}); "
+            f"{verdict}")
