@@ -95,6 +95,24 @@ def test_custom_yaml_dataset(tmp_path: Path) -> None:
     assert validate_dataset(ds).ok
 
 
+def test_decoded_cache_reads_each_file_once_within_its_budget(tmp_path: Path) -> None:
+    _custom_tree(tmp_path, n=3)
+    ds, _ = custom(_yaml(tmp_path), TrainTransform((16, 16), (1.0,), MEAN, STD, 255, seed=0))
+    pair_bytes = 24 * 32 * 3 + 24 * 32  # uint8 image + uint8 label
+    ds.cache_mb = 2.5 * pair_bytes / 2**20  # room for two pairs, not three
+    first = [ds.load_raw(i) for i in range(3)]
+    for path in (tmp_path / "images").iterdir():
+        path.unlink()  # cached pairs no longer need their files
+    for i in range(2):
+        image, label = ds.load_raw(i)
+        assert image is first[i][0] and not image.flags.writeable
+        assert ds[i][0].shape == (3, 16, 16)  # augmentation works on the read-only arrays
+    with pytest.raises(DataError, match="f2.png"):  # over budget: read again, and now missing
+        ds.load_raw(2)
+    ds.cache_mb = 0.0
+    assert ds._cached_bytes == 2 * pair_bytes
+
+
 @pytest.mark.parametrize(
     ("key", "value", "needle"),
     [("class_names", None, "class_names"),

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
 pytest.importorskip("textseg_training", reason="training package not installed")
+import torch.nn.functional as F  # noqa: E402
 
 from textseg_training.losses import (  # noqa: E402
     DetailLoss,
@@ -162,6 +163,28 @@ def test_text_loss_stride_one_is_the_papers_label_size_loss() -> None:
     assert parts["text"] == pytest.approx(expected.item())
     with pytest.raises(ValueError, match="text_loss_stride"):
         SegmentationLoss(IGNORE, text_loss_stride=0)
+
+
+def _conv_fused_detail_targets(loss: DetailLoss, label: torch.Tensor) -> torch.Tensor:
+    """STDC's formulation with the 1x1 fusion convolution (DetailLoss writes it out)."""
+    size = label.shape[-2:]
+    lab = F.pad(label.unsqueeze(1).float(), (1, 1, 1, 1), mode="replicate")
+    maps = []
+    for stride in (1, 2, 4):
+        edge = F.conv2d(lab, loss.laplacian, stride=stride).clamp_(min=0)
+        if stride > 1:
+            edge = F.interpolate(edge, size=size, mode="nearest")
+        maps.append((edge > loss.threshold).float())
+    target = (F.conv2d(torch.cat(maps, dim=1), loss.fuse.detach()) > loss.threshold).float()
+    target[(label == loss.ignore_index).unsqueeze(1)] = 0.0
+    return target
+
+
+def test_detail_targets_equal_the_fusion_convolution_on_camvid(camvid_dir):
+    loss = DetailLoss(ignore_index=11)
+    label = _camvid_val_labels(camvid_dir, 8)
+    for view in (label, label[:, 1:288, 3:384], label.flip(-1)):
+        assert torch.equal(loss.targets(view), _conv_fused_detail_targets(loss, view))
 
 
 def _camvid_val_labels(camvid_dir, n: int) -> torch.Tensor:

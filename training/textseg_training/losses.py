@@ -136,7 +136,11 @@ class DetailLoss(nn.Module):
                 if stride > 1:
                     edge = F.interpolate(edge, size=size, mode="nearest")
                 maps.append((edge > self.threshold).float())
-            fused = F.conv2d(torch.cat(maps, dim=1), self.fuse.detach().float())
+            # The 1x1 fusion conv written out: a 3-to-1-channel conv is the slowest step on a
+            # CPU (77 of ~200 ms per batch of 8 at 288x384); the sums of binary maps are the
+            # same, so the targets are identical (tested against the conv).
+            weights = self.fuse.detach().float().flatten()
+            fused = maps[0] * weights[0] + maps[1] * weights[1] + maps[2] * weights[2]
             target = (fused > self.threshold).float()
         if self.ignore_index is not None:
             # Ignore pixels are treated as non-boundary (no separate mask in BCE / Dice): void

@@ -48,6 +48,9 @@ class SegmentationDataset(Dataset):
             0..1 image without normalisation.
         label_lut: optional 256-entry lookup table applied to raw label values first (e.g.
             Cityscapes label ids -> train ids).
+        cache_mb: keep decoded, checked pairs in memory up to this many MiB (per process:
+            each data-loader worker fills its own). PNG decoding was the largest data cost of
+            a CPU run; CamVid's 367 training pairs take 250 MiB. 0 disables.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class SegmentationDataset(Dataset):
         transform: Transform | None = None,
         label_lut: np.ndarray | None = None,
         name: str = "dataset",
+        cache_mb: float = 0.0,
     ) -> None:
         if not pairs:
             raise DataError(f"{name}: empty dataset (no image/label pairs found)")
@@ -69,12 +73,29 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.label_lut = label_lut
         self.name = name
+        self.cache_mb = float(cache_mb)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read and check one pair: (uint8 RGB [H,W,3], integer label [H,W])."""
+        """Read and check one pair: (uint8 RGB [H,W,3], integer label [H,W]).
+
+        Cached pairs are returned read-only: transforms must not write into them."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        image, label = self._read(index)
+        size = image.nbytes + label.nbytes
+        if self._cached_bytes + size <= self.cache_mb * 2**20:
+            image.flags.writeable = label.flags.writeable = False
+            self._cache[index] = (image, label)
+            self._cached_bytes += size
+        return image, label
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[index]
         bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         if bgr is None:

@@ -50,7 +50,8 @@ def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def _to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[Tensor, Tensor]:
     img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    return img, torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64))
+    # astype copies: the label may be a read-only view of a cached pair.
+    return img, torch.from_numpy(label.astype(np.int64))
 
 
 class TrainTransform:

@@ -29,6 +29,9 @@ class TrainConfig:
     crop_size: tuple[int, int] = (360, 480)  # (h, w)
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5)
     num_workers: int = 2
+    # Decoded pairs kept in memory per process (MiB; 0 = off): PNG decoding was the largest
+    # data cost of a CPU run. CamVid train fits in 250 MiB; larger sets cache what fits.
+    data_cache_mb: float = 1024.0
     # Text side
     text_encoder: str = "clip-rn50"  # clip-rn50 | minilm-l6-v2
     text_weights: str | None = None  # CLIP: pretrained tag or local RN50.pt / state dict

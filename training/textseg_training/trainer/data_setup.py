@@ -32,6 +32,14 @@ def dataset_spec(config: TrainConfig) -> DatasetSpec:
 def build_datasets(config: TrainConfig, mean, std
                    ) -> tuple[SegmentationDataset, SegmentationDataset, DatasetSpec]:
     """Training set (with augmentation) and validation set (normalised, labels full size)."""
+    train_set, val_set, spec = _build_datasets(config, mean, std)
+    for dataset in (train_set, val_set):
+        dataset.cache_mb = config.data_cache_mb
+    return train_set, val_set, spec
+
+
+def _build_datasets(config: TrainConfig, mean, std
+                    ) -> tuple[SegmentationDataset, SegmentationDataset, DatasetSpec]:
     spec = dataset_spec(config)
     train_tf = TrainTransform(config.crop_size, config.scales, mean, std, spec.ignore_index,
                               seed=config.seed)
