@@ -21,6 +21,8 @@ setup(
         (f"share/{PACKAGE}/models", glob("models/*.onnx")),
     ],
     install_requires=["numpy", "opencv-python-headless", "onnxruntime", "PyYAML", "rosbags"],
+    # colcon test runs pytest only when the package declares it as its test extra.
+    extras_require={"test": ["pytest", "hypothesis"]},
     zip_safe=True,
     maintainer="textseg maintainers",
     maintainer_email="maintainers@textseg.invalid",

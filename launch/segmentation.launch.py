@@ -7,7 +7,8 @@
 
 Arguments: model, backend, precision, image (input topic; with transport compressed the node
 reads `<image>/compressed`), transport (raw | compressed), params_file, namespace,
-use_sim_time, dds_profile (Fast DDS profile for large images; "" to keep the environment's).
+use_sim_time, dds_profile (Fast DDS profile for large images; `none` keeps the environment's:
+`ros2 launch` refuses an empty value on the command line).
 
 Parameters come from `params_file`; `model`, `backend`, `precision` and `transport` override
 it only when given (non-empty), so a custom params file's values are not replaced by the
@@ -24,6 +25,10 @@ from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 
+# dds_profile values that keep the environment's FASTDDS_DEFAULT_PROFILES_FILE ('' and "''"
+# only reach here from other launch files: a shell passes no empty value to `ros2 launch`).
+KEEP_ENVIRONMENT_PROFILE = ("none", "", "''", '""')
+
 
 def _node(context, *args, **kwargs):
     overrides = {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"),
@@ -34,8 +39,9 @@ def _node(context, *args, **kwargs):
             overrides[name] = value
     # Set for this node only, not for the rest of an including launch file; a plain Python
     # test instead of a PythonExpression, which breaks on paths containing quotes.
-    dds_profile = LaunchConfiguration("dds_profile").perform(context)
-    additional_env = {"FASTDDS_DEFAULT_PROFILES_FILE": dds_profile} if dds_profile else None
+    dds_profile = LaunchConfiguration("dds_profile").perform(context).strip()
+    keep = dds_profile.lower() in KEEP_ENVIRONMENT_PROFILE
+    additional_env = None if keep else {"FASTDDS_DEFAULT_PROFILES_FILE": dds_profile}
     image = LaunchConfiguration("image").perform(context)
     return [Node(
         package="textseg",
@@ -77,6 +83,6 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "dds_profile",
             default_value=os.path.join(share, "config", "fastdds_large_images.xml"),
-            description="Fast DDS profile for large images; '' keeps the environment's"),
+            description="Fast DDS profile for large images; 'none' keeps the environment's"),
         OpaqueFunction(function=_node),
     ])

@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXEC_DEPENDS = ("rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "python3-numpy",
-                "python3-opencv")
+EXEC_DEPENDS = ("rclpy", "sensor_msgs", "diagnostic_msgs", "rosgraph_msgs", "vision_msgs",
+                "python3-numpy", "python3-opencv", "python3-onnxruntime-pip",
+                "python3-rosbags-pip")
+# Python module -> rosdep key, for the non-ROS imports of the runtime.
+ROSDEP_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
+               "onnxruntime": "python3-onnxruntime-pip", "rosbags": "python3-rosbags-pip"}
 DATA_GLOBS = ("launch/*.launch.py", "config/*.yaml", "config/*.xml")
 
 
@@ -52,6 +56,39 @@ def test_package_xml_exec_depends(package_xml, dependency):
     depends = {element.text.strip() for element in package_xml.iter("exec_depend")}
     depends |= {element.text.strip() for element in package_xml.iter("depend")}
     assert dependency in depends
+
+
+def _imported_top_modules(folder: Path) -> set[str]:
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_package_xml_declares_exactly_the_ros_packages_the_runtime_imports(package_xml):
+    """rosdep installs what package.xml lists: every import must be there, nothing unused."""
+    declared = {e.text.strip() for tag in ("exec_depend", "depend")
+                for e in package_xml.iter(tag)}
+    imported = _imported_top_modules(ROOT / "src" / "textseg")
+    ros_imported = {m for m in imported if m.endswith("_msgs") or m.endswith("_interfaces")
+                    or m in ("rclpy", "ament_index_python")}
+    assert ros_imported - declared == set()
+    assert {m for m in declared if m.endswith("_msgs")} - ros_imported == set()  # none unused
+    for module, key in ROSDEP_KEYS.items():
+        assert module in imported and key in declared, (module, key)
+    tests = _imported_top_modules(ROOT / "test")
+    test_keys = {e.text.strip() for e in package_xml.iter("test_depend")}
+    assert {"pytest", "hypothesis"} <= tests
+    assert {"python3-pytest", "python3-hypothesis"} <= test_keys
+
+
+def test_setup_declares_the_test_extra_colcon_needs(setup_call):
+    extras = ast.literal_eval(_keyword(setup_call, "extras_require"))
+    assert {"pytest", "hypothesis"} <= set(extras["test"])
 
 
 def test_package_xml_version_matches_setup(package_xml, setup_call):

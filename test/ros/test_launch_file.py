@@ -153,3 +153,16 @@ def test_runs_the_node_with_remapped_topics_in_the_namespace(fake_prefix):
     profile = fake_prefix / "share" / "textseg" / "config" / "fastdds_large_images.xml"
     assert envs[0]["FASTDDS_DEFAULT_PROFILES_FILE"] == str(profile)
     assert code == 0, output[-3000:]
+
+
+@pytest.mark.parametrize("value", ["none", "NONE"])
+def test_dds_profile_none_keeps_the_environment_profile(fake_prefix, monkeypatch, value):
+    """`dds_profile:=none` (a shell cannot pass an empty value to ros2 launch) leaves the
+    user's own FASTDDS_DEFAULT_PROFILES_FILE to the node."""
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"default model {DEFAULT_MODEL} not built (run scripts/setup.sh)")
+    own = fake_prefix / "share" / "textseg" / "config" / "fastdds_large_images.xml"
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(own))
+    code, output, envs = _run_launch({"dds_profile": value}, wait_for="/labels")
+    assert len(envs) == 1 and code == 0, output[-3000:]
+    assert envs[0]["FASTDDS_DEFAULT_PROFILES_FILE"] == str(own)  # inherited, not 'none'
