@@ -29,6 +29,13 @@ def test_every_shipped_experiment_config_loads(path):
         assert config.init_from and config.prompt_weight_decay in (0.0, 0.0005)
 
 
+def test_prompt_weight_decay_ablation_is_at_the_papers_m8():
+    wd = TrainConfig.from_yaml(CONFIG_DIR / "camvid_stdc1_stage2_prompt_wd.yaml")
+    m8 = TrainConfig.from_yaml(CONFIG_DIR / "camvid_stdc1_stage2_m8.yaml")
+    assert (wd.num_prompts, wd.prompt_weight_decay) == (8, 0.0005)
+    assert (m8.num_prompts, m8.prompt_weight_decay) == (8, 0.0)
+
+
 def test_paper_numbers_in_the_camvid_configs():
     stage2 = TrainConfig.from_yaml(CONFIG_DIR / "camvid_stdc1_stage2.yaml")
     assert (stage2.lr, stage2.head_lr_mult, stage2.batch_size) == (0.01, 10.0, 16)

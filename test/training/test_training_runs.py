@@ -89,9 +89,16 @@ def test_stage2_leaves_the_backbone_bit_identical_and_learns_prompts(
     head_before = _state(trainer.model, "conv_out.")
     prompts_before = trainer.prompt_learner.prompts.detach().clone()
     assert any("running_mean" in k for k in backbone_before)
+    detail_before = _state(trainer.model, "detail_head.")
     trainer.fit()
     for key, value in _state(trainer.model, "backbone.").items():
         assert torch.equal(value, backbone_before[key]), f"{key} changed in stage 2"
+    # The detail head reads only the frozen backbone and is not exported: frozen, not run.
+    for key, value in _state(trainer.model, "detail_head.").items():
+        assert torch.equal(value, detail_before[key]), f"{key} changed in stage 2"
+    assert trainer.criterion.w_detail == 0.0
+    assert "detail" not in trainer.model.train()(torch.randn(2, 3, 96, 128),
+                                                 text_embeddings=trainer.text_embeddings())
     assert not torch.equal(trainer.prompt_learner.prompts.detach(), prompts_before)
     assert any(not torch.equal(v, head_before[k])
                for k, v in _state(trainer.model, "conv_out.").items())
@@ -102,6 +109,18 @@ def test_stage2_leaves_the_backbone_bit_identical_and_learns_prompts(
     final = load_checkpoint(tmp_path / "last.pt")["model"]["tgm.text_embeddings"]
     first = load_checkpoint(stage1_checkpoint)["model"]["tgm.text_embeddings"]
     assert not torch.equal(final, first)
+
+
+def test_stage2_refuses_a_stage1_checkpoint_of_another_text_encoder(
+        tiny_dataset, stage1_checkpoint, tmp_path):
+    from textseg_training.trainer.checkpoint import save_checkpoint
+
+    data = load_checkpoint(stage1_checkpoint)
+    data["text_encoder"] = "clip-rn50@0123456789abcdef"
+    foreign = save_checkpoint(tmp_path / "foreign_stage1.pt", data)
+    config = _config(tiny_dataset, tmp_path, stage="stage2", init_from=str(foreign))
+    with pytest.raises(ValueError, match=r"clip-rn50@0123456789abcdef.*minilm-l6-v2@"):
+        Trainer(config, progress=False)
 
 
 def test_e2e_trains_prompts_and_backbone_together(tiny_dataset, tmp_path):

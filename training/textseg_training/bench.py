@@ -101,6 +101,7 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
         optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9)
         criterion = SegmentationLoss(ignore_index=ignore_index,
                                      w_text=0.0 if stage == "stage1_tgm_only" else 1.0,
+                                     w_detail=0.0 if stage == "stage2" else 1.0,  # as trained
                                      text_loss_stride=1 if stage == "stage1_label_size"
                                      else TrainConfig.text_loss_stride)
 

@@ -191,8 +191,9 @@ class STDCSeg(nn.Module):
             "out": out,  # 1/8
             "aux16": self.aux16(cp8),  # 1/8 (ARM16 branch after upsampling)
             "aux32": self.aux32(cp16),  # 1/16 (ARM32 branch after upsampling)
-            "detail": self.detail_head(feat8),  # 1/8
         }
+        if not self._backbone_frozen:  # see freeze_backbone: no detail head on a frozen one
+            outputs["detail"] = self.detail_head(feat8)  # 1/8
         if score is not None:
             outputs["score"] = score  # 1/32, raw cosine in [-1, 1]; the text loss divides by tau
         return outputs
@@ -203,10 +204,16 @@ class STDCSeg(nn.Module):
         Stage 2 trains prompts (and the head) on a fixed backbone: its parameters get
         ``requires_grad=False`` (so ``param_groups`` leaves them out) and the whole backbone
         stays in eval mode across ``model.train()`` calls, so BN running stats never move.
+
+        The detail head is frozen with it and no longer run: it reads only the (now fixed)
+        stride-8 backbone feature and exists only to shape that feature through the detail
+        loss, so on a frozen backbone it could learn nothing useful (and it is not exported).
         """
         self._backbone_frozen = frozen
-        for p in self.backbone.parameters():
-            p.requires_grad_(not frozen)
+        frozen_parts = [self.backbone] + ([self.detail_head] if not self.deploy else [])
+        for part in frozen_parts:
+            for p in part.parameters():
+                p.requires_grad_(not frozen)
         self.train(self.training)
 
     @property

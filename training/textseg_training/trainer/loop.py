@@ -131,7 +131,9 @@ class Trainer:
 
         self.criterion = SegmentationLoss(
             ignore_index=self.spec.ignore_index, ohem_threshold=config.ohem_threshold,
-            w_aux=config.aux_weight, w_text=config.text_weight, w_detail=config.detail_weight,
+            w_aux=config.aux_weight, w_text=config.text_weight,
+            # Stage 2 freezes the detail head with the backbone (freeze_backbone): no loss.
+            w_detail=0.0 if config.stage == "stage2" else config.detail_weight,
             tau=config.text_temperature,
             text_loss_stride=config.text_loss_stride).to(self.device)
         self.optimizer = torch.optim.SGD(self._param_groups(), lr=config.lr,
@@ -190,8 +192,15 @@ class Trainer:
         self._say(f"backbone weights: {report.summary()}")
 
     def _init_from(self, model: nn.Module, path: str) -> None:
-        """Start from another run's weights (stage 2 from stage 1); shapes must agree."""
+        """Start from another run's weights (stage 2 from stage 1); shapes must agree, and a
+        text model must come from the same text encoder (same weights) as this run's."""
         data = load_checkpoint(path)
+        theirs = data.get("text_encoder", "none")
+        if self.config.uses_text and theirs != "none" and theirs != self.text_identity:
+            raise ValueError(
+                f"{path}: trained with text encoder {theirs}, but this run uses "
+                f"{self.text_identity}; stage 2 must tune prompts through the encoder whose "
+                "embeddings stage 1 was aligned with (set text_encoder / text_weights to match)")
         state = data["model"]
         missing, unexpected = model.load_state_dict(state, strict=False)
         # Stage-1 embeddings are replaced by the prompts' output; nothing else may differ.
