@@ -36,6 +36,19 @@ def test_prompt_weight_decay_ablation_is_at_the_papers_m8():
     assert (m8.num_prompts, m8.prompt_weight_decay) == (8, 0.0)
 
 
+def test_distributed_validation_counts_every_image_once():
+    from textseg_training.trainer.data_setup import build_val_loader
+    from textseg_training.trainer.distributed import DistributedContext
+
+    config = TrainConfig(num_workers=0)
+    dataset = list(range(7))  # 7 images over 3 processes: no shard may be padded
+    seen = []
+    for rank in range(3):
+        loader = build_val_loader(dataset, config, DistributedContext(rank=rank, world_size=3))
+        seen += [int(batch) for batch in loader]
+    assert sorted(seen) == list(range(7))
+
+
 def test_paper_numbers_in_the_camvid_configs():
     stage2 = TrainConfig.from_yaml(CONFIG_DIR / "camvid_stdc1_stage2.yaml")
     assert (stage2.lr, stage2.head_lr_mult, stage2.batch_size) == (0.01, 10.0, 16)
@@ -51,7 +64,7 @@ def test_paper_numbers_in_the_camvid_configs():
     (["stage=stage2", "init_from=null"], "stage2 needs init_from"),
     (["crop_size=[32, 32]"], "crop_size"),
     (["batch_size=0"], "batch_size must be >= 1"),
-    (["batch_size=1"], "batch_size must be >= 2 per process"),
+    (["batch_size=1"], "batch_size must be >= 2 (per process)"),
     (["text_loss_stride=0"], "text_loss_stride must be >= 1"),
     (["learning_rate=0.1"], "unknown keys ['learning_rate']"),
     (["iterations"], "must look like key=value"),

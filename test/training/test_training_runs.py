@@ -259,7 +259,7 @@ def test_ddp_with_two_gloo_processes(tiny_dataset, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     sets = [f"dataset={train_yaml}", f"val_dataset={val_yaml}", "crop_size=[96,128]",
-            "iterations=2", "batch_size=2", "warmup_iterations=1", "eval_interval=2",
+            "iterations=2", "batch_size=4", "warmup_iterations=1", "eval_interval=2",
             "checkpoint_interval=2", "num_workers=0", f"output_dir={out}",
             "allow_random_backbone=true"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -299,6 +299,17 @@ def test_cli_params_check_data_and_bench(tiny_dataset, capsys):
     table = capsys.readouterr().out
     assert "| stage1 | fp32 |" in table and "| stage1_label_size | bf16-cl |" in table
     assert "| baseline | fp32 | " in table and "| 1.00x |" in table  # fp32 against itself
+
+
+def test_batch_size_is_global_and_must_split_over_the_processes(tiny_dataset, tmp_path,
+                                                                 monkeypatch):
+    from textseg_training.trainer import loop
+    from textseg_training.trainer.distributed import DistributedContext
+
+    monkeypatch.setattr(loop, "setup_distributed",
+                        lambda device: DistributedContext(rank=0, world_size=3))
+    with pytest.raises(ValueError, match="global batch.*3 processes"):
+        Trainer(_config(tiny_dataset, tmp_path, batch_size=4), progress=False)
 
 
 def test_stdc_without_imagenet_weights_is_refused_naming_the_file(tiny_dataset, tmp_path):

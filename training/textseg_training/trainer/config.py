@@ -42,7 +42,7 @@ class TrainConfig:
     text_context_length: int | None = None  # CLIP only: shorter than 77 saves compute
     # Optimisation
     iterations: int = 10_000
-    batch_size: int = 16
+    batch_size: int = 16  # global: split over the processes under torchrun
     lr: float = 0.01  # backbone and prompts; the head gets lr * head_lr_mult
     head_lr_mult: float = 10.0
     momentum: float = 0.9
@@ -89,8 +89,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
         if self.batch_size == 1:
-            problems.append("batch_size must be >= 2 per process: the BatchNorm after global "
-                            "average pooling needs more than one value per channel")
+            problems.append("batch_size must be >= 2 (per process): the BatchNorm after "
+                            "global average pooling needs more than one value per channel")
         if self.text_loss_stride < 1:
             problems.append(f"text_loss_stride must be >= 1, got {self.text_loss_stride}")
         from textseg_training.trainer.precision import PRECISIONS

@@ -83,8 +83,9 @@ def build_val_loader(dataset: SegmentationDataset, config: TrainConfig,
                      context: DistributedContext) -> torch.utils.data.DataLoader:
     sampler = None
     if context.enabled:
-        sampler = torch.utils.data.DistributedSampler(
-            dataset, num_replicas=context.world_size, rank=context.rank, shuffle=False)
+        # Every image exactly once over all processes: DistributedSampler would pad the last
+        # shard with repeats, which the summed confusion matrix would then count twice.
+        sampler = list(range(context.rank, len(dataset), context.world_size))
     # Batch 1: validation labels keep their own (possibly different) full sizes.
     return torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, sampler=sampler,
                                        num_workers=config.num_workers)

@@ -64,6 +64,13 @@ class Trainer:
         self.config = config
         self.dist: DistributedContext = setup_distributed(device)
         self.device = self.dist.device
+        # batch_size is the global batch, as in the paper; each process takes its share.
+        world = self.dist.world_size
+        if config.batch_size % world or config.batch_size // world < 2:
+            raise ValueError(
+                f"batch_size {config.batch_size} is the global batch: it must split evenly "
+                f"over the {world} processes, at least 2 each (BatchNorm after global pooling)")
+        self.process_batch_size = config.batch_size // world
         self.output_dir = Path(config.output_dir)
         self.progress = progress and self.dist.is_main
         torch.manual_seed(config.seed)
@@ -237,11 +244,11 @@ class Trainer:
     def _loader(self) -> torch.utils.data.DataLoader:
         from textseg_training.trainer.data_setup import SeededItems
 
-        sampler = ResumableSampler(len(self.train_set), self.config.batch_size,
+        sampler = ResumableSampler(len(self.train_set), self.process_batch_size,
                                    self.iteration, self.config.iterations, self.config.seed,
                                    self.dist.rank, self.dist.world_size)
         return torch.utils.data.DataLoader(
-            SeededItems(self.train_set), batch_size=self.config.batch_size, sampler=sampler,
+            SeededItems(self.train_set), batch_size=self.process_batch_size, sampler=sampler,
             num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
             drop_last=True, persistent_workers=False)
 
@@ -303,7 +310,7 @@ class Trainer:
             self.log.plot()
             self.log.close()
         elapsed = time.perf_counter() - started
-        images = (self.iteration - start_iteration) * config.batch_size * self.dist.world_size
+        images = (self.iteration - start_iteration) * config.batch_size  # the global batch
         result = TrainResult(self.output_dir, self.iteration, self.best_miou, last_checkpoint,
                              images / elapsed if elapsed > 0 else 0.0, self.last_eval,
                              self.train_seconds())
