@@ -36,6 +36,16 @@ def test_prompt_weight_decay_ablation_is_at_the_papers_m8():
     assert (m8.num_prompts, m8.prompt_weight_decay) == (8, 0.0)
 
 
+def test_text_loss_stride_auto_is_the_papers_loss_on_cuda():
+    config = TrainConfig.from_yaml(CONFIG_DIR / "camvid_stdc1_stage1.yaml")
+    assert config.text_loss_stride is None
+    assert config.resolved_text_loss_stride("cuda") == 1
+    assert config.resolved_text_loss_stride("cpu") == 8
+    explicit = TrainConfig.from_yaml(CONFIG_DIR / "camvid_stdc1_stage1.yaml",
+                                     ["text_loss_stride=4"])
+    assert explicit.resolved_text_loss_stride("cuda") == 4
+
+
 def test_distributed_validation_counts_every_image_once():
     from textseg_training.trainer.data_setup import build_val_loader
     from textseg_training.trainer.distributed import DistributedContext

@@ -24,7 +24,7 @@ import torch
 
 from textseg_training.losses import SegmentationLoss
 from textseg_training.model import SegModelConfig, build_model
-from textseg_training.trainer.config import TrainConfig
+from textseg_training.trainer.config import CPU_TEXT_LOSS_STRIDE
 from textseg_training.trainer.precision import Precision
 
 STAGES = ("baseline", "stage1", "stage1_label_size", "stage1_tgm_only", "stage2")
@@ -103,7 +103,7 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
                                      w_text=0.0 if stage == "stage1_tgm_only" else 1.0,
                                      w_detail=0.0 if stage == "stage2" else 1.0,  # as trained
                                      text_loss_stride=1 if stage == "stage1_label_size"
-                                     else TrainConfig.text_loss_stride)
+                                     else CPU_TEXT_LOSS_STRIDE)
 
         def step() -> float:
             started = time.perf_counter()

@@ -142,7 +142,8 @@ class Trainer:
             # Stage 2 freezes the detail head with the backbone (freeze_backbone): no loss.
             w_detail=0.0 if config.stage == "stage2" else config.detail_weight,
             tau=config.text_temperature,
-            text_loss_stride=config.text_loss_stride).to(self.device)
+            text_loss_stride=config.resolved_text_loss_stride(self.device.type)
+        ).to(self.device)
         self.optimizer = torch.optim.SGD(self._param_groups(), lr=config.lr,
                                          momentum=config.momentum)
         self.scheduler = build_scheduler(self.optimizer, config.iterations,
