@@ -161,7 +161,7 @@ def test_segmentation_config_parses():
 
 def test_launch_file_declares_the_documented_arguments():
     """Without launch_ros (test/ros/test_launch_file.py runs it where it exists): the launch
-    file declares exactly the arguments the README documents."""
+    file declares exactly the arguments the node reference (docs/node.md) documents."""
     tree = ast.parse((ROOT / "launch" / "segmentation.launch.py").read_text(encoding="utf-8"))
     declared = {node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "")
@@ -169,6 +169,6 @@ def test_launch_file_declares_the_documented_arguments():
                                                                          ast.Constant)}
     assert declared == {"model", "backend", "precision", "image", "transport", "params_file",
                         "namespace", "use_sim_time", "dds_profile"}
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    reference = (ROOT / "docs" / "node.md").read_text(encoding="utf-8")
     for name in declared:
-        assert f"`{name}`" in readme, f"launch argument {name} is not documented"
+        assert f"`{name}`" in reference, f"launch argument {name} is not documented"

@@ -83,9 +83,11 @@ def _bake(args: argparse.Namespace) -> int:
         raise ValueError("give the ONNX model to bake (or --list)")
     from textseg.engine.onnx_file import describe_model
     from textseg.engine.tensorrt_backend import TensorRTBackend, import_tensorrt
+    from textseg.engine.tensorrt_rules import require_tensorrt_rules
 
-    import_tensorrt()  # says so at once where TensorRT is missing
     model = describe_model(args.model)  # clear contract errors before TensorRT is touched
+    require_tensorrt_rules(model.path)  # and the parser's documented rules (tensorrt_rules)
+    import_tensorrt()  # says so at once where TensorRT is missing
     sizes = [parse_size(s) for s in args.size] or [model.info.network_input_size]
     if not args.size:
         h, w = sizes[0]

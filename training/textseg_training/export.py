@@ -26,6 +26,7 @@ from textseg.engine.contract import (
     LABELS_OUTPUT,
     ModelInfo,
 )
+from textseg.engine.tensorrt_rules import require_tensorrt_rules
 from textseg.fileio import atomic_write_bytes
 
 OPSET = 17
@@ -111,6 +112,8 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
+    # Every artifact must be one TensorRT's ONNX parser accepts (its documented rules).
+    require_tensorrt_rules(data, name=str(path))
 
     images = check_images if check_images is not None else [sample[0].numpy()]
     agreement, pixels = _parity(wrapper, data, images)

@@ -49,6 +49,7 @@ from textseg.engine.engine_cache import (
     verify_engine_file,
 )
 from textseg.engine.onnx_file import describe_model
+from textseg.engine.tensorrt_rules import require_tensorrt_rules
 from textseg.fileio import atomic_write_bytes
 
 TENSORRT_MISSING = "TensorRT is not installed on this machine"
@@ -504,6 +505,8 @@ class TensorRTBackend:
         return runner
 
     def _build(self, engine_path: Path, key: EngineKey, reason: str) -> EngineRunner:
+        # The parser's documented rules first: a clear list instead of a failed build.
+        require_tensorrt_rules(self.onnx_path)
         self._report(f"building TensorRT engine ({key.describe()}) because {reason}; "
                      "this takes minutes, once per model, precision, size and GPU")
         started = time.monotonic()

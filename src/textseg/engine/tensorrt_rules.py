@@ -1,0 +1,372 @@
+"""The TensorRT ONNX parser's rules, checked on a model file before any engine is built.
+
+No machine of this project can run TensorRT, so what its parser accepts is encoded here from
+its documentation and checked on every export (training), before every `textseg bake`, and in
+the tests on every model variant. The graph is read from the protobuf wire format
+(`onnx_file`), so the check needs neither `onnx` nor TensorRT. Sources:
+
+  [ops]     onnx-tensorrt docs/operators.md ("Supported ONNX Operators"): TensorRT 10.x parses
+            opsets 9..20; the operator table and its per-operator type restrictions (ArgMax,
+            Resize, Softmax: FP32/FP16; Q/DQ: INT8 with zero point 0; Resize modes).
+  [uint8]   onnx-tensorrt ModelImporter: "TensorRT does not support UINT8 types for
+            intermediate tensors" (also NVIDIA/TensorRT#2809, an HWC uint8 image input):
+            uint8 only at graph inputs and outputs, and a uint8 input may only be Cast.
+  [cast]    NvInferRuntimeBase.h (DataType::kUINT8): conversion to and from uint8 is
+            documented from / to kFLOAT and kHALF only; a uint8 output must be Cast from a
+            float or half tensor (not from ArgMax's int64).
+  [qdq]     TensorRT developer guide, explicit quantization: symmetric INT8 Q/DQ only (zero
+            point 0, int8); TensorRT 11 builds strongly typed networks, so precision must come
+            from the ONNX (fp16 tensors or Q/DQ), not from builder flags.
+  [static]  the network runs at one fixed size: the image is resized to the metadata's
+            network_input_size by a Resize whose `sizes` are constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textseg.engine.contract import INPUT_NAME, ContractError
+from textseg.engine.onnx_file import ELEM_TYPES, _fields, _text, _WireError
+
+OPSET_RANGE = (9, 20)  # [ops] TensorRT 10.x
+# [ops]: operators the parser supports, with the element types its table lists for them when
+# it restricts them (None: any TensorRT type).
+FLOAT_ONLY = frozenset({"float32", "float16"})
+SUPPORTED_OPS: dict[str, frozenset[str] | None] = {
+    **{op: None for op in (
+        "Abs", "Add", "And", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip",
+        "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "DepthToSpace",
+        "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor",
+        "Gather", "GatherElements", "GatherND", "Gemm", "GlobalAveragePool", "GlobalMaxPool",
+        "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu",
+        "Less", "LessOrEqual", "Log", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mul", "Neg",
+        "Not", "Or", "Pad", "Pow", "PRelu", "Range", "ReduceL2", "ReduceMax", "ReduceMean",
+        "ReduceMin", "ReduceSum", "Relu", "Reshape", "Round", "Shape", "Sigmoid", "Sign",
+        "Slice", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose",
+        "Unsqueeze", "Where")},
+    "ArgMax": FLOAT_ONLY,
+    "Resize": FLOAT_ONLY,
+    "Softmax": FLOAT_ONLY,
+    "QuantizeLinear": FLOAT_ONLY,
+    "DequantizeLinear": frozenset({"int8"}),
+}
+RESIZE_MODES = {b"nearest", b"linear"}
+RESIZE_COORDINATES = {b"half_pixel", b"pytorch_half_pixel", b"tf_half_pixel_for_nn",
+                      b"asymmetric", b"align_corners"}
+TENSORRT_TYPES = {"float32", "float16", "bfloat16", "int8", "int32", "int64", "uint8", "bool"}
+# Ops whose output type is fixed whatever their inputs' (for the light type inference).
+FIXED_OUTPUT_TYPES = {"ArgMax": "int64", "ArgMin": "int64", "Shape": "int64",
+                      "Size": "int64", "Equal": "bool", "Greater": "bool", "Less": "bool",
+                      "GreaterOrEqual": "bool", "LessOrEqual": "bool", "Not": "bool",
+                      "And": "bool", "Or": "bool", "DequantizeLinear": "float32",
+                      "NonZero": "int64"}
+
+
+@dataclass
+class GraphNode:
+    op_type: str
+    inputs: list[str]
+    outputs: list[str]
+    name: str = ""
+    domain: str = ""
+    ints: dict[str, int] = field(default_factory=dict)
+    strings: dict[str, bytes] = field(default_factory=dict)
+    tensor_type: str | None = None  # Constant's value type
+
+
+@dataclass
+class Graph:
+    nodes: list[GraphNode]
+    inputs: dict[str, str]  # name -> element type
+    outputs: dict[str, str]
+    initializers: dict[str, tuple[str, bytes]]  # name -> (element type, raw bytes)
+    opset: int
+    metadata: dict[str, str]
+
+
+def _tensor_proto(buf) -> tuple[str, str, bytes]:
+    """(name, element type, raw data) of a TensorProto (int32_data packed too)."""
+    name, dtype, raw = "", "?", b""
+    for number, wire, value in _fields(buf):
+        if number == 2 and wire == 0:
+            dtype = ELEM_TYPES.get(value, f"type<{value}>")
+        elif number == 8 and wire == 2:
+            name = _text(value)
+        elif number == 9 and wire == 2:
+            raw = bytes(value)
+        elif number == 5 and wire == 2:  # packed int32_data (int8 zero points land here)
+            raw = bytes(value)
+    return name, dtype, raw
+
+
+def _node(buf) -> GraphNode:
+    node = GraphNode("", [], [])
+    for number, wire, value in _fields(buf):
+        if number == 1 and wire == 2:
+            node.inputs.append(_text(value))
+        elif number == 2 and wire == 2:
+            node.outputs.append(_text(value))
+        elif number == 3 and wire == 2:
+            node.name = _text(value)
+        elif number == 4 and wire == 2:
+            node.op_type = _text(value)
+        elif number == 7 and wire == 2:
+            node.domain = _text(value)
+        elif number == 5 and wire == 2:  # AttributeProto
+            attr_name, ints, strings, tensor = "", None, None, None
+            for a_number, a_wire, a_value in _fields(value):
+                if a_number == 1 and a_wire == 2:
+                    attr_name = _text(a_value)
+                elif a_number == 3 and a_wire == 0:
+                    ints = a_value
+                elif a_number == 4 and a_wire == 2:
+                    strings = bytes(a_value)
+                elif a_number == 5 and a_wire == 2:
+                    tensor = _tensor_proto(a_value)[1]
+            if ints is not None:
+                node.ints[attr_name] = ints
+            if strings is not None:
+                node.strings[attr_name] = strings
+            if tensor is not None and attr_name == "value":
+                node.tensor_type = tensor
+    return node
+
+
+def _value_type(buf) -> tuple[str, str]:
+    from textseg.engine.onnx_file import _tensor_spec
+
+    spec = _tensor_spec(buf)
+    return spec.name, spec.dtype
+
+
+def read_graph(source: str | Path | bytes) -> Graph:
+    """The nodes, interface, initializer types and opset of an ONNX file or its bytes."""
+    if isinstance(source, bytes):
+        path, data = "model", memoryview(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        data = memoryview(path.read_bytes())
+    nodes: list[GraphNode] = []
+    inputs: dict[str, str] = {}
+    outputs: dict[str, str] = {}
+    initializers: dict[str, tuple[str, bytes]] = {}
+    metadata: dict[str, str] = {}
+    opset = 0
+    try:
+        for number, wire, value in _fields(data):
+            if number == 8 and wire == 2:  # OperatorSetIdProto
+                domain, version = "", 0
+                for o_number, o_wire, o_value in _fields(value):
+                    if o_number == 1 and o_wire == 2:
+                        domain = _text(o_value)
+                    elif o_number == 2 and o_wire == 0:
+                        version = o_value
+                if domain in ("", "ai.onnx"):
+                    opset = version
+            elif number == 14 and wire == 2:
+                key = val = ""
+                for e_number, e_wire, e_value in _fields(value):
+                    if e_number == 1 and e_wire == 2:
+                        key = _text(e_value)
+                    elif e_number == 2 and e_wire == 2:
+                        val = _text(e_value)
+                metadata[key] = val
+            elif number == 7 and wire == 2:
+                for g_number, g_wire, g_value in _fields(value):
+                    if g_number == 1 and g_wire == 2:
+                        nodes.append(_node(g_value))
+                    elif g_number == 5 and g_wire == 2:
+                        name, dtype, raw = _tensor_proto(g_value)
+                        initializers[name] = (dtype, raw)
+                    elif g_number == 11 and g_wire == 2:
+                        name, dtype = _value_type(g_value)
+                        inputs[name] = dtype
+                    elif g_number == 12 and g_wire == 2:
+                        name, dtype = _value_type(g_value)
+                        outputs[name] = dtype
+    except (_WireError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{path} is not an ONNX model (unreadable protobuf: {exc})"
+                            ) from None
+    for name in initializers:
+        inputs.pop(name, None)  # old exports list initializers as inputs too
+    return Graph(nodes, inputs, outputs, initializers, opset, metadata)
+
+
+def infer_types(graph: Graph) -> dict[str, str]:
+    """Element type of every tensor, by a small forward pass over the op semantics that
+    matter here (Cast's `to`, fixed-type ops; otherwise the first typed input's type)."""
+    types = dict(graph.inputs)
+    types.update({name: dtype for name, (dtype, _) in graph.initializers.items()})
+    for node in graph.nodes:
+        if node.op_type == "Cast":
+            out = ELEM_TYPES.get(node.ints.get("to", -1), f"type<{node.ints.get('to')}>")
+        elif node.op_type == "Constant":
+            out = node.tensor_type or "?"
+        elif node.op_type == "ConstantOfShape":
+            out = node.tensor_type or "float32"
+        elif node.op_type == "QuantizeLinear":
+            # The zero point's type; without one, ONNX quantizes to uint8.
+            zero = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+            out = types.get(zero, "?") if zero else "uint8"
+        elif node.op_type in FIXED_OUTPUT_TYPES:
+            out = FIXED_OUTPUT_TYPES[node.op_type]
+        elif node.op_type == "Where" and len(node.inputs) > 1:
+            out = types.get(node.inputs[1], "?")
+        else:
+            out = next((types[i] for i in node.inputs if i and i in types), "?")
+        for name in node.outputs:
+            if name:
+                types[name] = out
+    return types
+
+
+@dataclass(frozen=True)
+class RuleViolation:
+    rule: str  # ops | uint8 | cast | qdq | static | opset
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] {self.node}: {self.message}"
+
+
+def check_tensorrt_rules(source: str | Path | bytes) -> list[RuleViolation]:
+    """Every way the model breaks the parser's documented rules (empty list: none found)."""
+    graph = read_graph(source)
+    types = infer_types(graph)
+    problems: list[RuleViolation] = []
+
+    def bad(rule: str, node: GraphNode | str, message: str) -> None:
+        label = node if isinstance(node, str) else f"{node.op_type} '{node.name or '?'}'"
+        problems.append(RuleViolation(rule, label, message))
+
+    low, high = OPSET_RANGE
+    if not low <= graph.opset <= high:
+        bad("opset", "model", f"opset {graph.opset} is outside TensorRT 10's {low}..{high}")
+    consumers: dict[str, list[GraphNode]] = {}
+    producers: dict[str, GraphNode] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            consumers.setdefault(name, []).append(node)
+        for name in node.outputs:
+            producers[name] = node
+    for node in graph.nodes:
+        if node.domain not in ("", "ai.onnx"):
+            bad("ops", node, f"custom domain '{node.domain}' needs a TensorRT plugin")
+            continue
+        if node.op_type not in SUPPORTED_OPS:
+            bad("ops", node, "not an operator the TensorRT ONNX parser supports")
+            continue
+        allowed = SUPPORTED_OPS[node.op_type]
+        first = types.get(node.inputs[0], "?") if node.inputs else "?"
+        if allowed is not None and first not in allowed:
+            bad("ops", node, f"input type {first}; the parser takes {sorted(allowed)}")
+        for name in node.outputs:
+            dtype = types.get(name, "?")
+            if dtype not in TENSORRT_TYPES and dtype != "?":
+                bad("ops", node, f"output '{name}' has type {dtype}, not a TensorRT type")
+        if node.op_type == "Resize":
+            mode = node.strings.get("mode", b"nearest")
+            coords = node.strings.get("coordinate_transformation_mode", b"half_pixel")
+            if mode not in RESIZE_MODES or coords not in RESIZE_COORDINATES:
+                bad("ops", node, f"Resize mode {mode!r} / coordinates {coords!r} unsupported")
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            _check_zero_point(node, graph, producers, bad)
+
+    # [uint8]: uint8 only at the interface; the image is only ever Cast, to a non-uint8 type.
+    for name, dtype in graph.inputs.items():
+        if dtype != "uint8":
+            continue
+        for node in consumers.get(name, []):
+            if node.op_type != "Cast" or types.get(node.outputs[0]) == "uint8":
+                bad("uint8", node, f"reads the uint8 input '{name}' directly: cast it to "
+                    "float first (TensorRT has no uint8 intermediate tensors)")
+    for name, dtype in types.items():
+        if dtype == "uint8" and name not in graph.inputs and name not in graph.outputs \
+                and name not in graph.initializers:
+            producer = producers.get(name)
+            bad("uint8", producer or name, f"intermediate tensor '{name}' is uint8")
+    # [cast]: every uint8 output is a Cast from float or half.
+    for name, dtype in graph.outputs.items():
+        if dtype != "uint8":
+            continue
+        producer = producers.get(name)
+        if producer is None or producer.op_type != "Cast":
+            bad("cast", producer or name, f"uint8 output '{name}' must come from a Cast")
+            continue
+        source = types.get(producer.inputs[0], "?")
+        if source not in FLOAT_ONLY:
+            bad("cast", producer, f"uint8 output '{name}' is cast from {source}: TensorRT "
+                "converts to uint8 from float or half only")
+    _check_static_size(graph, consumers, producers, bad)
+    return problems
+
+
+def _check_zero_point(node: GraphNode, graph: Graph, producers, bad) -> None:
+    if len(node.inputs) < 3 or not node.inputs[2]:
+        if node.op_type == "QuantizeLinear":
+            bad("qdq", node, "no zero point: ONNX then quantizes to uint8; TensorRT takes "
+                "symmetric int8 Q/DQ only (give an int8 zero point of 0)")
+        return
+    name = node.inputs[2]
+    if name in graph.initializers:
+        dtype, raw = graph.initializers[name]
+    else:
+        producer = producers.get(name)
+        bad("qdq", node, f"zero point '{name}' must be a constant initializer"
+            + (f" (it comes from {producer.op_type})" if producer else ""))
+        return
+    if dtype != "int8":
+        bad("qdq", node, f"zero point type {dtype}: TensorRT takes symmetric int8 Q/DQ only")
+    elif any(raw):
+        bad("qdq", node, "zero point is not 0: TensorRT takes symmetric int8 Q/DQ only")
+
+
+def _check_static_size(graph: Graph, consumers, producers, bad) -> None:
+    """[static]: after the image's Cast (and a layout Transpose), a Resize with constant
+    `sizes` brings every frame to the network size."""
+    frontier = [n for n in consumers.get(INPUT_NAME, [])]
+    seen = 0
+    while frontier and seen < 64:  # the Resize sits a few ops after the image
+        node = frontier.pop(0)
+        seen += 1
+        if node.op_type == "Resize":
+            sizes = node.inputs[3] if len(node.inputs) > 3 else ""
+            if not _constant_spatial_sizes(sizes, graph, producers):
+                bad("static", node, "the network-size Resize must have constant spatial "
+                    "'sizes' (a static network input size)")
+            return
+        for name in node.outputs:
+            frontier.extend(consumers.get(name, []))
+    bad("static", INPUT_NAME, "no Resize to a fixed network size follows the image input")
+
+
+def _constant_spatial_sizes(name: str, graph: Graph, producers) -> bool:
+    """`sizes` is a constant, or [batch, channels] of the input joined with a constant
+    [height, width] (what torch exports for a fixed output size with a dynamic batch)."""
+    def constant(tensor: str) -> bool:
+        source = producers.get(tensor)
+        return tensor in graph.initializers or (source is not None
+                                                and source.op_type == "Constant")
+
+    if not name:
+        return False
+    if constant(name):
+        return True
+    source = producers.get(name)
+    return (source is not None and source.op_type == "Concat" and bool(source.inputs)
+            and constant(source.inputs[-1]))
+
+
+def require_tensorrt_rules(source: str | Path | bytes, name: str = "") -> None:
+    """Raise ContractError listing every violation (bake and export call this)."""
+    problems = check_tensorrt_rules(source)
+    path = name or (source if not isinstance(source, bytes) else "the model")
+    if problems:
+        listed = "\n  ".join(str(p) for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ContractError(f"{path} breaks TensorRT's ONNX parser rules "
+                            f"({len(problems)} problems):\n  {listed}{more}")
