@@ -14,6 +14,7 @@ from textseg.imaging import (
     ImageRejected,
     check_image_header,
     colorize,
+    compressed_channel_order,
     compressed_header,
     compressed_to_rgb,
     image_to_rgb,
@@ -177,6 +178,22 @@ def test_compressed_round_trip(fmt, kind):
     assert rgb.shape == (16, 24, 3)
     if kind == "png":  # lossless: exactly the pixels, RGB order
         np.testing.assert_array_equal(rgb, bgr[..., ::-1])
+
+
+@pytest.mark.parametrize("format_field, payload_is_rgb", [
+    ("", False),                                    # bare codec: OpenCV's BGR convention
+    ("jpeg", False),
+    ("bgr8; jpeg compressed bgr8", False),          # image_transport, BGR camera
+    ("rgb8; jpeg compressed bgr8", False),          # image_transport, RGB camera (usual)
+    ("rgb8; png compressed rgb8", True),            # payload encoded from RGB order
+    ("rgba8; png compressed rgba8", True),
+])
+def test_compressed_format_field_sets_the_channel_order(format_field, payload_is_rgb):
+    scene = _pixels(3, 16, 24)  # the camera's RGB pixels
+    payload = scene if payload_is_rgb else scene[..., ::-1]  # what the codec was given
+    data = _encoded(".png", np.ascontiguousarray(payload))
+    assert compressed_channel_order(format_field) == ("rgb" if payload_is_rgb else "bgr")
+    np.testing.assert_array_equal(compressed_to_rgb(data, format_field=format_field), scene)
 
 
 def test_compressed_grey_jpeg_decodes_to_rgb():

@@ -138,16 +138,33 @@ def _jpeg_size(view: memoryview) -> tuple[int, int]:
     raise ImageRejected("corrupt", "JPEG data has no frame header (SOF)")
 
 
-def compressed_to_rgb(data, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode JPEG/PNG bytes of a sensor_msgs/CompressedImage to uint8 RGB [H, W, 3]."""
+def compressed_channel_order(format_field: str) -> str:
+    """'rgb' or 'bgr': the channel order of the pixels inside a CompressedImage's payload.
+
+    image_transport's compressed publisher writes `format` as "<encoding>; <codec> compressed
+    <payload encoding>" (e.g. "rgb8; jpeg compressed bgr8"); the payload encoding says which
+    order the codec was given, and its subscriber decodes accordingly. Old publishers write only
+    the codec ("jpeg"), for which OpenCV's BGR order is the convention.
+    """
+    _, sep, payload = format_field.partition(" compressed ")
+    payload = payload.strip().lower() if sep else ""
+    return "rgb" if payload.startswith("rgb") else "bgr"
+
+
+def compressed_to_rgb(data, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      format_field: str = "") -> np.ndarray:
+    """Decode JPEG/PNG bytes of a sensor_msgs/CompressedImage to uint8 RGB [H, W, 3],
+    honouring the channel order its `format` field names (`compressed_channel_order`)."""
     kind, width, height = compressed_header(data, max_pixels)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
         raise ImageRejected("corrupt", f"{kind} data cannot be decoded")
-    if bgr.shape[:2] != (height, width):
+    if decoded.shape[:2] != (height, width):
         raise ImageRejected("corrupt", f"{kind} header says {width}x{height}, decoded "
-                            f"{bgr.shape[1]}x{bgr.shape[0]}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                            f"{decoded.shape[1]}x{decoded.shape[0]}")
+    if compressed_channel_order(format_field) == "rgb":
+        return decoded  # the codec was given RGB: OpenCV's "BGR" array is RGB already
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 _FROM_RGB = {"rgb8": None, "bgr8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGB2RGBA,

@@ -60,8 +60,8 @@ class SegmentationPipeline:
     def decode_raw(self, encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
         return image_to_rgb(encoding, height, width, step, data, self.max_pixels)
 
-    def decode_compressed(self, data) -> np.ndarray:
-        return compressed_to_rgb(data, self.max_pixels)
+    def decode_compressed(self, data, format_field: str = "") -> np.ndarray:
+        return compressed_to_rgb(data, self.max_pixels, format_field)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return scaled_size(height, width, self.output_scale)

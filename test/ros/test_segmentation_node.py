@@ -318,6 +318,25 @@ def test_compressed_frames_are_answered_at_the_output_scale(fmt, compressed_node
     assert list(info.d) == [0.1, -0.2, 0.0, 0.0, 0.0]
 
 
+def test_compressed_rgb8_payload_is_not_colour_swapped(compressed_node, reference_backend,
+                                                       camvid_frames):
+    """format "rgb8; png compressed rgb8": the codec was given RGB order, so the node must not
+    swap channels (image_transport's compressed subscriber reads the format the same way)."""
+    node, client, _ = compressed_node
+    (_, rgb), = camvid_frames(1)
+    msg = client.compressed_message(rgb, _stamp(), "zip_cam", "png")
+    ok, data = cv2.imencode(".png", rgb)  # RGB pixels handed to the codec as they are
+    assert ok
+    msg.format, msg.data = "rgb8; png compressed rgb8", data.tobytes()
+    reply = client.exchange(msg, timeout=20.0)
+    assert reply is not None, node.log_text()[-2000:]
+    labels_msg, _ = reply
+    small = cv2.resize(rgb, (240, 180), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(
+        np.frombuffer(labels_msg.data, np.uint8).reshape(180, 240),
+        reference_backend.infer(small).labels)
+
+
 def test_corrupt_compressed_data_is_rejected_and_the_node_keeps_serving(compressed_node,
                                                                         camvid_frames):
     node, client, _ = compressed_node

@@ -352,7 +352,7 @@ class SegmentationNode(Node):
         started = time.perf_counter()
         try:
             if isinstance(msg, CompressedImage):
-                rgb = self._pipeline.decode_compressed(msg.data)
+                rgb = self._pipeline.decode_compressed(msg.data, msg.format)
             else:
                 rgb = self._pipeline.decode_raw(msg.encoding, msg.height, msg.width, msg.step,
                                                 msg.data)

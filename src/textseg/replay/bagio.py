@@ -152,7 +152,7 @@ class Frame:
         m = self.msg
         if self.msgtype == IMAGE_TYPE:
             return image_to_rgb(m.encoding, m.height, m.width, m.step, m.data)
-        return compressed_to_rgb(m.data)
+        return compressed_to_rgb(m.data, format_field=str(getattr(m, "format", "")))
 
 
 def _check_frame(msgtype: str, msg) -> tuple[str, str] | None:
