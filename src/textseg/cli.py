@@ -5,6 +5,7 @@
   textseg bake MODEL.onnx      build (or verify) the TensorRT engine for this machine
   textseg bench MODEL          backend and node throughput, latency and node overhead
   textseg overload MODEL       frames at 3x capacity: bounded latency, flat memory
+  textseg quantize MODEL.onnx --calibration DIR   static int8 Q/DQ model (CPU and TensorRT)
   textseg bag-from-dataset DIR BAG   an image folder (+ labels) as a ROS 2 bag
   textseg replay BAG           play a bag through the node over DDS, score it, report
   textseg eval-offline BAG     the same scoring with the backend called directly (no ROS)
@@ -145,6 +146,21 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    from textseg.engine.quantize import quantize_model
+
+    model = Path(args.model)
+    output = Path(args.output) if args.output else model.with_name(f"{model.stem}_int8.onnx")
+    report = quantize_model(model, output, args.calibration, args.method, args.frames,
+                            tuple(args.ops))
+    print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB): {report.quantized_nodes} "
+          f"activations quantized around {', '.join(report.ops)}, {report.method} "
+          f"calibration on {report.frames} frames, in {report.seconds:.1f} s")
+    print(f"next: textseg eval-offline BAG --model {report.path}  (accuracy), "
+          f"textseg bench {report.path} --no-node  (speed)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textseg", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,6 +245,28 @@ def build_parser() -> argparse.ArgumentParser:
     overload.add_argument("--duration", type=float, default=30.0)
     overload.add_argument("--warmup", type=float, default=5.0)
     overload.set_defaults(func=_overload)
+
+    from textseg.engine.quantize import CALIBRATION_METHODS, DEFAULT_OPS
+
+    quantize = sub.add_parser(
+        "quantize", help="static int8 Q/DQ model for ONNX Runtime CPU and TensorRT",
+        description="Write an int8 copy of a textseg model with ONNX Runtime's static "
+        "quantization: Q/DQ nodes around --ops, per-channel symmetric int8 weights, symmetric "
+        "int8 activations calibrated on frames from a camera folder (the form TensorRT's "
+        "explicit quantization takes, so the same file is baked without a calibrator). "
+        "Metadata is carried over plus what was quantized and how; the result is checked "
+        "against TensorRT's parser rules. Needs the onnx package.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    quantize.add_argument("model", help="fp32 textseg ONNX model")
+    quantize.add_argument("--calibration", required=True, type=Path,
+                          help="folder of camera frames (png/jpg) like those the model sees")
+    quantize.add_argument("--method", default="minmax", choices=CALIBRATION_METHODS)
+    quantize.add_argument("--frames", type=int, default=32,
+                          help="calibration frames, spread evenly over the folder")
+    quantize.add_argument("--ops", nargs="+", default=list(DEFAULT_OPS),
+                          help="operator types to quantize")
+    quantize.add_argument("--output", default="", help="default: MODEL_int8.onnx")
+    quantize.set_defaults(func=_quantize)
 
     from textseg.replay.commands import add_commands  # rosbag replay evaluation
 

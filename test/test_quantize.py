@@ -1,0 +1,46 @@
+"""`textseg quantize`: a real static int8 Q/DQ model from real CamVid frames, run by ONNX
+Runtime, within the contract and TensorRT's parser rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx", reason="onnx not installed (runtime-only environment)")
+
+from textseg.cli import main  # noqa: E402
+from textseg.engine import load_backend  # noqa: E402
+from textseg.engine.quantize import calibration_frames  # noqa: E402
+from textseg.engine.tensorrt_rules import check_tensorrt_rules, read_graph  # noqa: E402
+
+
+def test_quantize_writes_a_qdq_model_that_keeps_the_contract(tiny_model_path, camvid_dir,
+                                                            camvid_frames, tmp_path, capsys):
+    output = tmp_path / "tiny_int8.onnx"
+    assert main(["quantize", str(tiny_model_path), "--calibration", str(camvid_dir / "val"),
+                 "--frames", "3", "--output", str(output)]) == 0
+    assert "activations quantized around Conv" in capsys.readouterr().out
+    assert check_tensorrt_rules(output) == []
+    ops = {n.op_type for n in read_graph(output).nodes}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8, fp32 = load_backend(output), load_backend(tiny_model_path)
+    quant = json.loads(int8.info.extra["quantization"])
+    assert quant["calibration"] == "minmax" and quant["calibration_frames"] == 3
+    assert int8.info.class_names == fp32.info.class_names and int8.has_confidence
+    (_, rgb), = camvid_frames(1)
+    got, want = int8.infer(rgb, want_confidence=True), fp32.infer(rgb)
+    assert got.labels.shape == rgb.shape[:2] and got.confidence.dtype == np.uint8
+    assert (got.labels == want.labels).mean() > 0.5  # the same network, in int8
+
+
+def test_unreadable_calibration_images_are_errors_not_a_shorter_set(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="a.png"):
+        calibration_frames(tmp_path, 4)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        calibration_frames(tmp_path / "a.png", 4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        calibration_frames(tmp_path / "empty", 4)
