@@ -1,0 +1,103 @@
+"""int8 variant of the default model: quantize with each calibration method, score each on
+CamVid val (ONNX Runtime, the same bag the demo replays), keep the best, write the figures.
+
+  .venv/bin/python scripts/quantize_default_model.py [--frames 32]
+
+Calibration frames come from CamVid *train* (never the val frames that are scored). Writes
+models/textseg_default_int8.onnx and training/results/int8_default_model.json (every method's
+mIoU, per-class IoU and ONNX Runtime latency p50/p99 against the fp32 model's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMVID = ROOT.parent / "shared" / "datasets" / "camvid"
+
+
+def latency(model: Path, frames: int = 60) -> dict:
+    import cv2
+    import numpy as np
+
+    from textseg.engine import load_backend
+
+    backend = load_backend(model)
+    files = sorted((CAMVID / "val").glob("*.png"))[:10]
+    images = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+    for image in images[:3]:
+        backend.infer(image)  # warm-up
+    times = []
+    for i in range(frames):
+        started = time.perf_counter()
+        backend.infer(images[i % len(images)])
+        times.append(1000 * (time.perf_counter() - started))
+    backend.close()
+    return {"p50_ms": round(float(np.percentile(times, 50)), 2),
+            "p99_ms": round(float(np.percentile(times, 99)), 2), "frames": frames}
+
+
+def score(bag: Path, model: Path) -> dict:
+    from textseg.replay.offline import evaluate_offline
+
+    run = evaluate_offline(bag, model, show_progress=False)
+    metrics = run.figures()["metrics"]
+    return {"miou": round(100 * metrics["miou"], 2),
+            "pixel_accuracy": round(100 * metrics["pixel_accuracy"], 2),
+            "per_class_iou": {c["name"]: None if c["iou"] is None else round(100 * c["iou"], 2)
+                              for c in metrics["per_class"]}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=32, help="calibration frames")
+    parser.add_argument("--methods", nargs="+", default=["minmax", "entropy", "percentile"])
+    args = parser.parse_args()
+    if not (CAMVID / "val").is_dir():
+        print(f"CamVid not found at {CAMVID}", file=sys.stderr)
+        return 2
+    from textseg.cli import main as textseg
+    from textseg.engine.quantize import quantize_model
+    from textseg.fileio import atomic_write_bytes
+
+    fp32 = ROOT / "models" / "textseg_default.onnx"
+    bag = ROOT / "out" / "bags" / "camvid_val"
+    if not (bag / "metadata.yaml").is_file():
+        textseg(["bag-from-dataset", str(CAMVID / "val"), str(bag), "--force", "--quiet"])
+    results = {"command": "python scripts/quantize_default_model.py "
+                          f"--frames {args.frames} --methods {' '.join(args.methods)}",
+               "calibration": f"CamVid train, {args.frames} frames spread over the split",
+               "evaluation": "CamVid val, 101 frames at 480x360, ONNX Runtime CPU "
+                             "(textseg eval-offline scoring)",
+               "fp32": {**score(bag, fp32), **latency(fp32)}, "int8": {}}
+    work = ROOT / "out" / "int8"
+    for method in args.methods:
+        path = work / f"textseg_default_int8_{method}.onnx"
+        report = quantize_model(fp32, path, CAMVID / "train", method, args.frames)
+        results["int8"][method] = {**score(bag, path), **latency(path),
+                                   "quantize_seconds": round(report.seconds, 1),
+                                   "quantized_nodes": report.quantized_nodes}
+        print(method, results["int8"][method]["miou"], results["int8"][method]["p50_ms"])
+    best = max(args.methods, key=lambda m: results["int8"][m]["miou"])
+    results["chosen"] = best
+    chosen = work / f"textseg_default_int8_{best}.onnx"
+    atomic_write_bytes(ROOT / "models" / "textseg_default_int8.onnx", chosen.read_bytes())
+    atomic_write_bytes(ROOT / "training" / "results" / "int8_default_model.json",
+                       (json.dumps(results, indent=1) + "\n").encode())
+    fp = results["fp32"]
+    print(f"\n| model | val mIoU % | ORT p50 ms | ORT p99 ms |\n|---|---:|---:|---:|\n"
+          f"| fp32 | {fp['miou']:.2f} | {fp['p50_ms']:.1f} | {fp['p99_ms']:.1f} |")
+    for method, r in results["int8"].items():
+        mark = " (chosen)" if method == best else ""
+        print(f"| int8 {method}{mark} | {r['miou']:.2f} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
