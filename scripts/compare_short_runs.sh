@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Short CamVid runs that back two decisions, recorded in training/results/camvid_short_runs.json:
 #   precision  the default stage-1 run (EfficientNet-Lite0 + MiniLM, batch 8, crop 288x384)
-#              for ITERATIONS steps in fp32 and in bf16 autocast, seeds 0 and 1 (same seed =
-#              same batches and augmentation): is bf16 within the seed-to-seed spread?
+#              for ITERATIONS (default 250) steps, warm-up 50, in fp32 and in bf16 autocast,
+#              seeds 0 and 1 (same seed = same batches and augmentation): is the bf16 - fp32
+#              difference within the seed-to-seed spread?
 #   backbone   the same run in bf16 on EfficientNet-Lite1 and -Lite2 (seed 0), against Lite0.
 # Resumable like every run (re-run the script). Prints the tables at the end:
 #   scripts/compare_short_runs.sh [precision|backbones|all]
@@ -13,7 +14,7 @@ cd "$root"
 runs="${TEXTSEG_RUNS:-$root/runs}/short"
 results="$root/training/results/camvid_short_runs.json"
 config=training/configs/camvid_default_stage1.yaml
-iterations="${ITERATIONS:-300}"
+iterations="${ITERATIONS:-250}"
 train="$root/.venv/bin/textseg-train"
 what="${1:-all}"
 
@@ -22,7 +23,8 @@ short_run() {  # ROW SEED [more --set KEY=VALUE]
   shift 2
   local out="$runs/${row}_seed$seed" resume=() sets=()
   if [ -f "$out/last.pt" ]; then resume=(--resume "$out/last.pt"); fi
-  for item in "iterations=$iterations" "eval_interval=$iterations" "checkpoint_interval=50" \
+  for item in "iterations=$iterations" "warmup_iterations=50" "eval_interval=$iterations" \
+              "checkpoint_interval=50" \
               "seed=$seed" "output_dir=$out" "$@"; do
     sets+=(--set "$item")
   done
