@@ -9,7 +9,12 @@ import pytest
 
 from textseg.engine import load_backend
 from textseg.imaging import ImageRejected, colorize, encode_rgb
-from textseg.pipeline import OutputRequest, SegmentationPipeline, scale_intrinsics
+from textseg.pipeline import (
+    OutputRequest,
+    SegmentationPipeline,
+    fold_binning_roi,
+    scale_intrinsics,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +103,19 @@ def test_scale_intrinsics_like_image_proc_resize():
     assert p2 == [250.0, 0.0, 160.0, -12.5, 0.0, 127.5, 60.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     with pytest.raises(ValueError):
         scale_intrinsics(k[:4], p, 1, 1)
+
+
+def test_binning_and_roi_fold_into_k_and_p_so_projections_land_on_the_image():
+    """A 3-D point projects with the folded K onto the same place of the binned ROI image as
+    the full sensor's projection, shifted by the ROI and divided by the binning."""
+    k = [1000.0, 0.0, 1020.0, 0.0, 1010.0, 770.0, 0.0, 0.0, 1.0]
+    p = [1000.0, 0.0, 1020.0, -50.0, 0.0, 1010.0, 770.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    k2, p2 = fold_binning_roi(k, p, 2, 2, 200, 100)
+    point = np.array([0.3, -0.2, 4.0])
+    sensor = np.array(k).reshape(3, 3) @ point
+    folded = np.array(k2).reshape(3, 3) @ point
+    su, sv = sensor[:2] / sensor[2]
+    fu, fv = folded[:2] / folded[2]
+    assert (fu, fv) == pytest.approx(((su - 200) / 2, (sv - 100) / 2))
+    assert p2[3] == -25.0 and p2[2] == (1020.0 - 200) / 2 and p2[6] == (770.0 - 100) / 2
+    assert fold_binning_roi(k, p, 0, 0, 0, 0) == (k, p)  # binning 0 = 1, no ROI: unchanged

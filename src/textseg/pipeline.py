@@ -85,6 +85,23 @@ class SegmentationPipeline:
                            inference_s=inference_s)
 
 
+def fold_binning_roi(k, p, binning_x: int, binning_y: int, x_offset: int, y_offset: int
+                     ) -> tuple[list[float], list[float]]:
+    """K and P of the full-resolution sensor -> of the image a camera actually published with
+    that binning and region of interest (CameraInfo's convention, as image_geometry reads it):
+    the principal point moves by the ROI offset, then focal lengths, principal point and Tx
+    divide by the binning (0 means 1)."""
+    k, p = [float(v) for v in k], [float(v) for v in p]
+    if len(k) != 9 or len(p) != 12:
+        raise ValueError("K must have 9 and P 12 elements")
+    bx, by = max(1, int(binning_x)), max(1, int(binning_y))
+    k[2] -= x_offset
+    k[5] -= y_offset
+    p[2] -= x_offset
+    p[6] -= y_offset
+    return scale_intrinsics(k, p, 1.0 / bx, 1.0 / by)
+
+
 def scale_intrinsics(k, p, scale_x: float, scale_y: float) -> tuple[list[float], list[float]]:
     """K (3x3) and P (3x4), row-major, for an image resized by (scale_x, scale_y): focal
     lengths, principal point and P's Tx scale with the image (as image_proc's resize does)."""

@@ -337,6 +337,36 @@ def test_compressed_rgb8_payload_is_not_colour_swapped(compressed_node, referenc
         reference_backend.infer(small).labels)
 
 
+def test_binning_and_roi_are_folded_into_the_labels_camera_info(compressed_node,
+                                                                camvid_frames):
+    """A 2x-binned ROI camera: the 480x360 frames are the binned ROI of a larger sensor.
+    labels/camera_info describes the 240x180 labels: binning and ROI folded into K and P."""
+    node, client, info_pub = compressed_node
+    (_, rgb), = camvid_frames(1)
+    info = _camera_info(1600, 1200)  # the full sensor
+    info.binning_x = info.binning_y = 2
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 160, 120, 960, 720
+    info.k = [800.0, 0.0, 800.0, 0.0, 820.0, 600.0, 0.0, 0.0, 1.0]
+    info.p = [800.0, 0.0, 800.0, -40.0, 0.0, 820.0, 600.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    for _ in range(3):
+        info_pub.publish(info)
+        client.spin_for(0.1)
+    msg = client.compressed_message(rgb, _stamp(), "zip_cam", "png")
+    assert client.exchange(msg, timeout=20.0) is not None, node.log_text()[-2000:]
+    key = stamp_key(msg)
+    infos = client.outputs["/zip/labels/camera_info"]
+    assert client.wait_for(lambda: key in infos, 10.0)
+    out = infos[key][0]
+    assert (out.width, out.height, out.binning_x, out.binning_y) == (240, 180, 0, 0)
+    assert (out.roi.x_offset, out.roi.y_offset, out.roi.width, out.roi.height) == (0, 0, 0, 0)
+    # sensor -> binned ROI (480x360): fx 400, cx (800-160)/2 = 320; -> labels (x0.5): 200, 160
+    assert list(out.k) == [200.0, 0.0, 160.0, 0.0, 205.0, 120.0, 0.0, 0.0, 1.0]
+    assert list(out.p) == [200.0, 0.0, 160.0, -10.0, 0.0, 205.0, 120.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    for _ in range(3):  # back to the plain camera for the tests that follow
+        info_pub.publish(_camera_info(480, 360))
+        client.spin_for(0.1)
+
+
 def test_corrupt_compressed_data_is_rejected_and_the_node_keeps_serving(compressed_node,
                                                                         camvid_frames):
     node, client, _ = compressed_node

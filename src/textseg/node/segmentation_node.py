@@ -54,7 +54,12 @@ from textseg.imaging import (
 from textseg.latest_frame_worker import LatestFrameWorker
 from textseg.malloc_tuning import keep_large_buffers_in_heap
 from textseg.node.label_info import MISSING_MESSAGE, label_info_message, load_label_info_types
-from textseg.pipeline import OutputRequest, SegmentationPipeline, scale_intrinsics
+from textseg.pipeline import (
+    OutputRequest,
+    SegmentationPipeline,
+    fold_binning_roi,
+    scale_intrinsics,
+)
 from textseg.stats import NodeStatistics, RateLimitedLog, diagnostic_level, diagnostic_values
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
@@ -389,19 +394,25 @@ class SegmentationNode(Node):
     def _scaled_camera_info(self, header, input_size, output_size) -> CameraInfo:
         source = self._camera_info
         out_h, out_w = output_size
-        in_h, in_w = (source.height, source.width) if source.width else input_size
-        sx, sy = out_w / in_w, out_h / in_h
-        k, p = scale_intrinsics(source.k, source.p, sx, sy)
+        roi = source.roi
+        k, p = source.k, source.p
+        if source.binning_x > 1 or source.binning_y > 1 or roi.x_offset or roi.y_offset \
+                or roi.width or roi.height:
+            # The published image is the ROI of the sensor, binned: describe the labels
+            # relative to that image, with binning and ROI folded into K and P.
+            k, p = fold_binning_roi(k, p, source.binning_x, source.binning_y,
+                                    roi.x_offset, roi.y_offset)
+            in_h, in_w = input_size
+        else:
+            in_h, in_w = (source.height, source.width) if source.width else input_size
+        k, p = scale_intrinsics(k, p, out_w / in_w, out_h / in_h)
         out = CameraInfo()
         out.header = header
         out.height, out.width = out_h, out_w
         out.distortion_model = source.distortion_model
         out.d, out.r, out.k, out.p = source.d, source.r, k, p
-        out.binning_x, out.binning_y = source.binning_x, source.binning_y
-        roi = source.roi
-        out.roi.x_offset, out.roi.width = round(roi.x_offset * sx), round(roi.width * sx)
-        out.roi.y_offset, out.roi.height = round(roi.y_offset * sy), round(roi.height * sy)
-        out.roi.do_rectify = roi.do_rectify
+        # binning 0 and an empty ROI: the labels image is the full image K and P describe.
+        out.binning_x = out.binning_y = 0
         return out
 
     def _report_error(self, exc: BaseException) -> None:
