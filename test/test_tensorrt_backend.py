@@ -25,12 +25,18 @@ from textseg.engine.contract import ContractError
 from textseg.engine.engine_cache import EngineCacheError, read_record, sidecar_path
 from textseg.engine.tensorrt_backend import (
     TENSORRT_MISSING,
+    BuildPlan,
+    EngineBuildCancelled,
     EngineBuildError,
     EngineLoadError,
     EngineTensor,
     TensorRTBackend,
     TensorRTUnavailable,
+    _make_logger,
+    import_tensorrt,
+    model_precision,
     plan_bindings,
+    plan_build,
 )
 
 # --- pure parts ---------------------------------------------------------------------------
@@ -229,6 +235,7 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
     class Config:
         def __init__(self):
             self.flags, self.int8_calibrator, self.progress_monitor = set(), None, None
+            self.profile = None
 
         def set_flag(self, flag):
             calls.append(("set_flag", flag))
@@ -302,6 +309,7 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
 
         def set_tensor_address(self, name, pointer):
             self.addresses[name] = pointer
+            return True
 
         def execute_async_v3(self, stream):
             calls.append(("execute_async_v3", stream))
@@ -342,13 +350,43 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
                 return None
             return Engine() if description.get("fake") == version else None
 
-    module = SimpleNamespace(
+    common = dict(
         __version__=version, ILogger=ILogger, IProgressMonitor=IProgressMonitor,
-        IInt8EntropyCalibrator2=IInt8EntropyCalibrator2, Builder=Builder, OnnxParser=Parser,
-        Runtime=Runtime, BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8"),
+        Builder=Builder, OnnxParser=Parser, Runtime=Runtime,
         MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
         TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"),
+        NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=1),
         nptype=lambda dtype: np.uint8)
+    if version.startswith("10."):
+        module = SimpleNamespace(**common, IInt8EntropyCalibrator2=IInt8EntropyCalibrator2,
+                                 BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8"))
+    else:
+        # TensorRT 11's attribute set: no FP16/INT8 flags, no implicit-int8 calibrator, and a
+        # builder config without int8_calibrator / set_calibration_profile (names as in
+        # TensorRT's Python bindings), so a call 11 removed fails here as it would there.
+        class Config11:
+            __slots__ = ("flags", "progress_monitor", "profile")
+
+            def __init__(self):
+                self.flags, self.progress_monitor, self.profile = set(), None, None
+
+            def set_flag(self, flag):
+                calls.append(("set_flag", flag))
+                self.flags.add(flag)
+
+            def set_memory_pool_limit(self, pool, size):
+                calls.append(("set_memory_pool_limit", pool, size))
+
+            def add_optimization_profile(self, profile):
+                calls.append(("add_optimization_profile",))
+                self.profile = profile
+
+        class Builder11(Builder):
+            def create_builder_config(self):
+                return Config11()
+
+        module = SimpleNamespace(**{**common, "Builder": Builder11},
+                                 BuilderFlag=SimpleNamespace(TF32="TF32", REFIT="REFIT"))
     return module, calls
 
 
@@ -567,3 +605,122 @@ def test_baked_engine_that_does_not_deserialize_is_rebuilt_with_fake_tensorrt_mo
     backend.close()
     with pytest.raises(EngineCacheError, match="could not deserialize"):
         _backend(engine, tmp_path / "c", fake_gpu, allow_build=False)
+
+
+# --- TensorRT 10 and 11: build paths ---------------------------------------------------------
+
+@pytest.mark.parametrize("major, precision, onnx_precision, expected", [
+    (10, "fp32", "fp32", BuildPlan("builder-flags")),
+    (10, "fp16", "fp32", BuildPlan("builder-flags", ("FP16",))),
+    (10, "int8", "fp32", BuildPlan("builder-flags", ("FP16", "INT8"), calibrate=True)),
+    (10, "int8", "int8", BuildPlan("strongly-typed")),
+    (10, "fp16", "fp16", BuildPlan("strongly-typed")),
+    (11, "fp32", "fp32", BuildPlan("strongly-typed")),
+    (11, "int8", "int8", BuildPlan("strongly-typed")),
+    (11, "fp16", "fp16", BuildPlan("strongly-typed")),
+])
+def test_build_plan_per_tensorrt_generation(major, precision, onnx_precision, expected):
+    assert plan_build(major, precision, onnx_precision) == expected
+
+
+@pytest.mark.parametrize("major, precision, onnx_precision, message", [
+    (11, "fp16", "fp32", "strongly typed networks only.*fp16 ONNX model"),
+    (11, "int8", "fp32", "strongly typed networks only.*textseg quantize"),
+    (10, "fp16", "int8", "carries its precision \\(int8 Q/DQ\\): bake it with precision int8"),
+    (11, "fp32", "fp16", "carries its precision \\(fp16\\)"),
+])
+def test_build_plan_refusals_name_the_way_out(major, precision, onnx_precision, message):
+    with pytest.raises(EngineBuildError, match=message):
+        plan_build(major, precision, onnx_precision)
+
+
+@pytest.mark.parametrize("version", ["9.2.0", "12.0.1"])
+def test_other_tensorrt_majors_are_refused_naming_the_supported_ones(version, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt",
+                        SimpleNamespace(__version__=version))
+    with pytest.raises(TensorRTUnavailable, match="supports TensorRT 10.x and 11.x"):
+        import_tensorrt()
+
+
+@pytest.fixture(scope="module")
+def qdq_model(tiny_model_path, tmp_path_factory, camvid_dir):
+    pytest.importorskip("onnx", reason="onnx needed for the quantization tools")
+    from textseg.engine.quantize import quantize_model
+
+    path = tmp_path_factory.mktemp("qdq") / "tiny_int8.onnx"
+    quantize_model(tiny_model_path, path, camvid_dir / "val", frames=2)
+    return path
+
+
+def test_model_precision_reads_the_graph(tiny_model_path, qdq_model):
+    assert model_precision(tiny_model_path) == "fp32"
+    assert model_precision(qdq_model) == "int8"
+
+
+def test_tensorrt11_bakes_a_qdq_model_strongly_typed_with_fake_tensorrt_module(
+        qdq_model, tmp_path, fake_gpu):
+    backend, calls, _ = _backend(qdq_model, tmp_path, fake_gpu, version="11.0.0",
+                                 precision="int8", input_size=(48, 64))
+    assert ("create_network", 1 << 1) in calls  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    assert "set_flag" not in _names(calls) and "set_calibration_profile" not in _names(calls)
+    record = read_record(backend.engine_paths[(48, 64)])
+    assert record.extra == {"build_path": "strongly-typed", "builder_flags": [],
+                            "tensorrt_major": 11, "onnx_precision": "int8"}
+    backend.close()
+
+
+def test_tensorrt11_refuses_flag_precision_on_an_fp32_model_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu, calibration_dir):
+    for precision in ("fp16", "int8"):
+        with pytest.raises(EngineBuildError, match="strongly typed networks only"):
+            _backend(tiny_model_path, tmp_path, fake_gpu, version="11.0.0",
+                     precision=precision, calibration_dir=calibration_dir)
+    backend, calls, _ = _backend(tiny_model_path, tmp_path, fake_gpu, version="11.0.0",
+                                 precision="fp32", input_size=(48, 64))
+    assert ("create_network", 2) in calls and "set_flag" not in _names(calls)
+    backend.close()
+
+
+def test_the_tensorrt10_flag_path_fails_on_tensorrt11s_attribute_set(tiny_model_path,
+                                                                     fake_gpu):
+    """What the stand-in for 11 guards against: the 10-only calls are really gone there."""
+    from textseg.engine.tensorrt_backend import build_serialized_engine
+
+    trt11, _ = make_fake_tensorrt(fake_gpu, "11.0.0")
+    assert not hasattr(trt11, "IInt8EntropyCalibrator2")
+    assert not hasattr(trt11.BuilderFlag, "FP16") and not hasattr(trt11.BuilderFlag, "INT8")
+    with pytest.raises(AttributeError):
+        build_serialized_engine(trt11, tiny_model_path, BuildPlan("builder-flags", ("FP16",)),
+                                (48, 64), lambda line: None)
+
+
+def test_tensorrt10_bakes_a_qdq_model_without_a_calibrator_with_fake_tensorrt_module(
+        qdq_model, tmp_path, fake_gpu):
+    backend, calls, _ = _backend(qdq_model, tmp_path, fake_gpu, precision="int8",
+                                 input_size=(48, 64))
+    assert ("create_network", 2) in calls and "calibrated" not in _names(calls)
+    assert read_record(backend.engine_paths[(48, 64)]).extra["build_path"] == "strongly-typed"
+    backend.close()
+
+
+def test_a_cancelled_build_stops_with_fake_tensorrt_module(tiny_model_path, tmp_path, fake_gpu):
+    backend, calls, _ = _backend(tiny_model_path, tmp_path, fake_gpu)
+    backend.cancel_builds()  # as at shutdown: the progress monitor now answers False
+    with pytest.raises(EngineBuildCancelled):
+        backend.prepare(48, 64)
+    assert not list(tmp_path.glob("*.engine"))  # nothing half-built is cached
+    backend.close()
+
+
+def test_an_unreadable_calibration_image_fails_the_build_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu, calibration_dir):
+    images = CalibrationImages(calibration_dir, (48, 64))
+    images.files[1].write_bytes(b"not a png")  # readable name, unreadable content
+    with pytest.raises(EngineBuildError, match="int8 calibration failed.*cannot read"):
+        _backend(tiny_model_path, tmp_path / "cache", fake_gpu, precision="int8",
+                 calibration_dir=calibration_dir, input_size=(48, 64))
+
+
+def test_one_tensorrt_logger_per_process(fake_gpu):
+    trt, _ = make_fake_tensorrt(fake_gpu)
+    assert _make_logger(trt, None) is _make_logger(trt, lambda line: None)

@@ -1,5 +1,13 @@
-"""TensorRT backend (TensorRT 10 Python API): bake an engine from a contract ONNX file on the
-target machine, cache it, run it.
+"""TensorRT backend (TensorRT 10.x and 11.x Python APIs): bake an engine from a contract ONNX
+file on the target machine, cache it, run it.
+
+Two API generations. TensorRT 11 builds strongly typed networks only: `BuilderFlag.FP16` /
+`INT8`, `IInt8EntropyCalibrator2`, `int8_calibrator` and `set_calibration_profile` are gone, so
+precision comes from the ONNX itself (an fp16 model, or a Q/DQ int8 model from `textseg
+quantize`). TensorRT 10 builds those the same strongly typed way, and an fp32 model either in
+fp32 or with the builder flags (fp16; int8 with a calibrator, deprecated since 10.1).
+`plan_build` makes that choice (pure, tested), and the engine's sidecar records which path
+built it. `precision` always means the precision the engine computes in.
 
 Kept thin on purpose: every decision (cache keys, reuse/rebuild, binding shapes, calibration
 images) lives in TensorRT-free modules that are tested on any machine; this module only makes
@@ -16,6 +24,7 @@ W are dynamic; a profile pinned to one size runs as fast as a static engine) ->
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,11 +58,13 @@ from textseg.engine.engine_cache import (
     verify_engine_file,
 )
 from textseg.engine.onnx_file import describe_model
-from textseg.engine.tensorrt_rules import require_tensorrt_rules
+from textseg.engine.tensorrt_rules import read_graph, require_tensorrt_rules
 from textseg.fileio import atomic_write_bytes
 
 TENSORRT_MISSING = "TensorRT is not installed on this machine"
 DEFAULT_WORKSPACE_MIB = 0  # 0: TensorRT's default (the device's memory)
+SUPPORTED_MAJORS = (10, 11)
+FLOAT16 = 10  # onnx.TensorProto.FLOAT16
 
 Report = Callable[[str], None]
 
@@ -64,6 +75,10 @@ class TensorRTUnavailable(RuntimeError):
 
 class EngineBuildError(RuntimeError):
     """TensorRT could not parse the ONNX file or build an engine from it."""
+
+
+class EngineBuildCancelled(EngineBuildError):
+    """The build was stopped by `cancel_builds()` (the node is shutting down)."""
 
 
 class EngineLoadError(RuntimeError):
@@ -77,11 +92,61 @@ def import_tensorrt():
         raise TensorRTUnavailable(
             f"{TENSORRT_MISSING} (install it with NVIDIA's wheels or JetPack; or use "
             "backend onnxruntime)") from None
-    major = int(str(trt.__version__).split(".")[0])
-    if major < 10:
+    major = tensorrt_major(trt)
+    if major not in SUPPORTED_MAJORS:
         raise TensorRTUnavailable(
-            f"TensorRT {trt.__version__} is too old: textseg uses the TensorRT 10 API")
+            f"TensorRT {trt.__version__} is not supported: textseg supports TensorRT "
+            f"{' and '.join(f'{m}.x' for m in SUPPORTED_MAJORS)}")
     return trt
+
+
+def tensorrt_major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+# --- which build path (pure, tested without TensorRT) ---------------------------------------
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How an engine is built: `strongly-typed` (precision from the ONNX's own types and Q/DQ
+    nodes) or `builder-flags` (TensorRT 10 only: an fp32 ONNX with FP16 / INT8 flags)."""
+
+    path: str
+    flags: tuple[str, ...] = ()  # BuilderFlag names (builder-flags path)
+    calibrate: bool = False  # implicit int8 with IInt8EntropyCalibrator2 (TensorRT 10)
+
+
+def model_precision(onnx_path: str | Path) -> str:
+    """'int8' for a Q/DQ model, 'fp16' for a model with float16 weights or casts, else 'fp32'."""
+    graph = read_graph(onnx_path)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes):
+        return "int8"
+    if any(dtype == "float16" for dtype, _ in graph.initializers.values()) or any(
+            n.op_type == "Cast" and n.ints.get("to") == FLOAT16 for n in graph.nodes):
+        return "fp16"
+    return "fp32"
+
+
+def plan_build(major: int, precision: str, onnx_precision: str) -> BuildPlan:
+    """The build path for an engine of `precision` from an ONNX model of `onnx_precision`."""
+    if onnx_precision in ("fp16", "int8"):
+        if precision != onnx_precision:
+            raise EngineBuildError(
+                f"this model carries its precision ({onnx_precision}"
+                f"{' Q/DQ' if onnx_precision == 'int8' else ''}): bake it with precision "
+                f"{onnx_precision}, or bake the fp32 model for {precision}")
+        return BuildPlan("strongly-typed")
+    if precision == "fp32":
+        return BuildPlan("strongly-typed" if major >= 11 else "builder-flags")
+    if major >= 11:
+        how = ("an fp16 ONNX model (textseg fp16 MODEL.onnx)" if precision == "fp16" else
+               "a Q/DQ int8 ONNX model (textseg quantize MODEL.onnx --calibration DIR)")
+        raise EngineBuildError(f"TensorRT {major} builds strongly typed networks only: an "
+                               f"{precision} engine needs {how}")
+    if precision == "fp16":
+        return BuildPlan("builder-flags", ("FP16",))
+    # int8 layers fall back to fp16, not fp32; the calibrator API is deprecated since 10.1.
+    return BuildPlan("builder-flags", ("FP16", "INT8"), calibrate=True)
 
 
 def platform_facts(trt, cuda, device: int = 0) -> PlatformFacts:
@@ -160,23 +225,37 @@ def plan_bindings(tensors: list[EngineTensor], height: int, width: int) -> list[
 
 # --- build ---------------------------------------------------------------------------------
 
+_LOGGERS: dict[int, object] = {}  # one TensorRT logger per process (per tensorrt module)
+_LOG_TARGETS: list[Report] = []
+
+
 def _make_logger(trt, report: Report | None):
+    """The process's one ILogger (TensorRT keeps a global logger: creating several warns and
+    mixes their output); messages go to the latest `report` given."""
+    if report is not None:
+        _LOG_TARGETS[:] = [report]
+    logger = _LOGGERS.get(id(trt))
+    if logger is not None:
+        return logger
+
     class _Logger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
 
         def log(self, severity, msg) -> None:
-            if severity in loud and report is not None:
-                report(f"TensorRT: {msg}")
+            if severity in loud and _LOG_TARGETS:
+                _LOG_TARGETS[0](f"TensorRT: {msg}")
 
     levels = trt.ILogger.Severity
     loud = {levels.INTERNAL_ERROR, levels.ERROR, levels.WARNING}
+    logger = _LOGGERS[id(trt)] = _Logger()
+    return logger
 
-    return _Logger()
 
-
-def _make_progress_monitor(trt, report: Report, every_s: float = 5.0):
-    """Build progress as log lines: each phase's start and end, steps at most every 5 s."""
+def _make_progress_monitor(trt, report: Report, every_s: float = 5.0,
+                           cancel: threading.Event | None = None):
+    """Build progress as log lines: each phase's start and end, steps at most every 5 s; a set
+    `cancel` event makes `step_complete` return False, which cancels the build."""
 
     class _Progress(trt.IProgressMonitor):
         def __init__(self) -> None:
@@ -194,7 +273,7 @@ def _make_progress_monitor(trt, report: Report, every_s: float = 5.0):
             if now - self._last >= every_s:
                 self._last = now
                 report(f"engine build: {phase_name} {step + 1}/{self._steps.get(phase_name, '?')}")
-            return True  # False would cancel the build
+            return not (cancel is not None and cancel.is_set())  # False cancels the build
 
         def phase_finish(self, phase_name) -> None:
             self._steps.pop(phase_name, None)
@@ -214,14 +293,19 @@ def _make_calibrator(trt, cuda, images: CalibrationImages, cache_path: Path, rep
             self._device = cuda.malloc(self._nbytes)
             self._stream = cuda.stream_create()
             self._index = 0
+            self.error: Exception | None = None  # re-raised after the build
 
         def get_batch_size(self) -> int:
             return 1
 
         def get_batch(self, names):
-            if self._index >= len(images):
+            if self._index >= len(images) or self.error is not None:
                 return None
-            batch = images.batch(self._index)
+            try:
+                batch = images.batch(self._index)
+            except Exception as exc:  # TensorRT would end calibration here, silently
+                self.error = exc
+                return None
             self._index += 1
             if self._index % 50 == 0 or self._index == len(images):
                 report(f"int8 calibration: {self._index}/{len(images)} images")
@@ -242,12 +326,16 @@ def _make_calibrator(trt, cuda, images: CalibrationImages, cache_path: Path, rep
     return _Calibrator()
 
 
-def build_serialized_engine(trt, onnx_path: Path, precision: str, input_size: tuple[int, int],
+def build_serialized_engine(trt, onnx_path: Path, plan: BuildPlan, input_size: tuple[int, int],
                             report: Report, calibrator=None,
-                            workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> bytes:
+                            workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+                            cancel: threading.Event | None = None) -> bytes:
     logger = _make_logger(trt, report)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    flags = 0  # explicit batch is the only mode since TensorRT 10
+    if plan.path == "strongly-typed":
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -260,19 +348,22 @@ def build_serialized_engine(trt, onnx_path: Path, precision: str, input_size: tu
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, shape, shape, shape)  # min = opt = max: the camera size
     config.add_optimization_profile(profile)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # int8 layers fall back to fp16, not fp32
-    if precision == "int8":
+    for flag in plan.flags:  # builder-flags path only (TensorRT 10)
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if plan.calibrate:
         if calibrator is None:
-            raise EngineBuildError("an int8 engine needs calibration images")
-        config.set_flag(trt.BuilderFlag.INT8)
+            raise EngineBuildError("an int8 engine from an fp32 model needs calibration images")
         config.int8_calibrator = calibrator
         config.set_calibration_profile(profile)
-    config.progress_monitor = _make_progress_monitor(trt, report)
+    config.progress_monitor = _make_progress_monitor(trt, report, cancel=cancel)
     serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None and calibrator.error is not None:
+        raise EngineBuildError(f"int8 calibration failed: {calibrator.error}") from None
+    if cancel is not None and cancel.is_set():
+        raise EngineBuildCancelled("the engine build was cancelled (shutdown)")
     if serialized is None:
         raise EngineBuildError(
-            f"TensorRT could not build a {precision} engine for {onnx_path} at "
+            f"TensorRT could not build an engine ({plan.path}) for {onnx_path} at "
             f"{width}x{height} (its messages are logged above)")
     return bytes(memoryview(serialized))
 
@@ -303,6 +394,9 @@ class EngineRunner:
         height, width = input_size
         self.bindings = plan_bindings(tensors, height, width)
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise EngineLoadError("TensorRT could not create an execution context (out of "
+                                  "device memory?)")
         if not self._context.set_input_shape(INPUT_NAME, (1, height, width, 3)):
             raise EngineLoadError(f"the engine does not accept input {width}x{height}")
         for binding in self.bindings:
@@ -314,7 +408,10 @@ class EngineRunner:
             self._stream = cuda.stream_create()
             for binding in self.bindings:
                 self._device[binding.name] = cuda.malloc(binding.nbytes)
-                self._context.set_tensor_address(binding.name, self._device[binding.name])
+                if not self._context.set_tensor_address(binding.name,
+                                                        self._device[binding.name]):
+                    raise EngineLoadError(f"TensorRT refused the device address of tensor "
+                                          f"'{binding.name}'")
         except Exception:
             self.close()
             raise
@@ -383,13 +480,21 @@ class TensorRTBackend:
         self._fixed_size: tuple[int, int] | None = None
         self._default_size: tuple[int, int] | None = None
         self._resize_warned: set[tuple[int, int]] = set()
+        self._cancel = threading.Event()
+        self.plan: BuildPlan | None = None  # None for a baked engine used as it is
         path = Path(model_path)
         if path.suffix == ENGINE_SUFFIX:
             self._open_engine_file(path)
         else:
             self._open_onnx(path)
-        if precision == "int8" and self._fixed_size is None and self.calibration_dir is None:
-            raise EngineBuildError("precision int8 needs calibration images (calibration_dir)")
+        if self._fixed_size is None:
+            # Which path builds this model's engines, refused now rather than at the first frame.
+            self.plan = plan_build(tensorrt_major(self._trt), self.precision,
+                                   model_precision(self.onnx_path))
+            if self.plan.calibrate and self.calibration_dir is None:
+                raise EngineBuildError("precision int8 from an fp32 model needs calibration "
+                                       "images (calibration_dir), or a Q/DQ model from "
+                                       "`textseg quantize`")
         size = input_size or self._default_size
         if size is not None and self._fixed_size is None:
             self.prepare(*size)
@@ -451,7 +556,7 @@ class TensorRTBackend:
 
     def key_for(self, height: int, width: int) -> EngineKey:
         calibration = ""
-        if self.precision == "int8":
+        if self.precision == "int8" and self.plan is not None and self.plan.calibrate:
             calibration = self._calibration_digests.get((height, width)) or ""
             if not calibration:
                 calibration = CalibrationImages(self.calibration_dir, (height, width)).digest()
@@ -511,15 +616,16 @@ class TensorRTBackend:
                      "this takes minutes, once per model, precision, size and GPU")
         started = time.monotonic()
         calibrator = None
-        if key.precision == "int8":
+        plan = self.plan
+        if plan.calibrate:
             images = CalibrationImages(self.calibration_dir, key.input_size)
             cache = engine_path.with_name(
                 f"{engine_path.name[: -len(ENGINE_SUFFIX)]}.calibration")
             calibrator = _make_calibrator(self._trt, self._cuda, images, cache, self._report)
         try:
-            engine = build_serialized_engine(self._trt, self.onnx_path, key.precision,
+            engine = build_serialized_engine(self._trt, self.onnx_path, plan,
                                              key.input_size, self._report, calibrator,
-                                             self.workspace_mib)
+                                             self.workspace_mib, self._cancel)
         finally:
             if calibrator is not None:
                 calibrator.release()
@@ -527,13 +633,21 @@ class TensorRTBackend:
         record = store_engine(engine_path, engine, EngineRecord(
             key=key, engine_sha256="", engine_size=0, model_metadata=self._metadata,
             has_confidence=self.has_confidence, onnx_path=str(self.onnx_path.resolve()),
-            build_seconds=round(seconds, 1), textseg_version=__version__))
+            build_seconds=round(seconds, 1), textseg_version=__version__,
+            extra={"build_path": plan.path, "builder_flags": list(plan.flags),
+                   "tensorrt_major": tensorrt_major(self._trt),
+                   "onnx_precision": model_precision(self.onnx_path)}))
         self._report(f"TensorRT engine written to {engine_path} ({record.engine_size >> 20} MiB, "
                      f"{seconds:.0f} s)")
         try:
             return self._load(engine, key.input_size)
         except EngineLoadError as exc:  # a fresh engine that does not load: no retry loop
             raise EngineLoadError(f"the engine just built cannot be loaded: {exc}") from None
+
+    def cancel_builds(self) -> None:
+        """Stop an engine build in progress (its progress monitor returns False) and any later
+        one; called when the node shuts down while a build runs (builds take minutes)."""
+        self._cancel.set()
 
     def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
         rgb = check_rgb(rgb)
