@@ -82,13 +82,14 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
                  precision: str = "fp16", cache_dir: str | Path = "",
                  allow_build: bool = True, calibration_dir: str | Path = "",
                  input_size: tuple[int, int] | None = None, report=None,
-                 spin_wait: bool = False) -> SegmentationBackend:
+                 spin_wait: bool = False, cancel=None) -> SegmentationBackend:
     """Open `model` (default artifact when empty) with the requested backend.
 
     ONNX Runtime uses `threads` and `spin_wait` (busy-waiting worker threads); TensorRT uses
     `precision`, the engine cache in `cache_dir` ('' = the default), `allow_build`,
-    `calibration_dir` (int8) and `input_size` (build or load the engine for that
-    (height, width) now instead of on the first frame)."""
+    `calibration_dir` (int8), `input_size` (build or load the engine for that
+    (height, width) now instead of on the first frame) and `cancel` (a threading.Event that
+    stops an engine build in progress, e.g. at shutdown)."""
     path = Path(model) if str(model) else default_model_path()
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
@@ -96,7 +97,7 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
         raise ValueError(f"unknown precision '{precision}': choose one of "
                          f"{', '.join(PRECISIONS)}")
     if not path.is_file():
-        hint = (" (the default model is created by the set-up script; or pass model:=PATH)"
+        hint = (" (the default model ships in models/ of the repository; or pass model:=PATH)"
                 if not str(model) else "")
         raise FileNotFoundError(f"model file not found: {path}{hint}")
     name, _ = choose_backend(backend, path)
@@ -106,7 +107,7 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
         return TensorRTBackend(path, precision=precision, cache_dir=cache_dir or None,
                                allow_build=allow_build,
                                calibration_dir=calibration_dir or None,
-                               input_size=input_size, report=report)
+                               input_size=input_size, report=report, cancel=cancel)
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, threads=threads, spin_wait=spin_wait)

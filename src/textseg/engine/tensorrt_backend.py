@@ -457,7 +457,7 @@ class TensorRTBackend:
                  calibration_dir: str | Path | None = None,
                  input_size: tuple[int, int] | None = None,
                  workspace_mib: int = DEFAULT_WORKSPACE_MIB, report: Report | None = None,
-                 trt=None, cuda=None) -> None:
+                 trt=None, cuda=None, cancel: threading.Event | None = None) -> None:
         self._report = report or (lambda line: None)
         self._trt = trt if trt is not None else import_tensorrt()
         if cuda is None:
@@ -480,7 +480,7 @@ class TensorRTBackend:
         self._fixed_size: tuple[int, int] | None = None
         self._default_size: tuple[int, int] | None = None
         self._resize_warned: set[tuple[int, int]] = set()
-        self._cancel = threading.Event()
+        self._cancel = cancel if cancel is not None else threading.Event()
         self.plan: BuildPlan | None = None  # None for a baked engine used as it is
         path = Path(model_path)
         if path.suffix == ENGINE_SUFFIX:

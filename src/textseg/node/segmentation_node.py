@@ -164,6 +164,7 @@ class SegmentationNode(Node):
             clock=Clock(clock_type=ClockType.STEADY_TIME))  # ticks during bag replay pauses too
 
         self._worker = LatestFrameWorker(self._process_frame, on_error=self._report_error)
+        self._stop_building = threading.Event()  # set at shutdown: cancels an engine build
         self._loader = threading.Thread(target=self._load_backend, name="model-loader",
                                         daemon=True)
         self._loader.start()
@@ -242,9 +243,11 @@ class SegmentationNode(Node):
                 self._model_path, name, p["threads"], precision=p["precision"],
                 cache_dir=p["engine_cache_dir"], allow_build=p["engine_build"] == "auto",
                 calibration_dir=p["calibration_dir"], report=self._report_progress,
-                spin_wait=p["spin_wait"],
+                spin_wait=p["spin_wait"], cancel=self._stop_building,
                 input_size=None if size is None else scaled_size(*size, p["output_scale"]))
         except Exception as exc:  # noqa: BLE001 - every start-up failure ends the same way
+            if self._stop_building.is_set():
+                return  # shutting down: the build was cancelled on purpose
             self._fatal(exc)
             return
         self._backend = backend
@@ -448,6 +451,11 @@ class SegmentationNode(Node):
         self._diagnostics_pub.publish(array)
 
     def destroy_node(self) -> None:
+        # Stop an engine build in progress, then wait for the loader and the worker before the
+        # backend frees its buffers: nothing may still be using them.
+        self._stop_building.set()
+        if self._loader.is_alive() and self._loader is not threading.current_thread():
+            self._loader.join(timeout=60.0)
         self._worker.stop()
         if self._backend is not None:
             self._backend.close()
