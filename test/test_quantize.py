@@ -44,3 +44,19 @@ def test_unreadable_calibration_images_are_errors_not_a_shorter_set(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
         calibration_frames(tmp_path / "empty", 4)
+
+
+def test_fp16_model_keeps_the_contract_and_the_labels(tiny_model_path, camvid_dir, tmp_path,
+                                                      capsys):
+    from textseg.engine.tensorrt_backend import model_precision
+
+    output = tmp_path / "tiny_fp16.onnx"
+    assert main(["fp16", str(tiny_model_path), "--images", str(camvid_dir / "val"),
+                 "--frames", "3", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    agreement = float(printed.split("labels equal to fp32 on ")[1].split("%")[0])
+    assert agreement > 99.0, printed
+    assert check_tensorrt_rules(output) == [] and model_precision(output) == "fp16"
+    half = load_backend(output)
+    assert half.has_confidence and json.loads(half.info.extra["precision"])[
+        "weights_and_activations"] == "float16"

@@ -6,6 +6,7 @@
   textseg bench MODEL          backend and node throughput, latency and node overhead
   textseg overload MODEL       frames at 3x capacity: bounded latency, flat memory
   textseg quantize MODEL.onnx --calibration DIR   static int8 Q/DQ model (CPU and TensorRT)
+  textseg fp16 MODEL.onnx      float16 model for TensorRT's strongly typed builds
   textseg bag-from-dataset DIR BAG   an image folder (+ labels) as a ROS 2 bag
   textseg replay BAG           play a bag through the node over DDS, score it, report
   textseg eval-offline BAG     the same scoring with the backend called directly (no ROS)
@@ -161,6 +162,21 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fp16(args: argparse.Namespace) -> int:
+    from textseg.engine.fp16 import convert_to_fp16
+    from textseg.engine.quantize import calibration_frames
+
+    model = Path(args.model)
+    output = Path(args.output) if args.output else model.with_name(f"{model.stem}_fp16.onnx")
+    frames = calibration_frames(args.images, args.frames) if args.frames else None
+    report = convert_to_fp16(model, output, frames)
+    agreement = ("" if report.agreement is None else
+                 f"; labels equal to fp32 on {100 * report.agreement:.3f}% of the pixels of "
+                 f"{report.frames} frames (ONNX Runtime CPU)")
+    print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB){agreement}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textseg", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -267,6 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
                           help="operator types to quantize")
     quantize.add_argument("--output", default="", help="default: MODEL_int8.onnx")
     quantize.set_defaults(func=_quantize)
+
+    fp16 = sub.add_parser(
+        "fp16", help="float16 model for TensorRT's strongly typed builds (TensorRT 11)",
+        description="Write a float16 copy of a textseg model with ONNX Runtime's float16 "
+        "converter: interface unchanged, Resize / Softmax / ReduceMax / Cast kept in float32, "
+        "checked against TensorRT's parser rules and for label agreement with the fp32 model "
+        "on --frames frames of --images. Bake it with `textseg bake MODEL_fp16.onnx "
+        "--precision fp16`. Needs the onnx package.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fp16.add_argument("model", help="fp32 textseg ONNX model")
+    fp16.add_argument("--images", type=Path, default=DEFAULT_DEMO_IMAGES,
+                      help="frames for the agreement check")
+    fp16.add_argument("--frames", type=int, default=20, help="0 = no agreement check")
+    fp16.add_argument("--output", default="", help="default: MODEL_fp16.onnx")
+    fp16.set_defaults(func=_fp16)
 
     from textseg.replay.commands import add_commands  # rosbag replay evaluation
 

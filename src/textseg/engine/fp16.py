@@ -1,0 +1,102 @@
+"""`textseg fp16`: a float16 copy of a textseg model, for TensorRT's strongly typed builds.
+
+TensorRT 11 takes precision from the ONNX only, so an fp16 engine needs an fp16 model. The
+conversion is ONNX Runtime's maintained float16 converter (onnxruntime.transformers.float16),
+with the graph's interface kept (uint8 image in, uint8 labels and confidence out) and the
+precision-sensitive ops left in float32: every Resize (its coordinate and scale inputs), the
+Softmax and ReduceMax of the confidence, and every Cast (so the image is cast to float32 first
+and the labels still go ArgMax -> float -> uint8). The result is checked against TensorRT's
+parser rules and, on camera frames, for label agreement with the fp32 model.
+
+Needs the `onnx` package.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textseg.engine.contract import INPUT_NAME, LABELS_OUTPUT
+from textseg.fileio import atomic_write_bytes
+
+KEEP_FLOAT32 = ("Resize", "Softmax", "ReduceMax", "Cast")
+
+
+@dataclass(frozen=True)
+class Fp16Report:
+    path: Path
+    size_bytes: int
+    frames: int
+    agreement: float | None  # share of label pixels equal to the fp32 model's
+    seconds: float
+
+
+def convert_to_fp16(model: str | Path, output: str | Path,
+                    check_frames: list[np.ndarray] | None = None) -> Fp16Report:
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as exc:
+        raise RuntimeError(f"textseg fp16 needs the onnx package ({exc}); pip install onnx"
+                           ) from None
+    from textseg.engine.onnx_file import describe_model
+    from textseg.engine.tensorrt_rules import require_tensorrt_rules
+
+    model, output = Path(model), Path(output)
+    source = describe_model(model)
+    started = time.monotonic()
+    half = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True,
+                                    op_block_list=list(KEEP_FLOAT32))
+    _sort_topologically(half.graph)  # the converter appends its casts out of order
+    meta = {p.key: p.value for p in half.metadata_props}
+    meta["precision"] = json.dumps({
+        "weights_and_activations": "float16", "kept_float32": list(KEEP_FLOAT32),
+        "tool": "onnxruntime.transformers.float16.convert_float_to_float16",
+        "source_sha256": source.sha256})
+    del half.metadata_props[:]
+    for key, value in meta.items():
+        entry = half.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(half)
+    data = half.SerializeToString()
+    require_tensorrt_rules(data, name=str(output))
+    agreement = None
+    if check_frames:
+        full = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        reduced = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        same = total = 0
+        for frame in check_frames:
+            a = full.run([LABELS_OUTPUT], {INPUT_NAME: frame})[0]
+            b = reduced.run([LABELS_OUTPUT], {INPUT_NAME: frame})[0]
+            same += int((a == b).sum())
+            total += a.size
+        agreement = same / total
+    atomic_write_bytes(output, data)
+    return Fp16Report(output, len(data), len(check_frames or []), agreement,
+                      time.monotonic() - started)
+
+
+def _sort_topologically(graph) -> None:
+    """Reorder `graph.node` so that every node comes after the producers of its inputs."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            missing = sorted({i for n in pending for i in n.input if i not in available})[:5]
+            raise ValueError(f"fp16 graph has inputs no node produces: {missing}")
+        for node in ready:
+            available.update(node.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
