@@ -170,6 +170,15 @@ class FakeCuda:
         self.memory: dict[int, bytearray] = {}
         self._next = 0x1000
         self.streams: set[int] = set()
+        self.pinned: dict[int, np.ndarray] = {}  # page-locked host buffers, by address
+
+    def host_array(self, shape):
+        array = np.zeros(shape, np.uint8)
+        self.pinned[array.ctypes.data] = array
+        return array
+
+    def free_host_array(self, array):
+        del self.pinned[array.ctypes.data]
 
     def device_count(self):
         return 1
@@ -201,9 +210,11 @@ class FakeCuda:
 
     def copy_to_device(self, device, host, stream):
         assert host.flags.c_contiguous and host.nbytes == len(self.memory[device])
+        assert host.ctypes.data in self.pinned, "copies go through page-locked buffers"
         self.memory[device][:] = host.tobytes()
 
     def copy_to_host(self, host, device, stream):
+        assert host.ctypes.data in self.pinned, "copies go through page-locked buffers"
         host[...] = np.frombuffer(self.memory[device], np.uint8).reshape(host.shape)
 
 
@@ -429,7 +440,7 @@ def test_build_sequence_fp16_with_fake_tensorrt_module(tiny_model_path, tmp_path
     assert record.has_confidence and record.onnx_path == str(tiny_model_path.resolve())
     assert record.model_metadata["textseg.class_names"]
     backend.close()
-    assert fake_gpu.memory == {} and fake_gpu.streams == set()
+    assert fake_gpu.memory == {} and fake_gpu.streams == set() and fake_gpu.pinned == {}
 
 
 def test_inference_binds_and_copies_with_fake_tensorrt_module(tiny_model_path, tmp_path,
@@ -438,6 +449,9 @@ def test_inference_binds_and_copies_with_fake_tensorrt_module(tiny_model_path, t
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
     assert "build_serialized_network" not in _names(calls)  # lazy: built on the first frame
     result = backend.infer(rgb, want_confidence=True)
+    # Every host side of a copy is a page-locked buffer: input staging and both outputs.
+    assert sorted(a.shape for a in fake_gpu.pinned.values()) == [
+        (1, 48, 64), (1, 48, 64), (1, 48, 64, 3)]
     np.testing.assert_array_equal(result.labels, rgb[..., 0] % 11)
     np.testing.assert_array_equal(result.confidence, rgb[..., 1])
     assert backend.infer(rgb).confidence is None
@@ -724,3 +738,18 @@ def test_an_unreadable_calibration_image_fails_the_build_with_fake_tensorrt_modu
 def test_one_tensorrt_logger_per_process(fake_gpu):
     trt, _ = make_fake_tensorrt(fake_gpu)
     assert _make_logger(trt, None) is _make_logger(trt, lambda line: None)
+
+
+def test_cuda13_wheel_layout_is_searched_for_libcudart(tmp_path, monkeypatch):
+    from textseg.engine import cuda_runtime
+
+    for folder, name in (("cu13", "libcudart.so.13"), ("cuda_runtime", "libcudart.so.12")):
+        lib = tmp_path / "nvidia" / folder / "lib"
+        lib.mkdir(parents=True)
+        (lib / name).touch()
+    monkeypatch.setattr(cuda_runtime.sys, "path", [str(tmp_path)])
+    candidates = cuda_runtime._cudart_candidates()
+    cu13 = str(tmp_path / "nvidia" / "cu13" / "lib" / "libcudart.so.13")
+    cu12 = str(tmp_path / "nvidia" / "cuda_runtime" / "lib" / "libcudart.so.12")
+    assert cu13 in candidates and cu12 in candidates
+    assert candidates.index(cu13) < candidates.index(cu12)

@@ -3,7 +3,9 @@
 TensorRT's Python API leaves device memory to the caller. This uses NVIDIA's `cuda-python`
 bindings (``cuda.bindings.runtime``, or the older ``cuda.cudart``) when importable, else the
 CUDA runtime library itself through ctypes (``libcudart.so``, which the TensorRT wheels and
-JetPack ship). Only: device facts, malloc/free, async host<->device copies and one stream.
+JetPack ship). Only: device facts, malloc/free, pinned host buffers (cudaMallocHost: async
+copies from pageable memory are staged and synchronous), async host<->device copies and one
+stream.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ class CudaRuntime(Protocol):
     def stream_synchronize(self, stream: int) -> None: ...
     def copy_to_device(self, device: int, host: np.ndarray, stream: int) -> None: ...
     def copy_to_host(self, host: np.ndarray, device: int, stream: int) -> None: ...
+    def host_array(self, shape: tuple[int, ...]) -> np.ndarray: ...
+    def free_host_array(self, array: np.ndarray) -> None: ...
+
+
+def _pinned_view(pointer: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A uint8 numpy array over `pointer` (page-locked host memory from cudaMallocHost)."""
+    count = int(np.prod(shape))
+    buffer = (ctypes.c_uint8 * max(1, count)).from_address(pointer)
+    return np.ctypeslib.as_array(buffer)[:count].reshape(shape)
 
 
 _HOST_TO_DEVICE, _DEVICE_TO_HOST = 1, 2  # cudaMemcpyKind
@@ -107,6 +118,14 @@ class _CudaPython:
         self._call(self._rt.cudaMemcpyAsync(host.ctypes.data, device, host.nbytes, kind,
                                             self._streams.get(stream, stream)), "copy to host")
 
+    def host_array(self, shape: tuple[int, ...]) -> np.ndarray:
+        nbytes = max(1, int(np.prod(shape)))
+        pointer = int(self._call(self._rt.cudaMallocHost(nbytes), "cudaMallocHost"))
+        return _pinned_view(pointer, shape)
+
+    def free_host_array(self, array: np.ndarray) -> None:
+        self._call(self._rt.cudaFreeHost(array.ctypes.data), "cudaFreeHost")
+
 
 class _CudaCtypes:
     """libcudart through ctypes: stable C entry points, no Python CUDA package needed."""
@@ -119,6 +138,8 @@ class _CudaCtypes:
         lib.cudaGetErrorString.argtypes = [ctypes.c_int]
         lib.cudaMalloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
         lib.cudaFree.argtypes = [ctypes.c_void_p]
+        lib.cudaMallocHost.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
+        lib.cudaFreeHost.argtypes = [ctypes.c_void_p]
         lib.cudaMemcpyAsync.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                                         ctypes.c_int, ctypes.c_void_p]
         lib.cudaStreamCreate.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
@@ -187,16 +208,28 @@ class _CudaCtypes:
                                               _DEVICE_TO_HOST, ctypes.c_void_p(stream)),
                     "copy to host")
 
+    def host_array(self, shape: tuple[int, ...]) -> np.ndarray:
+        pointer = ctypes.c_void_p()
+        self._check(self._lib.cudaMallocHost(ctypes.byref(pointer),
+                                             max(1, int(np.prod(shape)))), "cudaMallocHost")
+        return _pinned_view(int(pointer.value), shape)
+
+    def free_host_array(self, array: np.ndarray) -> None:
+        self._check(self._lib.cudaFreeHost(ctypes.c_void_p(array.ctypes.data)),
+                    "cudaFreeHost")
+
 
 def _cudart_candidates() -> list[str]:
     names = ["libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
     found = ctypes.util.find_library("cudart")
     if found:
         names.insert(0, found)
-    # pip's nvidia-cuda-runtime-cu1x wheels (pulled in by the tensorrt wheels).
+    # pip's CUDA runtime wheels (pulled in by the tensorrt wheels): nvidia-cuda-runtime for
+    # CUDA 13 keeps every library in nvidia/cu13/lib, the -cu12/-cu11 wheels in
+    # nvidia/cuda_runtime/lib.
     for base in sys.path:
-        names += sorted(glob.glob(os.path.join(base, "nvidia", "cuda_runtime", "lib",
-                                               "libcudart.so*")))
+        for folder in (("nvidia", "cu13", "lib"), ("nvidia", "cuda_runtime", "lib")):
+            names += sorted(glob.glob(os.path.join(base, *folder, "libcudart.so*")))
     names += sorted(glob.glob("/usr/local/cuda*/lib64/libcudart.so*"))
     return names
 

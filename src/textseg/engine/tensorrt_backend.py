@@ -291,6 +291,7 @@ def _make_calibrator(trt, cuda, images: CalibrationImages, cache_path: Path, rep
             height, width = images.input_size
             self._nbytes = height * width * 3
             self._device = cuda.malloc(self._nbytes)
+            self._pinned = cuda.host_array((1, height, width, 3))
             self._stream = cuda.stream_create()
             self._index = 0
             self.error: Exception | None = None  # re-raised after the build
@@ -309,7 +310,8 @@ def _make_calibrator(trt, cuda, images: CalibrationImages, cache_path: Path, rep
             self._index += 1
             if self._index % 50 == 0 or self._index == len(images):
                 report(f"int8 calibration: {self._index}/{len(images)} images")
-            cuda.copy_to_device(self._device, batch, self._stream)
+            np.copyto(self._pinned, batch)
+            cuda.copy_to_device(self._device, self._pinned, self._stream)
             cuda.stream_synchronize(self._stream)
             return [self._device]
 
@@ -321,6 +323,7 @@ def _make_calibrator(trt, cuda, images: CalibrationImages, cache_path: Path, rep
 
         def release(self) -> None:
             cuda.free(self._device)
+            cuda.free_host_array(self._pinned)
             cuda.stream_destroy(self._stream)
 
     return _Calibrator()
@@ -415,14 +418,17 @@ class EngineRunner:
         except Exception:
             self.close()
             raise
-        self._host = {b.name: np.empty(b.shape, np.uint8) for b in self.bindings
-                      if not b.is_input}
+        # Page-locked host buffers: the input staging copy and the outputs (copies from
+        # pageable memory would be staged by the driver and not overlap).
+        self._host = {b.name: cuda.host_array(b.shape) for b in self.bindings}
         self.input_size = (height, width)
         self.has_confidence = CONFIDENCE_OUTPUT in self._host
 
     def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
         cuda, stream = self._cuda, self._stream
-        cuda.copy_to_device(self._device[INPUT_NAME], rgb, stream)
+        staging = self._host[INPUT_NAME]
+        np.copyto(staging[0], rgb)
+        cuda.copy_to_device(self._device[INPUT_NAME], staging, stream)
         if not self._context.execute_async_v3(stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         cuda.copy_to_host(self._host[LABELS_OUTPUT], self._device[LABELS_OUTPUT], stream)
@@ -439,6 +445,9 @@ class EngineRunner:
         for pointer in self._device.values():
             self._cuda.free(pointer)
         self._device.clear()
+        for array in getattr(self, "_host", {}).values():
+            self._cuda.free_host_array(array)
+        self._host = {}
         if self._stream is not None:
             self._cuda.stream_destroy(self._stream)
             self._stream = None
