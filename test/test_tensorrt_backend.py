@@ -293,7 +293,9 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
             monitor.phase_start("Building engine", None, 2)
             monitor.step_complete("Building engine", 0)
             monitor.phase_finish("Building engine")
-            if "INT8" in config.flags:  # what TensorRT does with a calibrator
+            if "INT8" in config.flags and config.int8_calibrator.read_calibration_cache():
+                calls.append(("calibration cache used",))  # TensorRT then skips the pass
+            elif "INT8" in config.flags:  # what TensorRT does with a calibrator
                 calibrator = config.int8_calibrator
                 assert calibrator.get_batch_size() == 1
                 batches = 0
@@ -556,8 +558,16 @@ def test_int8_calibrates_from_the_image_folder_with_fake_tensorrt_module(
     record = read_record(backend.engine_paths[(48, 64)])
     assert record.key.calibration_sha256 == CalibrationImages(calibration_dir,
                                                               (48, 64)).digest()
-    assert list((tmp_path / "cache").glob("*.calibration"))
+    tables = list((tmp_path / "cache").glob("*.calibration"))
+    assert len(tables) == 1
     backend.close()
+    # A TensorRT upgrade rebuilds the engine, and the calibration table is found again.
+    upgraded, calls, _ = _backend(tiny_model_path, tmp_path / "cache", fake_gpu,
+                                  version="10.5.0", precision="int8",
+                                  calibration_dir=calibration_dir, input_size=(48, 64))
+    assert ("calibration cache used",) in calls and "calibrated" not in _names(calls)
+    assert list((tmp_path / "cache").glob("*.calibration")) == tables
+    upgraded.close()
     assert fake_gpu.memory == {}  # the calibrator's buffer is freed too
     with pytest.raises(EngineBuildError, match="needs calibration images"):
         _backend(tiny_model_path, tmp_path, fake_gpu, precision="int8")

@@ -197,6 +197,16 @@ def engine_filename(model_stem: str, key: EngineKey) -> str:
             f"{key.digest()[:16]}{ENGINE_SUFFIX}")
 
 
+def calibration_cache_filename(model_stem: str, key: EngineKey) -> str:
+    """The int8 calibration table's name: keyed by what changes the table (the model, the
+    calibration images, the input size), not by the TensorRT version or GPU, so a rebuild
+    after a TensorRT upgrade or on another GPU of the same model finds it again."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model_stem) or "model"
+    digest = hashlib.sha256(f"{key.onnx_sha256}:{key.calibration_sha256}:"
+                            f"{key.input_height}x{key.input_width}".encode()).hexdigest()
+    return f"{safe}.{key.input_width}x{key.input_height}.{digest[:16]}.calibration"
+
+
 def sidecar_path(engine_path: str | Path) -> Path:
     engine_path = Path(engine_path)
     return engine_path.with_name(engine_path.name + SIDECAR_SUFFIX)

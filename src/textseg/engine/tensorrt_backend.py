@@ -51,6 +51,7 @@ from textseg.engine.engine_cache import (
     EngineRecord,
     PlatformFacts,
     build_lock,
+    calibration_cache_filename,
     default_cache_dir,
     plan_engine,
     read_record,
@@ -628,8 +629,8 @@ class TensorRTBackend:
         plan = self.plan
         if plan.calibrate:
             images = CalibrationImages(self.calibration_dir, key.input_size)
-            cache = engine_path.with_name(
-                f"{engine_path.name[: -len(ENGINE_SUFFIX)]}.calibration")
+            cache = engine_path.with_name(calibration_cache_filename(
+                self.onnx_path.stem, key))
             calibrator = _make_calibrator(self._trt, self._cuda, images, cache, self._report)
         try:
             engine = build_serialized_engine(self._trt, self.onnx_path, plan,
