@@ -1,0 +1,124 @@
+"""What Nav2's semantic_segmentation_layer requires of us, checked against a real node process
+over real DDS: its subscriptions' QoS (SensorData for the class-id and confidence images; a
+reliable, transient-local, depth-5 LabelInfo subscription), mono8 encodings, identical stamps
+and frame ids of labels and confidence, and the class names it picks costs by.
+
+The plugin itself (a C++ costmap layer) cannot run here; its subscriptions are reproduced with
+rclpy's own QoS profiles. LabelInfo needs vision_msgs, which has no wheel: that part skips.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
+
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import (  # noqa: E402
+    DurabilityPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_check_compatible,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import Image  # noqa: E402
+
+from textseg.engine import load_backend  # noqa: E402
+from textseg.node.frame_client import FrameClient  # noqa: E402
+from textseg.node.process import NodeProcess  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+NAV2_PARAMS = Path(__file__).resolve().parents[2] / "config" / "nav2_segmentation.yaml"
+# The plugin's LabelInfo subscription (ros.md: reliable, transient local, depth 5).
+LABEL_INFO_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@pytest.fixture(scope="module")
+def nav2_node(tiny_model_path, ros_env, ros_context):
+    # The documented parameter set for Nav2 users, with the test's small model.
+    node = NodeProcess({"model": str(tiny_model_path), "threads": 1}, params_file=NAV2_PARAMS,
+                       env=ros_env, namespace="/nav2").start()
+    client = FrameClient(context=ros_context, image_topic="/nav2/image",
+                         labels_topic="/nav2/labels", name="nav2_client")
+    try:
+        client.wait_for_node(timeout=60.0, alive=node.alive)
+        yield node, client
+    finally:
+        client.close()
+        assert node.stop() == 0, node.log_text()[-2000:]
+
+
+def test_publishers_are_compatible_with_the_plugins_sensor_data_subscriptions(nav2_node):
+    _, client = nav2_node
+    for topic in ("/nav2/labels", "/nav2/labels/confidence"):
+        infos = client.node.get_publishers_info_by_topic(topic)
+        assert len(infos) == 1, topic
+        compatibility, reason = qos_check_compatible(infos[0].qos_profile,
+                                                     qos_profile_sensor_data)
+        # WARNING only flags "system default" policies the profile leaves to the middleware.
+        assert compatibility != rclpy.qos.QoSCompatibility.ERROR, f"{topic}: {reason}"
+        assert infos[0].topic_type == "sensor_msgs/msg/Image"
+
+
+def test_labels_and_confidence_arrive_mono8_with_identical_headers(nav2_node, camvid_frames,
+                                                                   tiny_model_path,
+                                                                   ros_context):
+    node, client = nav2_node
+    received: dict[str, list[Image]] = {"labels": [], "confidence": []}
+    listener = Node("nav2_listener", context=ros_context)
+    client.executor.add_node(listener)  # spun with the client
+    for key, topic in (("labels", "/nav2/labels"), ("confidence", "/nav2/labels/confidence")):
+        listener.create_subscription(Image, topic, received[key].append,
+                                     qos_profile_sensor_data)
+    try:
+        (_, rgb), = camvid_frames(1)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not (received["labels"]
+                                                   and received["confidence"]):
+            # best effort: resend until both streams delivered one frame
+            msg = client.image_message(rgb, "rgb8", client.node.get_clock().now().to_msg(),
+                                       "camera_front")
+            client.publish(msg)
+            client.spin_for(0.5)
+        assert received["labels"] and received["confidence"], node.log_text()[-2000:]
+        stamps = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in received["labels"]}
+        pairs = [(stamps[(c.header.stamp.sec, c.header.stamp.nanosec)], c)
+                 for c in received["confidence"]
+                 if (c.header.stamp.sec, c.header.stamp.nanosec) in stamps]
+        assert pairs, "no labels/confidence pair with the same stamp (exact-time sync fails)"
+        labels, confidence = pairs[0]
+        assert labels.encoding == confidence.encoding == "mono8"
+        assert labels.header.frame_id == confidence.header.frame_id == "camera_front"
+        assert (labels.height, labels.width) == rgb.shape[:2]
+        assert (confidence.height, confidence.width) == rgb.shape[:2]
+        ids = np.frombuffer(labels.data, np.uint8)
+        assert ids.max() < len(load_backend(tiny_model_path).info.class_names)
+    finally:
+        client.executor.remove_node(listener)
+        listener.destroy_node()
+
+
+def test_label_info_is_latched_before_segmentation_starts(nav2_node, ros_context):
+    """LabelInfo (vision_msgs) reaches a late, transient-local subscriber: the plugin picks
+    costs by class name and ignores segmentation until it has it."""
+    pytest.importorskip("vision_msgs", reason="vision_msgs has no wheel here; LabelInfo "
+                        "is published where it is installed")
+    from vision_msgs.msg import LabelInfo
+
+    _, client = nav2_node
+    got = []
+    listener = Node("nav2_label_info", context=ros_context)
+    listener.create_subscription(LabelInfo, "/nav2/label_info", got.append, LABEL_INFO_QOS)
+    client.executor.add_node(listener)
+    try:
+        assert client.wait_for(lambda: bool(got), 10.0)
+        assert [c.class_name for c in got[0].class_map][:2] == ["sky", "building"]
+    finally:
+        client.executor.remove_node(listener)
+        listener.destroy_node()
