@@ -32,6 +32,7 @@ setup(
     entry_points={
         "console_scripts": [
             "segmentation_node = textseg.node.segmentation_node:main",
+            "segmentation_lifecycle_node = textseg.node.lifecycle_segmentation_node:main",
             "textseg = textseg.cli:main",
         ],
     },

@@ -34,13 +34,17 @@ def local_ros_environment(domain_id: int | None = None) -> dict[str, str]:
 
 
 class NodeProcess:
-    """segmentation_node as a child process; parameters go through a temporary params file."""
+    """segmentation_node as a child process; parameters go through a temporary params file.
+    `lifecycle=True` runs the managed variant (segmentation_lifecycle_node)."""
 
     def __init__(self, parameters: dict | None = None, remappings: dict[str, str] | None = None,
                  env: dict[str, str] | None = None, log_path: str | Path | None = None,
                  node_name: str = "segmentation_node",
-                 params_file: str | Path | None = None, namespace: str = "") -> None:
+                 params_file: str | Path | None = None, namespace: str = "",
+                 lifecycle: bool = False) -> None:
         self.parameters = dict(parameters or {})
+        self.module = ("textseg.node.lifecycle_segmentation_node" if lifecycle
+                       else "textseg.node.segmentation_node")
         self.params_file = params_file
         self.namespace = namespace
         self.remappings = dict(remappings or {})
@@ -52,7 +56,7 @@ class NodeProcess:
         self._final_log: str | None = None
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "textseg.node.segmentation_node", "--ros-args",
+        cmd = [sys.executable, "-m", self.module, "--ros-args",
                "-r", f"__node:={self.node_name}"]
         if self.namespace:
             cmd += ["-r", f"__ns:={self.namespace}"]

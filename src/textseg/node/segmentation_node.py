@@ -120,22 +120,33 @@ STARTUP_ERRORS = (ParameterError, FileNotFoundError, ContractError, EngineCacheE
                   ValueError, RuntimeError)
 
 
-class SegmentationNode(Node):
-    def __init__(self, **kwargs) -> None:
-        super().__init__("segmentation_node", **kwargs)
+class SegmentationBehaviour:
+    """Everything segmentation_node does, on any rclpy node class: `SegmentationNode` (a plain
+    node that starts at once) and `LifecycleSegmentationNode` (the same steps driven by
+    lifecycle transitions) mix it into their node base."""
+
+    def _read_parameters(self) -> None:
         self.exit_code = 0
-        p = self._declare_parameters()
-        self._p = p
-        self._model_path = Path(p["model"]) if p["model"] else default_model_path()
+        self._p = self._declare_parameters()
+        self._model_path = Path(self._p["model"]) if self._p["model"] else default_model_path()
+        self._backend = None
+        self._image_sub = self._camera_info_sub = None
+        self._stop_building = threading.Event()  # set at shutdown: cancels an engine build
+
+    def _configure(self) -> None:
+        """Check the model, create the outputs and the frame worker (no backend yet)."""
+        p = self._p
         info, has_confidence = self._describe_model(self._model_path, p)
         self.info = info
-        self.declare_parameter("class_names", list(info.class_names), ParameterDescriptor(
-            description="Class names in label order (from the model).", type=ParameterType.
-            PARAMETER_STRING_ARRAY, read_only=True))
-        self.declare_parameter("palette", [int(v) for color in info.palette for v in color],
-                               ParameterDescriptor(
-            description="Flattened r,g,b colour per class (from the model).",
-            type=ParameterType.PARAMETER_INTEGER_ARRAY, read_only=True))
+        if not self.has_parameter("class_names"):  # a lifecycle node configures again
+            self.declare_parameter("class_names", list(info.class_names), ParameterDescriptor(
+                description="Class names in label order (from the model).", type=ParameterType.
+                PARAMETER_STRING_ARRAY, read_only=True))
+            self.declare_parameter(
+                "palette", [int(v) for color in info.palette for v in color],
+                ParameterDescriptor(description="Flattened r,g,b colour per class (from the "
+                                    "model).", type=ParameterType.PARAMETER_INTEGER_ARRAY,
+                                    read_only=True))
 
         self._stats = NodeStatistics()
         self._log_limit = RateLimitedLog(5.0)
@@ -157,17 +168,61 @@ class SegmentationNode(Node):
                                 if p["publish_confidence"] else None)
         self._camera_info_pub = (self.create_publisher(CameraInfo, "labels/camera_info",
                                                        reliable) if p["camera_info"] else None)
+        self._label_info_pub = None
         self._publish_label_info()
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(
             p["diagnostics_period"], self._publish_diagnostics,
             clock=Clock(clock_type=ClockType.STEADY_TIME))  # ticks during bag replay pauses too
-
         self._worker = LatestFrameWorker(self._process_frame, on_error=self._report_error)
-        self._stop_building = threading.Event()  # set at shutdown: cancels an engine build
-        self._loader = threading.Thread(target=self._load_backend, name="model-loader",
-                                        daemon=True)
-        self._loader.start()
+
+    def _open_backend(self):
+        """Choose and open the backend (building a TensorRT engine if needed); raises."""
+        p = self._p
+        name, why = choose_backend(p["backend"], self._model_path)
+        self.get_logger().info(f"backend {name} ({why})")
+        size = ((p["image_height"], p["image_width"]) if p["image_width"] > 0 else None)
+        return load_backend(
+            self._model_path, name, p["threads"], precision=p["precision"],
+            cache_dir=p["engine_cache_dir"], allow_build=p["engine_build"] == "auto",
+            calibration_dir=p["calibration_dir"], report=self._report_progress,
+            spin_wait=p["spin_wait"], cancel=self._stop_building,
+            input_size=None if size is None else scaled_size(*size, p["output_scale"]))
+
+    def _use_backend(self, backend) -> None:
+        self._backend = backend
+        self._backend_description = backend.description
+        p = self._p
+        self._pipeline = SegmentationPipeline(backend, self.info.palette, p["output_scale"],
+                                              p["overlay_alpha"], p["max_image_pixels"])
+
+    def _unsubscribe_inputs(self) -> None:
+        for sub in (self._image_sub, self._camera_info_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._image_sub = self._camera_info_sub = None
+
+    def _release(self) -> None:
+        """Stop an engine build, the worker and the backend, and drop every ROS entity made
+        by `_configure` (nothing may still use the backend when it frees its buffers)."""
+        self._stop_building.set()
+        self._unsubscribe_inputs()
+        if getattr(self, "_worker", None) is not None:
+            self._worker.stop()
+            self._worker = None
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        for name in ("_labels_pub", "_color_pub", "_overlay_pub", "_confidence_pub",
+                     "_camera_info_pub", "_label_info_pub", "_diagnostics_pub"):
+            pub = getattr(self, name, None)
+            if pub is not None:
+                self.destroy_publisher(pub)
+                setattr(self, name, None)
+        if getattr(self, "_diagnostics_timer", None) is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -214,7 +269,7 @@ class SegmentationNode(Node):
         that does not parse, an engine without its sidecar, options the model cannot serve."""
         if not path.is_file():
             hint = ("" if p["model"] else
-                    " (the default model is created by the set-up script; or pass model:=PATH)")
+                    " (the default model ships in the package's models/; or pass model:=PATH)")
             raise FileNotFoundError(f"model file not found: {path}{hint}")
         if path.suffix == ".engine":
             if p["backend"] == "onnxruntime":
@@ -230,36 +285,6 @@ class SegmentationNode(Node):
             raise ParameterError(f"publish_confidence is true but {path.name} has no "
                                  "'confidence' output (export the model with --confidence)")
         return info, has_confidence
-
-    def _load_backend(self) -> None:
-        """Loader thread: choose and open the backend (building a TensorRT engine if needed),
-        then subscribe. A failure stops the node with one clear line and exit code 1."""
-        p = self._p
-        try:
-            name, why = choose_backend(p["backend"], self._model_path)
-            self.get_logger().info(f"backend {name} ({why})")
-            size = ((p["image_height"], p["image_width"]) if p["image_width"] > 0 else None)
-            backend = load_backend(
-                self._model_path, name, p["threads"], precision=p["precision"],
-                cache_dir=p["engine_cache_dir"], allow_build=p["engine_build"] == "auto",
-                calibration_dir=p["calibration_dir"], report=self._report_progress,
-                spin_wait=p["spin_wait"], cancel=self._stop_building,
-                input_size=None if size is None else scaled_size(*size, p["output_scale"]))
-        except Exception as exc:  # noqa: BLE001 - every start-up failure ends the same way
-            if self._stop_building.is_set():
-                return  # shutting down: the build was cancelled on purpose
-            self._fatal(exc)
-            return
-        self._backend = backend
-        self._backend_description = backend.description
-        if p["build_only"]:
-            self.get_logger().info(f"build_only: {backend.description} is ready; exiting")
-            self._request_shutdown(0)
-            return
-        self._pipeline = SegmentationPipeline(backend, self.info.palette, p["output_scale"],
-                                              p["overlay_alpha"], p["max_image_pixels"])
-        self._subscribe_inputs()
-        self._state = "running"
 
     def _subscribe_inputs(self) -> None:
         p = self._p
@@ -450,15 +475,45 @@ class SegmentationNode(Node):
         array.status = [status]
         self._diagnostics_pub.publish(array)
 
+
+class SegmentationNode(SegmentationBehaviour, Node):
+    """The plain node: configured at construction, the model opened on a loader thread
+    (the node reports its state on /diagnostics meanwhile), the input subscribed when ready."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("segmentation_node", **kwargs)
+        self._read_parameters()
+        self._configure()
+        self._loader = threading.Thread(target=self._load_backend, name="model-loader",
+                                        daemon=True)
+        self._loader.start()
+
+    def _load_backend(self) -> None:
+        """Loader thread: open the backend, then subscribe. A failure stops the node with one
+        clear line and exit code 1."""
+        try:
+            backend = self._open_backend()
+        except Exception as exc:  # noqa: BLE001 - every start-up failure ends the same way
+            if self._stop_building.is_set():
+                return  # shutting down: the build was cancelled on purpose
+            self._fatal(exc)
+            return
+        self._use_backend(backend)
+        if self._p["build_only"]:
+            self.get_logger().info(f"build_only: {backend.description} is ready; exiting")
+            self._request_shutdown(0)
+            return
+        self._subscribe_inputs()
+        self._state = "running"
+
     def destroy_node(self) -> None:
         # Stop an engine build in progress, then wait for the loader and the worker before the
         # backend frees its buffers: nothing may still be using them.
         self._stop_building.set()
-        if self._loader.is_alive() and self._loader is not threading.current_thread():
-            self._loader.join(timeout=60.0)
-        self._worker.stop()
-        if self._backend is not None:
-            self._backend.close()
+        loader = getattr(self, "_loader", None)
+        if loader is not None and loader.is_alive() and loader is not threading.current_thread():
+            loader.join(timeout=60.0)
+        self._release()
         super().destroy_node()
 
 
