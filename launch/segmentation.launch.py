@@ -6,7 +6,8 @@
       image:=/camera/image_raw transport:=compressed
 
 Arguments: model, backend, precision, image (input topic; with transport compressed the node
-reads `<image>/compressed`), transport (raw | compressed), params_file, namespace,
+reads `<image>/compressed`, and camera_info is taken beside it: /cam/image_raw ->
+/cam/camera_info), transport (raw | compressed), params_file, namespace,
 use_sim_time, dds_profile (Fast DDS profile for large images; `none` keeps the environment's:
 `ros2 launch` refuses an empty value on the command line).
 
@@ -43,13 +44,17 @@ def _node(context, *args, **kwargs):
     keep = dds_profile.lower() in KEEP_ENVIRONMENT_PROFILE
     additional_env = None if keep else {"FASTDDS_DEFAULT_PROFILES_FILE": dds_profile}
     image = LaunchConfiguration("image").perform(context)
+    # camera_info is the image's sibling (image_transport's convention): /cam/image_raw ->
+    # /cam/camera_info.
+    camera_info = image.rsplit("/", 1)[0] + "/camera_info" if "/" in image else "camera_info"
     return [Node(
         package="textseg",
         executable="segmentation_node",
         name="segmentation_node",
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
-        remappings=[("image", image), ("image/compressed", f"{image}/compressed")],
+        remappings=[("image", image), ("image/compressed", f"{image}/compressed"),
+                    ("camera_info", camera_info)],
         additional_env=additional_env,
         output="screen",
         emulate_tty=True,

@@ -166,3 +166,16 @@ def test_dds_profile_none_keeps_the_environment_profile(fake_prefix, monkeypatch
     code, output, envs = _run_launch({"dds_profile": value}, wait_for="/labels")
     assert len(envs) == 1 and code == 0, output[-3000:]
     assert envs[0]["FASTDDS_DEFAULT_PROFILES_FILE"] == str(own)  # inherited, not 'none'
+
+
+def test_camera_info_is_remapped_beside_the_input_image(fake_prefix, tmp_path):
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"default model {DEFAULT_MODEL} not built (run scripts/setup.sh)")
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    camera_info: true\n")
+    code, output, _ = _run_launch({"image": "camera/image_raw", "namespace": "front",
+                                   "params_file": str(params)}, wait_for="/front/labels")
+    log = [line for line in output.splitlines() if "/front/labels" in line]
+    assert log and "input /front/camera/image_raw + /front/camera/camera_info" in log[0], \
+        output[-3000:]
+    assert code == 0, output[-3000:]

@@ -303,10 +303,12 @@ class SegmentationBehaviour:
                                               self._overlay_pub, self._confidence_pub,
                                               self._camera_info_pub) if pub is not None]
         info = self.info
+        calibration = (f" + {self._camera_info_sub.topic_name}"
+                       if self._camera_info_sub is not None else "")
         self.get_logger().info(
             f"model {self._model_path} ({info.architecture}, {info.num_classes} classes, "
             f"stage {info.training_stage}); backend {self._backend_description}; input "
-            f"{sub.topic_name} [{p['qos_reliability']}, depth {p['qos_depth']}] "
+            f"{sub.topic_name}{calibration} [{p['qos_reliability']}, depth {p['qos_depth']}] "
             f"({p['transport']}) -> {', '.join(outputs)}")
 
     def _publish_label_info(self) -> None:
