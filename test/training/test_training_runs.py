@@ -123,15 +123,19 @@ def test_stage2_refuses_a_stage1_checkpoint_of_another_text_encoder(
         Trainer(config, progress=False)
 
 
-def test_e2e_trains_prompts_and_backbone_together(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("fusion", ["tgm", "bridge"])
+def test_e2e_trains_prompts_and_backbone_together(tiny_dataset, tmp_path, fusion):
     pytest.importorskip("transformers", reason="MiniLM text encoder needs transformers")
     trainer = Trainer(_config(tiny_dataset, tmp_path, stage="e2e", num_prompts=2,
-                              iterations=1), progress=False)
+                              iterations=1, text_fusion=fusion), progress=False)
+    prompts_before = trainer.prompt_learner.prompts.detach().clone()
     backbone_before = _state(trainer.model, "backbone.features.0.conv")
     trainer.fit()
     assert any(not torch.equal(v, backbone_before[k])
                for k, v in _state(trainer.model, "backbone.features.0.conv").items())
     assert {g["name"] for g in trainer.optimizer.param_groups} >= {"prompts", "backbone_decay"}
+    assert not torch.equal(trainer.prompt_learner.prompts.detach(), prompts_before)
+    assert load_checkpoint(tmp_path / "last.pt")["model_config"]["text_fusion"] == fusion
 
 
 def test_resume_restores_the_run_exactly(tiny_dataset, tmp_path):

@@ -104,10 +104,12 @@ def _params(args: argparse.Namespace) -> int:
     size = tuple(args.input_size)
     rows = []
     for backbone in args.backbones:
-        for text_width in (0, args.text_width):
+        variants = [(0, "tgm")] + [(args.text_width, fusion) for fusion in args.fusions]
+        for text_width, fusion in variants:
             config = SegModelConfig(backbone=backbone, num_classes=args.num_classes,
-                                    text_width=text_width)
-            name = f"{backbone}-seg" + (f" + TGM (text width {text_width})" if text_width
+                                    text_width=text_width, text_fusion=fusion)
+            label = {"tgm": "TGM", "bridge": "bridge"}[fusion]
+            name = f"{backbone}-seg" + (f" + {label} (text width {text_width})" if text_width
                                         else "")
             rows.append(measure(name, build_model(config, deploy=True).eval(), size))
     print(complexity_table(rows))
@@ -252,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--backbones", nargs="+", default=sorted(MODEL_BUILDERS))
     params.add_argument("--text-width", type=int, default=1024,
                         help="text embedding width for the TGM rows (CLIP RN50: 1024)")
+    params.add_argument("--fusions", nargs="+", default=["tgm", "bridge"],
+                        choices=["tgm", "bridge"], help="text-fusion modules to list")
     params.set_defaults(func=_params)
 
     bench = sub.add_parser("bench", help="training-step throughput per stage (images/s)",

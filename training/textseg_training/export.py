@@ -209,7 +209,8 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool
     info = ModelInfo(class_names=tuple(data["class_names"]),
                      palette=tuple(tuple(c) for c in data["palette"]),
                      network_input_size=size,
-                     architecture=f"{config.backbone}-seg" + ("+tgm" if config.text_width else ""),
+                     architecture=f"{config.backbone}-seg" + (f"+{config.text_fusion}"
+                                                                if config.text_width else ""),
                      dataset=data["dataset"], text_encoder=data["text_encoder"],
                      training_stage=f"{stage}@{data['iteration']}",
                      eval_miou=None if data.get("best_miou") is None

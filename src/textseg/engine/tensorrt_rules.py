@@ -39,6 +39,7 @@ SUPPORTED_OPS: dict[str, frozenset[str] | None] = {
         "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "DepthToSpace",
         "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor",
         "Gather", "GatherElements", "GatherND", "Gemm", "GlobalAveragePool", "GlobalMaxPool",
+        "LayerNormalization",
         "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu",
         "Less", "LessOrEqual", "Log", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mul", "Neg",
         "Not", "Or", "Pad", "Pow", "PRelu", "Range", "ReduceL2", "ReduceMax", "ReduceMean",

@@ -39,6 +39,7 @@ class SegModelConfig:
     backbone: str = "stdc1"
     num_classes: int = 11
     text_width: int = 0
+    text_fusion: str = "tgm"  # tgm | bridge (text_bridge.py); only used when text_width > 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,18 +56,20 @@ class SegModelConfig:
         return cls(**data)
 
 
-def _seg_on(backbone: str) -> Callable[[int, int, bool], STDCSeg]:
+def _seg_on(backbone: str) -> Callable[..., STDCSeg]:
     """A builder of the STDC-Seg head on ``backbone``'s stride 8 / 16 / 32 features."""
 
-    def build(num_classes: int, text_width: int, deploy: bool) -> STDCSeg:
-        return STDCSeg(backbone, num_classes=num_classes, deploy=deploy, text_width=text_width)
+    def build(num_classes: int, text_width: int, deploy: bool,
+              text_fusion: str = "tgm") -> STDCSeg:
+        return STDCSeg(backbone, num_classes=num_classes, deploy=deploy, text_width=text_width,
+                       text_fusion=text_fusion)
 
     build.__name__ = f"{backbone}_seg"
     return build
 
 
-# (num_classes, text_width, deploy) -> model: stdc1, stdc2, efficientnet_lite0/1/2.
-MODEL_BUILDERS: dict[str, Callable[[int, int, bool], STDCSeg]] = {
+# (num_classes, text_width, deploy, text_fusion) -> model: stdc1, stdc2, efficientnet_lite0/1/2.
+MODEL_BUILDERS: dict[str, Callable[..., STDCSeg]] = {
     name: _seg_on(name) for name in BACKBONE_BUILDERS
 }
 
@@ -83,4 +86,4 @@ def build_model(config: SegModelConfig, deploy: bool = False) -> STDCSeg:
         raise ValueError(
             f"unknown backbone {config.backbone!r}; choose from {sorted(MODEL_BUILDERS)}"
         ) from None
-    return builder(config.num_classes, config.text_width, deploy)
+    return builder(config.num_classes, config.text_width, deploy, config.text_fusion)

@@ -2,7 +2,8 @@
 
 MACs count what dominates a CNN's cost and what the STDC-Seg paper reports: convolutions
 (``out_elements * in_channels / groups * kH * kW``) and linear layers
-(``out_elements * in_features``), plus the TGM's cosine similarity (``K * text_width * h * w``).
+(``out_elements * in_features``), plus the TGM's cosine similarity (``K * text_width * h * w``)
+or the bridge's attention products and cosine (``TextBridge.macs``).
 BN, activations, pooling, interpolation and the normalisations are left out. They are counted
 with forward hooks on one real forward pass (batch 1), so whatever the graph actually
 executes at that input size is what gets counted. Pass a deploy model to count the inference
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .text_bridge import TextBridge
 from .text_guidance import TextGuidance
 
 
@@ -34,7 +36,7 @@ def _linear_macs(module: nn.Linear, output: Tensor) -> int:
     return output.numel() * module.in_features
 
 
-def _tgm_macs(module: TextGuidance, outputs: tuple[Tensor, Tensor]) -> int:
+def _tgm_macs(module: TextGuidance | TextBridge, outputs: tuple[Tensor, Tensor]) -> int:
     score = outputs[1]
     return score.shape[0] * module.macs(score.shape[2], score.shape[3])
 
@@ -56,7 +58,7 @@ def count_gmacs(model: nn.Module, input_size: tuple[int, int] = (512, 1024)) -> 
             handles.append(module.register_forward_hook(hook(_conv_macs)))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(hook(_linear_macs)))
-        elif isinstance(module, TextGuidance):
+        elif isinstance(module, (TextGuidance, TextBridge)):
             handles.append(module.register_forward_hook(hook(_tgm_macs)))
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")

@@ -22,7 +22,10 @@ from torch import Tensor, nn
 
 from .backbones import BACKBONE_BUILDERS, Backbone
 from .stdc_backbone import ConvX as ConvBNReLU  # the head's name for the same unit and keys
+from .text_bridge import TextBridge
 from .text_guidance import TextGuidance
+
+TEXT_FUSIONS = ("tgm", "bridge")
 
 # Submodules built only for training; a deploy model has every other key.
 TRAIN_ONLY_MODULES = ("aux16", "aux32", "detail_head")
@@ -112,6 +115,9 @@ class STDCSeg(nn.Module):
         deploy: build only what the main output needs (no aux / detail heads).
         text_width: 0 for the plain baseline; > 0 adds the TGM with K class text embeddings of
             this width, widening ARM32 and the global branch by K score channels.
+        text_fusion: "tgm" (the paper's cosine score map) or "bridge" (seed 001's CNN +
+            transformer with a two-way bridge, ``text_bridge.py``); same interface. The module
+            is the ``tgm`` attribute either way, so checkpoint keys stay ``tgm.*``.
     """
 
     def __init__(
@@ -120,6 +126,7 @@ class STDCSeg(nn.Module):
         num_classes: int = 19,
         deploy: bool = False,
         text_width: int = 0,
+        text_fusion: str = "tgm",
     ) -> None:
         super().__init__()
         if backbone not in BACKBONE_BUILDERS:
@@ -128,6 +135,9 @@ class STDCSeg(nn.Module):
             )
         if num_classes < 1 or text_width < 0:
             raise ValueError(f"bad num_classes={num_classes} / text_width={text_width}")
+        if text_fusion not in TEXT_FUSIONS:
+            raise ValueError(f"text_fusion {text_fusion!r} is not one of {TEXT_FUSIONS}")
+        self.text_fusion = text_fusion
         self.backbone_name = backbone
         self.num_classes = num_classes
         self.deploy = deploy
@@ -138,8 +148,9 @@ class STDCSeg(nn.Module):
 
         self.backbone: Backbone = BACKBONE_BUILDERS[backbone]()
         _, _, c8, c16, c32 = self.backbone.feature_channels
-        self.tgm: TextGuidance | None = (
-            TextGuidance(c32, num_classes, text_width) if text_width > 0 else None
+        fusion = TextBridge if text_fusion == "bridge" else TextGuidance
+        self.tgm: TextGuidance | TextBridge | None = (
+            fusion(c32, num_classes, text_width) if text_width > 0 else None
         )
         cp_chs = 128
         self.cp = ContextPath(in16=c16, in32=c32 + self.text_channels, out_chs=cp_chs)

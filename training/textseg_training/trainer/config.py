@@ -37,6 +37,7 @@ class TrainConfig:
     text_encoder: str = "clip-rn50"  # clip-rn50 | minilm-l6-v2
     text_weights: str | None = None  # CLIP: pretrained tag or local RN50.pt / state dict
     allow_random_text_encoder: bool = False  # only for tests and the no-language control
+    text_fusion: str = "tgm"  # tgm (the paper's) | bridge (seed 001's two-way fusion bridge)
     num_prompts: int = 11  # M, class-specific learnable vectors per class
     prompt_init_std: float = 0.02
     prompt_weight_decay: float = 0.0  # the paper: weight decay on prompts costs 0.4 mIoU
@@ -94,6 +95,8 @@ class TrainConfig:
         if self.batch_size == 1:
             problems.append("batch_size must be >= 2 (per process): the BatchNorm after "
                             "global average pooling needs more than one value per channel")
+        if self.text_fusion not in ("tgm", "bridge"):
+            problems.append(f"text_fusion '{self.text_fusion}' is not one of ('tgm', 'bridge')")
         if self.text_loss_stride is not None and self.text_loss_stride < 1:
             problems.append(f"text_loss_stride must be >= 1, got {self.text_loss_stride}")
         from textseg_training.trainer.precision import PRECISIONS

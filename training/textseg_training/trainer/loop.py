@@ -107,7 +107,8 @@ class Trainer:
                 del encoder  # stage 1 never runs the text encoder per step
 
         self.model_config = SegModelConfig(backbone=config.backbone, num_classes=num_classes,
-                                           text_width=text_width)
+                                           text_width=text_width,
+                                           text_fusion=config.text_fusion)
         model = build_model(self.model_config)
         if not (config.init_from or resume):
             self._load_backbone_weights(model)
@@ -222,7 +223,8 @@ class Trainer:
 
     def _resume(self, path: str | Path) -> None:
         data = load_checkpoint(path)
-        if data["model_config"] != self.model_config.to_dict():
+        # Compared as configs: a checkpoint from before a new field takes its default.
+        if SegModelConfig.from_dict(data["model_config"]) != self.model_config:
             raise ValueError(f"{path}: model {data['model_config']} differs from this run's "
                              f"{self.model_config.to_dict()}")
         self.model.load_state_dict(data["model"])
