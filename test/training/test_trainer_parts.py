@@ -86,6 +86,17 @@ def test_bad_config_is_refused_with_the_reason(override, message):
     assert message in str(info.value)
 
 
+def test_native_bf16_is_read_from_the_cpu_flags():
+    from textseg_training.trainer.precision import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16("processor: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16("flags : fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_native_bf16("flags : fpu sse2 avx2 avx512f avx512bw\n")
+    assert cpu_has_native_bf16("Features : fp asimd bf16 i8mm\n")  # Arm
+    assert not cpu_has_native_bf16("Features : fp asimd\n")
+    assert not cpu_has_native_bf16("")
+
+
 def test_precision_auto_follows_the_device():
     import torch
 
