@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Short CamVid runs that back two decisions, recorded in training/results/camvid_short_runs.json:
 #   precision  the default stage-1 run (EfficientNet-Lite0 + MiniLM, batch 8, crop 288x384)
-#              for ITERATIONS (default 250) steps, warm-up 50, in fp32 and in bf16 autocast,
+#              for ITERATIONS (default 200) steps, warm-up 50, in fp32 and in bf16 autocast,
 #              seeds 0 and 1 (same seed = same batches and augmentation): is the bf16 - fp32
 #              difference within the seed-to-seed spread?
 #   backbone   the same run in bf16 on EfficientNet-Lite1 and -Lite2 (seed 0), against Lite0.
@@ -14,7 +14,7 @@ cd "$root"
 runs="${TEXTSEG_RUNS:-$root/runs}/short"
 results="$root/training/results/camvid_short_runs.json"
 config=training/configs/camvid_default_stage1.yaml
-iterations="${ITERATIONS:-250}"
+iterations="${ITERATIONS:-200}"
 train="$root/.venv/bin/textseg-train"
 what="${1:-all}"
 
