@@ -33,9 +33,13 @@ train_stage training/configs/camvid_default_stage1_finetune.yaml "$runs/default_
   default_stage1_finetune --set "init_from=$runs/default_stage1/last.pt"
 train_stage training/configs/camvid_default_stage2.yaml "$runs/default_stage2" default_stage2 \
   --set "init_from=$runs/default_stage1_finetune/last.pt"
-"$train" export --checkpoint "$runs/default_stage2/last.pt" --output "$output" --confidence \
+# best.pt: stage 2's checkpoint with the best val mIoU of its evaluations (every 300
+# iterations); val is also what is reported, so say which one was taken (metadata `selected`).
+"$train" export --checkpoint "$runs/default_stage2/best.pt" --output "$output" --confidence \
   --evaluate --metadata "reproduce=scripts/train_default_model.sh (configs: \
 training/configs/camvid_default_stage1.yaml, camvid_default_stage1_finetune.yaml, \
-camvid_default_stage2.yaml)"
+camvid_default_stage2.yaml)" \
+  --metadata "selected=stage 2 best.pt: the best CamVid val mIoU of stage 2's evaluations \
+(iterations 300 and 600); the last checkpoint is in training/results/default_model.json"
 "$train" results "$results" --rows default_stage1 default_stage1_finetune default_stage2 \
   --compare default_stage1_finetune:default_stage2

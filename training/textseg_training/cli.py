@@ -50,7 +50,8 @@ def _train(args: argparse.Namespace) -> int:
             raise RuntimeError("--results: the run has no evaluation at its last iteration")
         entry = run_entry(args.row, str(args.config), overrides, config.to_dict(),
                           trainer.class_names, result.final_eval, result.iterations,
-                          result.wall_seconds, trainer.precision.name)
+                          result.wall_seconds, "+".join(trainer.trained_precisions)
+                          if trainer.trained_precisions is not None else "unrecorded")
         print(f"recorded row {args.row!r} seed {config.seed} in {record_run(args.results, entry)}")
     return 0
 

@@ -159,6 +159,9 @@ class Trainer:
         self.best_miou: float | None = None
         self.last_eval: Any = None
         self.previous_train_seconds: float | None = 0.0  # wall time before this invocation
+        # Precisions the run's training steps used, across resumes (None: not recorded by the
+        # checkpoint it resumed, which predates the record).
+        self.trained_precisions: list[str] | None = []
         self._fit_started: float | None = None
         self.log = RunLog(self.output_dir, enabled=self.dist.is_main)
         self._say(f"precision {self.precision.name} on {self.device.type}"
@@ -240,6 +243,7 @@ class Trainer:
         self.log.restore(data.get("log_rows", []))
         # None when the checkpoint predates this record: the total is then unknown.
         self.previous_train_seconds = data.get("train_seconds")
+        self.trained_precisions = data.get("trained_precisions")
         restore_rng_state(data["rng"])
         self._say(f"resumed from {path} at iteration {self.iteration}")
 
@@ -277,6 +281,9 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.iteration += 1
+        if self.trained_precisions is not None and \
+                self.precision.name not in self.trained_precisions:
+            self.trained_precisions.append(self.precision.name)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at iteration {self.iteration}")
         return {"train/loss": loss.item(), **{f"train/{k}": v for k, v in parts.items()}}
@@ -391,6 +398,7 @@ class Trainer:
             "rng": rng_state(),
             "log_rows": self.log.rows,
             "train_seconds": self.train_seconds(),
+            "trained_precisions": self.trained_precisions,
         }
 
     def save(self, path: Path) -> None:
