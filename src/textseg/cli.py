@@ -47,7 +47,7 @@ def _info(args: argparse.Namespace) -> int:
         print(f"evaluation         {evaluation.get('dataset')}: mIoU {evaluation.get('miou')}, "
               f"pixel accuracy {evaluation.get('pixel_accuracy')} "
               f"({evaluation.get('frames')} frames at {sizes}, {evaluation.get('runtime')})")
-    for key in ("reproduce", "training_time"):
+    for key in ("reproduce", "selected", "training_time"):
         if key in info.extra:
             print(f"{key:<19}{info.extra[key]}")
     print(f"classes            {info.num_classes}" + ("  (IoU % on the evaluation)" if iou else ""))
