@@ -102,6 +102,17 @@ def _text(value) -> str:
     return bytes(value).decode("utf-8")
 
 
+def _metadata_entry(entry) -> tuple[str, str]:
+    """(key, value) of a StringStringEntryProto (ModelProto.metadata_props)."""
+    key = val = ""
+    for number, wire, value in _fields(entry):
+        if number == 1 and wire == 2:
+            key = _text(value)
+        elif number == 2 and wire == 2:
+            val = _text(value)
+    return key, val
+
+
 def _tensor_spec(value_info) -> TensorSpec:
     name, dtype, shape = "", "?", []
     for number, wire, value in _fields(value_info):
@@ -158,12 +169,7 @@ def read_onnx_summary(path: str | Path) -> OnnxSummary:
                     elif g_number == 12 and g_wire == 2:
                         outputs.append(_tensor_spec(g_value))
             elif number == 14 and wire == 2:
-                key = val = ""
-                for e_number, e_wire, e_value in _fields(value):
-                    if e_number == 1 and e_wire == 2:
-                        key = _text(e_value)
-                    elif e_number == 2 and e_wire == 2:
-                        val = _text(e_value)
+                key, val = _metadata_entry(value)
                 metadata[key] = val
     except (_WireError, UnicodeDecodeError) as exc:
         raise ContractError(f"{path} is not an ONNX model (unreadable protobuf: {exc})"

@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from textseg.engine.contract import INPUT_NAME, ContractError
-from textseg.engine.onnx_file import ELEM_TYPES, _fields, _text, _WireError
+from textseg.engine.onnx_file import (
+    ELEM_TYPES,
+    _fields,
+    _metadata_entry,
+    _text,
+    _WireError,
+)
 
 OPSET_RANGE = (9, 20)  # [ops] TensorRT 10.x
 # [ops]: operators the parser supports, with the element types its table lists for them when
@@ -168,12 +174,7 @@ def read_graph(source: str | Path | bytes) -> Graph:
                 if domain in ("", "ai.onnx"):
                     opset = version
             elif number == 14 and wire == 2:
-                key = val = ""
-                for e_number, e_wire, e_value in _fields(value):
-                    if e_number == 1 and e_wire == 2:
-                        key = _text(e_value)
-                    elif e_number == 2 and e_wire == 2:
-                        val = _text(e_value)
+                key, val = _metadata_entry(value)
                 metadata[key] = val
             elif number == 7 and wire == 2:
                 for g_number, g_wire, g_value in _fields(value):

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from textseg.malloc_tuning import keep_large_buffers_in_heap
-from textseg.node.segmentation_node import STARTUP_ERRORS, SegmentationBehaviour
+from textseg.node.segmentation_node import SegmentationBehaviour, run_node
 
 
 class LifecycleSegmentationNode(SegmentationBehaviour, LifecycleNode):
@@ -78,24 +75,7 @@ class LifecycleSegmentationNode(SegmentationBehaviour, LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    keep_large_buffers_in_heap()
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = LifecycleSegmentationNode()
-        except STARTUP_ERRORS as exc:
-            rclpy.logging.get_logger("segmentation_node").fatal(str(exc))
-            return 1
-        try:
-            rclpy.spin(node)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        return node.exit_code
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    return run_node(LifecycleSegmentationNode, args)
 
 
 if __name__ == "__main__":

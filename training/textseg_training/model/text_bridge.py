@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .text_guidance import TextGuidance
+
 
 class Attention(nn.Module):
     """Multi-head attention of queries [N, Lq, d] over keys/values [N, Lk, d]."""
@@ -132,19 +134,10 @@ class TextBridge(nn.Module):
         self.layers = nn.ModuleList(BridgeLayer(width) for _ in range(layers))
         self.register_buffer("text_embeddings", torch.zeros(num_classes, text_width))
 
-    @property
-    def out_chs(self) -> int:
-        return self.in_chs + self.num_classes
-
-    def _check(self, emb: Tensor, what: str) -> None:
-        if emb.shape != self.text_embeddings.shape:
-            raise ValueError(f"{what} must have shape [num_classes, text_width] = "
-                             f"{list(self.text_embeddings.shape)}, got {list(emb.shape)}")
-
-    @torch.no_grad()
-    def set_text_embeddings(self, embeddings: Tensor) -> None:
-        self._check(embeddings, "text embeddings")
-        self.text_embeddings.copy_(embeddings.detach())
+    # The same buffer handling and fused width as the TGM's (one implementation).
+    out_chs = TextGuidance.out_chs
+    _check = TextGuidance._check
+    set_text_embeddings = TextGuidance.set_text_embeddings
 
     def forward(self, f32: Tensor, embeddings: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if embeddings is None:
