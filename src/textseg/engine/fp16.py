@@ -41,6 +41,7 @@ def convert_to_fp16(model: str | Path, output: str | Path,
         import onnx
         import onnxruntime as ort
         from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
     except ImportError as exc:
         raise RuntimeError(f"textseg fp16 needs the onnx package ({exc}); pip install onnx"
                            ) from None
@@ -52,7 +53,8 @@ def convert_to_fp16(model: str | Path, output: str | Path,
     started = time.monotonic()
     half = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True,
                                     op_block_list=list(KEEP_FLOAT32))
-    _sort_topologically(half.graph)  # the converter appends its casts out of order
+    # The converter appends its casts out of order; ONNX Runtime's own model tools re-sort.
+    OnnxModel(half).topological_sort()
     meta = {p.key: p.value for p in half.metadata_props}
     meta["precision"] = json.dumps({
         "weights_and_activations": "float16", "kept_float32": list(KEEP_FLOAT32),
@@ -80,23 +82,3 @@ def convert_to_fp16(model: str | Path, output: str | Path,
     return Fp16Report(output, len(data), len(check_frames or []), agreement,
                       time.monotonic() - started)
 
-
-def _sort_topologically(graph) -> None:
-    """Reorder `graph.node` so that every node comes after the producers of its inputs."""
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            missing = sorted({i for n in pending for i in n.input if i not in available})[:5]
-            raise ValueError(f"fp16 graph has inputs no node produces: {missing}")
-        for node in ready:
-            available.update(node.output)
-        ordered += ready
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
-    copies = [type(n)() for n in ordered]
-    for copy, node in zip(copies, ordered, strict=True):
-        copy.CopyFrom(node)
-    del graph.node[:]
-    graph.node.extend(copies)

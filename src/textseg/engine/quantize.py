@@ -23,12 +23,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from textseg.engine.calibration import IMAGE_SUFFIXES
 from textseg.engine.contract import INPUT_NAME
 from textseg.fileio import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_OPS = ("Conv",)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass(frozen=True)

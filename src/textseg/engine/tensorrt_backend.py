@@ -500,7 +500,7 @@ class TensorRTBackend:
         if self._fixed_size is None:
             # Which path builds this model's engines, refused now rather than at the first frame.
             self.plan = plan_build(tensorrt_major(self._trt), self.precision,
-                                   model_precision(self.onnx_path))
+                                   self.onnx_precision)
             if self.plan.calibrate and self.calibration_dir is None:
                 raise EngineBuildError("precision int8 from an fp32 model needs calibration "
                                        "images (calibration_dir), or a Q/DQ model from "
@@ -513,6 +513,7 @@ class TensorRTBackend:
         model = describe_model(path)
         self.model_path, self.onnx_path = path, path
         self.onnx_sha256 = model.sha256
+        self.onnx_precision = model_precision(path)  # read once: it picks the build path
         self.info, self.has_confidence = model.info, model.has_confidence
         self._metadata = model.info.to_metadata()
 
@@ -646,7 +647,7 @@ class TensorRTBackend:
             build_seconds=round(seconds, 1), textseg_version=__version__,
             extra={"build_path": plan.path, "builder_flags": list(plan.flags),
                    "tensorrt_major": tensorrt_major(self._trt),
-                   "onnx_precision": model_precision(self.onnx_path)}))
+                   "onnx_precision": self.onnx_precision}))
         self._report(f"TensorRT engine written to {engine_path} ({record.engine_size >> 20} MiB, "
                      f"{seconds:.0f} s)")
         try:

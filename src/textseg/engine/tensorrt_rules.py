@@ -31,6 +31,7 @@ from textseg.engine.onnx_file import (
     ELEM_TYPES,
     _fields,
     _metadata_entry,
+    _tensor_spec,
     _text,
     _WireError,
 )
@@ -141,8 +142,6 @@ def _node(buf) -> GraphNode:
 
 
 def _value_type(buf) -> tuple[str, str]:
-    from textseg.engine.onnx_file import _tensor_spec
-
     spec = _tensor_spec(buf)
     return spec.name, spec.dtype
 
