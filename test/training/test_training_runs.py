@@ -390,3 +390,51 @@ def test_train_command_rejects_a_bad_backbone_checkpoint(tiny_dataset, tmp_path,
                  "--set", f"val_dataset={val_yaml}", "--set", f"output_dir={tmp_path}"])
     assert code == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_random_encoder_control_draws_the_same_encoder_again_for_stage2(tiny_dataset, tmp_path):
+    pytest.importorskip("transformers", reason="MiniLM text encoder needs transformers")
+    stage1 = Trainer(_config(tiny_dataset, tmp_path / "s1", stage="stage1", seed=3,
+                             text_control="random_encoder", iterations=1), progress=False)
+    assert stage1.text_identity.startswith("minilm-l6-v2-random@")
+    pretrained = Trainer(_config(tiny_dataset, tmp_path / "p", stage="stage1"), progress=False)
+    assert not torch.allclose(stage1.model.tgm.text_embeddings,
+                              pretrained.model.tgm.text_embeddings)
+    stage1.fit()
+    # Same seed: the same random encoder, so stage 2 accepts the checkpoint ...
+    stage2 = Trainer(_config(tiny_dataset, tmp_path / "s2", stage="stage2", seed=3,
+                             text_control="random_encoder", num_prompts=2,
+                             init_from=str(tmp_path / "s1" / "last.pt")), progress=False)
+    assert stage2.text_identity == stage1.text_identity
+    # ... while another seed draws another encoder, and the pretrained one is refused too.
+    for other in (dict(seed=4, text_control="random_encoder"), dict(seed=3)):
+        with pytest.raises(ValueError, match="trained with text encoder minilm-l6-v2-random@"):
+            Trainer(_config(tiny_dataset, tmp_path / "bad", stage="stage2", num_prompts=2,
+                            init_from=str(tmp_path / "s1" / "last.pt"), **other),
+                    progress=False)
+
+
+def test_random_embeddings_control_is_fixed_unit_vectors_of_the_encoder_width(
+        tiny_dataset, tmp_path):
+    pytest.importorskip("transformers", reason="MiniLM text encoder needs transformers")
+    first, again, other = (
+        Trainer(_config(tiny_dataset, tmp_path / str(seed), stage="stage1", seed=seed,
+                        text_control="random_embeddings"), progress=False)
+        for seed in (5, 5, 6))
+    embeddings = first.model.tgm.text_embeddings
+    assert embeddings.shape == (11, 384)
+    assert torch.allclose(embeddings.norm(dim=-1), torch.ones(11), atol=1e-5)
+    assert torch.equal(embeddings, again.model.tgm.text_embeddings)
+    assert not torch.equal(embeddings, other.model.tgm.text_embeddings)
+    assert first.text_identity == "random-embeddings-384@seed5"
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(stage="stage2", init_from="x.pt", text_control="random_embeddings"),
+     "no encoder to tune prompts"),
+    (dict(stage="baseline", text_control="random_encoder"), "needs a text stage"),
+    (dict(stage="stage1", text_control="random"), "is not one of"),
+])
+def test_text_control_misuse_is_refused_by_name(tiny_dataset, tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        _config(tiny_dataset, tmp_path, **settings)

@@ -4,6 +4,12 @@ Importing this package is cheap: open_clip / transformers load only when an enco
 """
 
 from .cache import cache_key, cache_path, class_embeddings
+from .controls import (
+    TEXT_CONTROLS,
+    random_embeddings_identity,
+    random_text_encoder,
+    random_unit_embeddings,
+)
 from .encoders import (
     NO_CLIP_WEIGHTS,
     TEXT_ENCODERS,
@@ -19,6 +25,7 @@ from .torchvision_compat import ensure_torchvision_importable, torchvision_worka
 
 __all__ = [
     "NO_CLIP_WEIGHTS",
+    "TEXT_CONTROLS",
     "TEXT_ENCODERS",
     "ClipTextEncoder",
     "MiniLMTextEncoder",
@@ -30,6 +37,9 @@ __all__ = [
     "class_embeddings",
     "ensure_torchvision_importable",
     "packaged_minilm_dir",
+    "random_embeddings_identity",
+    "random_text_encoder",
+    "random_unit_embeddings",
     "read_clip_state_dict",
     "torchvision_workaround_applied",
 ]

@@ -383,26 +383,31 @@ class MiniLMTextEncoder(TextEncoder):
     Output = mean over attention-masked tokens, then L2-normalised: the model's own pooling
     (the CLS output carries ~75x weaker gradients to prompt vectors).
     model_dir: a local Hugging Face folder; default the packaged copy. allow_random: build the
-    architecture with random weights when the weight file cannot be loaded (controls/tests).
+    architecture with random weights when the weight file cannot be loaded (tests).
+    random_init: random weights even when the file is there (the no-language control).
     """
 
-    def __init__(self, model_dir: str | os.PathLike[str] | None = None, allow_random: bool = False):
+    def __init__(self, model_dir: str | os.PathLike[str] | None = None, allow_random: bool = False,
+                 random_init: bool = False):
         super().__init__()
         transformers = _import_transformers()
         folder = Path(model_dir) if model_dir is not None else packaged_minilm_dir()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        try:
-            self.model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
-            self.pretrained = True
-        except (OSError, ValueError) as exc:
-            if not allow_random:
-                raise ValueError(
-                    f"cannot load MiniLM weights from {folder}: {exc}. Use "
-                    f"--allow-random-text-encoder only for tests/controls"
-                ) from exc
+        self.pretrained = False
+        if not random_init:
+            try:
+                self.model = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
+                self.pretrained = True
+            except (OSError, ValueError) as exc:
+                if not allow_random:
+                    raise ValueError(
+                        f"cannot load MiniLM weights from {folder}: {exc}. Use "
+                        f"--allow-random-text-encoder only for tests/controls"
+                    ) from exc
+        if not self.pretrained:
+            # The architecture and tokenizer of the real model, with freshly drawn weights.
             config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
             self.model = transformers.AutoModel.from_config(config)
-            self.pretrained = False
         self.max_tokens = int(self.model.config.max_position_embeddings)
         self.name = "minilm-l6-v2"
         self.token_width = int(self.model.config.hidden_size)
@@ -445,13 +450,18 @@ class MiniLMTextEncoder(TextEncoder):
 # Registry
 
 
-def _build_clip_rn50(weights: str | None, allow_random: bool, **kw: Any) -> TextEncoder:
+def _build_clip_rn50(weights: str | None, allow_random: bool, random_init: bool = False,
+                     **kw: Any) -> TextEncoder:
+    if random_init:  # CLIP without weights is its random initialisation
+        weights, allow_random = None, True
     return ClipTextEncoder("RN50", weights=weights, allow_random=allow_random, **kw)
 
 
-def _build_minilm(weights: str | None, allow_random: bool, **kw: Any) -> TextEncoder:
+def _build_minilm(weights: str | None, allow_random: bool, random_init: bool = False,
+                  **kw: Any) -> TextEncoder:
     # For MiniLM, `weights` is a local model folder; None means the packaged copy.
-    return MiniLMTextEncoder(model_dir=weights, allow_random=allow_random, **kw)
+    return MiniLMTextEncoder(model_dir=weights, allow_random=allow_random,
+                             random_init=random_init, **kw)
 
 
 TEXT_ENCODERS: dict[str, Callable[..., TextEncoder]] = {
@@ -461,9 +471,14 @@ TEXT_ENCODERS: dict[str, Callable[..., TextEncoder]] = {
 
 
 def build_text_encoder(
-    name: str, weights: str | None = None, allow_random: bool = False, **kw: Any
+    name: str, weights: str | None = None, allow_random: bool = False,
+    random_init: bool = False, **kw: Any
 ) -> TextEncoder:
-    """Build a registered encoder by name (see TEXT_ENCODERS); extra keywords go to its class."""
+    """Build a registered encoder by name (see TEXT_ENCODERS); extra keywords go to its class.
+
+    random_init: the architecture with freshly drawn weights whatever `weights` says (the
+    no-language control); seed torch's generator first to draw the same encoder again.
+    """
     if name not in TEXT_ENCODERS:
         raise ValueError(f"unknown text encoder {name!r}; choose from {sorted(TEXT_ENCODERS)}")
-    return TEXT_ENCODERS[name](weights, allow_random, **kw)
+    return TEXT_ENCODERS[name](weights, allow_random, random_init=random_init, **kw)

@@ -36,7 +36,11 @@ class TrainConfig:
     # Text side
     text_encoder: str = "clip-rn50"  # clip-rn50 | minilm-l6-v2
     text_weights: str | None = None  # CLIP: pretrained tag or local RN50.pt / state dict
-    allow_random_text_encoder: bool = False  # only for tests and the no-language control
+    allow_random_text_encoder: bool = False  # tests, and CLIP without RN50.pt
+    # The text experiment's no-language controls (text/controls.py): none | random_encoder
+    # (the encoder's architecture, weights drawn from `seed`) | random_embeddings (K fixed
+    # random unit vectors; stage 1 only: there is no encoder to tune prompts through).
+    text_control: str = "none"
     text_fusion: str = "tgm"  # tgm (the paper's) | bridge (seed 001's two-way fusion bridge)
     num_prompts: int = 11  # M, class-specific learnable vectors per class
     prompt_init_std: float = 0.02
@@ -97,6 +101,15 @@ class TrainConfig:
                             "global average pooling needs more than one value per channel")
         if self.text_fusion not in ("tgm", "bridge"):
             problems.append(f"text_fusion '{self.text_fusion}' is not one of ('tgm', 'bridge')")
+        from textseg_training.text.controls import TEXT_CONTROLS
+
+        if self.text_control not in TEXT_CONTROLS:
+            problems.append(f"text_control '{self.text_control}' is not one of {TEXT_CONTROLS}")
+        elif self.text_control != "none" and self.stage == "baseline":
+            problems.append(f"text_control '{self.text_control}' needs a text stage, not baseline")
+        elif self.text_control == "random_embeddings" and self.stage in ("stage2", "e2e"):
+            problems.append("text_control 'random_embeddings' has no encoder to tune prompts "
+                            f"through: use it with stage1, not {self.stage}")
         if self.text_loss_stride is not None and self.text_loss_stride < 1:
             problems.append(f"text_loss_stride must be >= 1, got {self.text_loss_stride}")
         from textseg_training.trainer.precision import PRECISIONS

@@ -89,9 +89,14 @@ class Trainer:
 
             options = ({"context_length": config.text_context_length}
                        if config.text_context_length else {})
-            encoder = build_text_encoder(
-                config.text_encoder, weights=config.text_weights,
-                allow_random=config.allow_random_text_encoder, **options)
+            if config.text_control == "random_encoder":
+                from textseg_training.text import random_text_encoder
+
+                encoder = random_text_encoder(config.text_encoder, config.seed, **options)
+            else:
+                encoder = build_text_encoder(
+                    config.text_encoder, weights=config.text_weights,
+                    allow_random=config.allow_random_text_encoder, **options)
             self.text_identity = encoder.identity
             text_width = encoder.width
             if config.learns_prompts:
@@ -102,8 +107,17 @@ class Trainer:
             else:
                 from textseg_training.text import class_embeddings
 
-                fixed = class_embeddings(encoder, self.class_names,
-                                         cache_dir=self.output_dir.parent / ".text_cache")
+                if config.text_control == "random_embeddings":
+                    from textseg_training.text import (
+                        random_embeddings_identity,
+                        random_unit_embeddings,
+                    )
+
+                    fixed = random_unit_embeddings(num_classes, text_width, config.seed)
+                    self.text_identity = random_embeddings_identity(text_width, config.seed)
+                else:
+                    fixed = class_embeddings(encoder, self.class_names,
+                                             cache_dir=self.output_dir.parent / ".text_cache")
                 del encoder  # stage 1 never runs the text encoder per step
 
         self.model_config = SegModelConfig(backbone=config.backbone, num_classes=num_classes,

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The text experiment's CPU-scale protocol (docs/experiment.md): every row of
+# training/results/camvid_cpu_protocol.json, each run resumable (re-run the script; a finished
+# run only re-evaluates). Rows = a config file of training/configs/cpu_protocol/ + the
+# overrides below, recorded with each result.
+#   scripts/run_cpu_protocol.sh [main|sweep|stride|clip|bridge|all]   (default: main)
+#     main    rows 1-7 (baseline, stage 1/2 with text, the two controls, end-to-end), SEEDS
+#     sweep   stage 2 with M = 8 / 14 / 17 and M = 8 with weight decay on the prompts, seed 0
+#     stride  stage 1 with the paper's label-size L_text (text_loss_stride 1), seed 0
+#     clip    the CLIP RN50 path with random weights, stages 1 and 2, seed 0 (a smoke run)
+#     bridge  the bidirectional fusion bridge rows (issue 12), SEEDS
+# SEEDS="0 1 2" by default; TEXTSEG_RUNS says where run folders go (default ./runs).
+# The table: .venv/bin/textseg-train results training/results/camvid_cpu_protocol.json --protocol
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$root/scripts/setup.sh"
+cd "$root"
+runs="${TEXTSEG_RUNS:-$root/runs}/cpu_protocol"
+results="$root/training/results/camvid_cpu_protocol.json"
+configs=training/configs/cpu_protocol
+seeds="${SEEDS:-0 1 2}"
+train="$root/.venv/bin/textseg-train"
+what="${1:-main}"
+
+run() {  # ROW SEED CONFIG [KEY=VALUE ...]
+  local row=$1 seed=$2 config=$3
+  shift 3
+  local out="$runs/${row}_seed$seed" resume=() sets=()
+  if [ -f "$out/last.pt" ]; then resume=(--resume "$out/last.pt"); fi
+  for item in "seed=$seed" "output_dir=$out" "$@"; do sets+=(--set "$item"); done
+  echo "== $row seed $seed ($(date -u +%H:%M:%S))"
+  "$train" train "$configs/$config" "${sets[@]}" "${resume[@]}" \
+    --results "$results" --row "$row"
+}
+
+stage1_of() {  # ROW SEED: the stage-1 checkpoint a stage-2 row starts from
+  echo "$runs/${1}_seed$2/last.pt"
+}
+
+main_rows() {
+  local seed=$1
+  run baseline "$seed" baseline.yaml
+  run stage1_text "$seed" stage1.yaml
+  run stage2_text "$seed" stage2.yaml "init_from=$(stage1_of stage1_text "$seed")"
+  run stage1_random_encoder "$seed" stage1.yaml text_control=random_encoder
+  run stage2_random_encoder "$seed" stage2.yaml text_control=random_encoder \
+    "init_from=$(stage1_of stage1_random_encoder "$seed")"
+  run stage1_random_embeddings "$seed" stage1.yaml text_control=random_embeddings
+  run e2e_text "$seed" e2e.yaml
+}
+
+case "$what" in
+  main|all) for seed in $seeds; do main_rows "$seed"; done ;;&
+  sweep|all)
+    from="init_from=$(stage1_of stage1_text 0)"
+    run stage2_text_m8 0 stage2.yaml num_prompts=8 "$from"
+    run stage2_text_m14 0 stage2.yaml num_prompts=14 "$from"
+    run stage2_text_m17 0 stage2.yaml num_prompts=17 "$from"
+    run stage2_text_m8_prompt_wd 0 stage2.yaml num_prompts=8 prompt_weight_decay=0.0005 "$from"
+    ;;&
+  stride|all) run stage1_text_stride1 0 stage1.yaml text_loss_stride=1 ;;&
+  clip|all)
+    # Random weights drawn from the seed (text_control=random_encoder), so that stage 2 draws
+    # the same encoder as stage 1; a user with RN50.pt sets text_weights=RN50.pt instead.
+    clip=(text_encoder=clip-rn50 text_control=random_encoder text_context_length=24)
+    run clip_rn50_random_weights 0 stage1.yaml "${clip[@]}"
+    run clip_rn50_random_weights_stage2 0 stage2.yaml "${clip[@]}" \
+      "init_from=$(stage1_of clip_rn50_random_weights 0)"
+    ;;&
+  bridge|all)
+    for seed in $seeds; do
+      run bridge_stage1_text "$seed" stage1.yaml text_fusion=bridge
+      run bridge_stage2_text "$seed" stage2.yaml text_fusion=bridge \
+        "init_from=$(stage1_of bridge_stage1_text "$seed")"
+      run bridge_stage1_random_embeddings "$seed" stage1.yaml text_fusion=bridge \
+        text_control=random_embeddings
+    done
+    ;;&
+  main|sweep|stride|clip|bridge|all) ;;
+  *) echo "unknown part '$what': main, sweep, stride, clip, bridge or all" >&2; exit 2 ;;
+esac
+echo "== done ($(date -u +%H:%M:%S))"
