@@ -172,3 +172,28 @@ def test_launch_file_declares_the_documented_arguments():
     reference = (ROOT / "docs" / "node.md").read_text(encoding="utf-8")
     for name in declared:
         assert f"`{name}`" in reference, f"launch argument {name} is not documented"
+
+
+_MACHINE_PATH = __import__("re").compile(r"""["'=](/(?:root|home|Users|work|tmp|mnt)/[^"'\s]*)""")
+
+
+def test_committed_results_and_models_carry_no_machine_paths():
+    """Results JSON and the models' metadata are shared: no one machine's absolute paths."""
+    onnx = pytest.importorskip("onnx", reason="onnx not installed")
+    found = []
+    for path in sorted((ROOT / "training" / "results").glob("*.json")):
+        found += [f"{path.name}: {m}" for m in _MACHINE_PATH.findall(path.read_text())]
+    for path in sorted((ROOT / "models").glob("*.onnx")):
+        model = onnx.load(str(path), load_external_data=False)
+        for prop in model.metadata_props:
+            found += [f"{path.name} {prop.key}: {m}" for m in _MACHINE_PATH.findall(prop.value)]
+    assert not found, f"absolute machine paths in committed files: {found[:5]}"
+
+
+def test_portable_writes_home_paths_as_tilde():
+    pytest.importorskip("torch", reason="training package needs torch")
+    from textseg_training.results import portable
+
+    home = str(Path.home())
+    assert portable({"a": [f"output_dir={home}/runs/x", f"{home}/y.pt", "runs/z"], "b": 3}) == \
+        {"a": ["output_dir=~/runs/x", "~/y.pt", "runs/z"], "b": 3}

@@ -28,6 +28,7 @@ from textseg.engine.contract import (
 )
 from textseg.engine.tensorrt_rules import require_tensorrt_rules
 from textseg.fileio import atomic_write_bytes
+from textseg_training.results import portable
 
 OPSET = 17
 
@@ -215,7 +216,7 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool
                      training_stage=f"{stage}@{data['iteration']}",
                      eval_miou=None if data.get("best_miou") is None
                      else round(float(data["best_miou"]), 2),
-                     extra={"training_config": json.dumps(data["config"]),
+                     extra={"training_config": json.dumps(portable(data["config"])),
                             **(metadata or {})})
     val_set = _validation_set(data["config"], model) if evaluate else None
     return export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,

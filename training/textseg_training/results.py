@@ -16,6 +16,19 @@ from typing import Any
 from textseg.fileio import atomic_write_bytes
 
 
+def portable(value: Any) -> Any:
+    """`value` with every path under the home folder written as `~/...`, recursively: results
+    and model metadata are committed and shared, and must not carry one machine's paths."""
+    if isinstance(value, str):
+        home = str(Path.home()).rstrip("/")
+        return value.replace(f"{home}/", "~/") if home else value
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(item) for item in value]
+    return value
+
+
 def _finite(value: float) -> float | None:
     value = float(value)
     return round(value, 4) if math.isfinite(value) else None
@@ -33,11 +46,11 @@ def run_entry(row: str, config_file: str, overrides: list[str], config: dict[str
         "per_class_iou": {name: _finite(100.0 * iou)
                           for name, iou in zip(class_names, result.iou, strict=True)},
         "config_file": config_file,
-        "overrides": list(overrides),
+        "overrides": portable(list(overrides)),
         "precision": precision,
         "iterations": iterations,
         "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
-        "config": config,
+        "config": portable(config),
     }
 
 
@@ -59,6 +72,7 @@ def record_run(path: str | Path, entry: dict[str, Any]) -> Path:
     runs = [r for r in load_runs(path)
             if (r.get("row"), r.get("seed")) != (entry["row"], entry["seed"])]
     runs.append(entry)
+    runs = portable(runs)  # also entries an older version wrote
     runs.sort(key=lambda r: (str(r.get("row")), r.get("seed", 0)))
     text = json.dumps({"runs": runs}, indent=1, sort_keys=False) + "\n"
     return atomic_write_bytes(path, text.encode())
