@@ -134,6 +134,14 @@ def _results(args: argparse.Namespace) -> int:
     runs = load_runs(args.file)
     if not runs:
         raise FileNotFoundError(f"no runs recorded in {args.file}")
+    if args.protocol or args.update:
+        from textseg_training.experiment import protocol_report, update_marked_block
+
+        report = protocol_report(runs)
+        print(report)
+        if args.update:
+            print(f"\nupdated {update_marked_block(args.update, report)}")
+        return 0
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else []
     print(rows_table(runs, args.rows or None, classes))
     for pair in args.compare:
@@ -301,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated class names whose mean IoU gets a column")
     results.add_argument("--compare", action="append", default=[], metavar="ROW_A:ROW_B",
                          help="paired difference by seed (repeatable)")
+    results.add_argument("--protocol", action="store_true",
+                         help="the text experiment's report: every row beside the paper's, "
+                              "the paired differences and the thin-class gains")
+    results.add_argument("--update", type=Path, default=None, metavar="MARKDOWN",
+                         help="write the --protocol report into MARKDOWN between its "
+                              "<!-- cpu-protocol:begin --> and <!-- cpu-protocol:end --> lines")
     results.set_defaults(func=_results)
 
     check = sub.add_parser("check-data", help="validate a dataset before training",

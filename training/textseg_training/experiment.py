@@ -1,0 +1,191 @@
+"""The text experiment's report: the CPU-scale protocol's rows beside the paper's (README).
+
+Generated from `training/results/camvid_cpu_protocol.json` by
+`textseg-train results FILE --protocol [--update README.md]`, never typed by hand: the README
+block between the `<!-- cpu-protocol:begin -->` / `end` markers is replaced by this output.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from textseg.fileio import atomic_write_bytes
+
+# Row id -> the paper's CamVid val mIoU (STDC1-Seg, 960x720 crop, 10k iterations, one seed).
+PAPER_CAMVID: dict[str, str] = {
+    "baseline": "75.3",
+    "stage1_text": "76.6",
+    "stage2_text": "78.0 (76.4 in Table 5)",
+    "e2e_text": "76.4",
+    "stage2_text_m8": "76.3",
+    "stage2_text_m14": "75.3",
+    "stage2_text_m17": "76.0",
+    "stage2_text_m8_prompt_wd": "75.9",
+}
+ROW_ORDER = (
+    "baseline", "stage1_text", "stage1_random_encoder", "stage1_random_embeddings",
+    "stage2_text", "stage2_random_encoder", "e2e_text", "stage2_text_m8", "stage2_text_m14",
+    "stage2_text_m17", "stage2_text_m8_prompt_wd", "stage1_text_stride1",
+    "bridge_stage1_text", "bridge_stage2_text", "bridge_stage1_random_embeddings",
+    "clip_rn50_random_weights", "clip_rn50_random_weights_stage2",
+)
+ROW_NOTES: dict[str, str] = {
+    "stage1_random_encoder": "control a: MiniLM architecture, random weights",
+    "stage1_random_embeddings": "control b: fixed random unit vectors",
+    "stage2_random_encoder": "prompts through the random encoder",
+    "stage1_text_stride1": "the paper's label-size L_text",
+    "clip_rn50_random_weights": "smoke run of the CLIP path, not a result",
+    "clip_rn50_random_weights_stage2": "smoke run of the CLIP path, not a result",
+}
+# (row_a, row_b, what row_b - row_a asks, the paper's difference or "")
+COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
+    ("baseline", "stage1_text", "does stage 1's text help?", "+1.3"),
+    ("stage1_text", "stage2_text", "does prompt tuning add to it?", "+1.4"),
+    ("baseline", "stage2_text", "both stages against no text", "+2.7"),
+    ("stage2_text", "e2e_text", "one stage instead of two", "-1.6"),
+    ("stage1_random_encoder", "stage1_text", "language prior vs random encoder (a)", ""),
+    ("stage1_random_embeddings", "stage1_text", "language prior vs random vectors (b)", ""),
+    ("baseline", "stage1_random_encoder", "random encoder vs no text", ""),
+    ("baseline", "stage1_random_embeddings", "K extra channels alone vs no text", ""),
+    ("stage1_random_encoder", "stage2_random_encoder", "prompts through a random encoder", ""),
+    ("stage2_random_encoder", "stage2_text", "stage 2: prior vs random encoder", ""),
+    ("stage2_text_m8", "stage2_text_m8_prompt_wd", "weight decay on prompts (M = 8)", "-0.4"),
+    ("stage1_text", "stage1_text_stride1", "L_text at label size vs every 8th pixel", ""),
+    ("stage1_text", "bridge_stage1_text", "bridge vs TGM, stage 1", ""),
+    ("stage2_text", "bridge_stage2_text", "bridge vs TGM, stage 2", ""),
+    ("bridge_stage1_random_embeddings", "bridge_stage1_text", "bridge: prior vs random vectors",
+     ""),
+)
+THIN_CLASSES = ("pole", "traffic sign", "fence", "pedestrian", "bicyclist")
+# The thin-class gains are shown for these (row_a, row_b) pairs.
+THIN_CLASS_PAIRS = (("baseline", "stage1_text"), ("baseline", "stage2_text"),
+                    ("stage1_random_embeddings", "stage1_text"),
+                    ("stage1_text", "bridge_stage1_text"))
+
+BEGIN, END = "<!-- cpu-protocol:begin -->", "<!-- cpu-protocol:end -->"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _by_seed(runs: list[dict[str, Any]], row: str) -> dict[int, dict[str, Any]]:
+    return {r["seed"]: r for r in runs if r["row"] == row}
+
+
+def _pm(values: list[float]) -> str:
+    mean, std = _mean_std(values)
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def main_table(runs: list[dict[str, Any]]) -> str:
+    present = [row for row in ROW_ORDER if _by_seed(runs, row)]
+    present += sorted({r["row"] for r in runs} - set(ROW_ORDER))
+    lines = ["| row | paper | ours: val mIoU % (mean ± std) | per seed | iterations | "
+             "min / run | note |", "|---|---:|---:|---|---:|---:|---|"]
+    for row in present:
+        entries = sorted(_by_seed(runs, row).values(), key=lambda r: r["seed"])
+        mious = [r["val_miou"] for r in entries]
+        per_seed = ", ".join(f"{r['val_miou']:.2f}" for r in entries)
+        walls = [r["wall_seconds"] for r in entries if r.get("wall_seconds") is not None]
+        wall = f"{sum(walls) / len(walls) / 60:.1f}" if walls else "n/a"
+        iterations = ", ".join(sorted({str(r["iterations"]) for r in entries}))
+        lines.append(f"| `{row}` | {PAPER_CAMVID.get(row, '')} | {_pm(mious)} | {per_seed} | "
+                     f"{iterations} | {wall} | {ROW_NOTES.get(row, '')} |")
+    return "\n".join(lines)
+
+
+def _spread(runs: list[dict[str, Any]], *rows: str) -> float:
+    """The seed-to-seed spread a difference is judged against: the largest std of the rows."""
+    stds = [_mean_std([r["val_miou"] for r in _by_seed(runs, row).values()])[1]
+            for row in rows]
+    return max((s for s in stds if not math.isnan(s)), default=float("nan"))
+
+
+def comparisons_table(runs: list[dict[str, Any]]) -> str:
+    main_spread = max((_spread(runs, row) for row in ROW_ORDER[:7] if _by_seed(runs, row)),
+                      default=float("nan"))
+    lines = ["| row_b - row_a | question | paper | ours (mean over seeds) | per seed | "
+             "beyond the seed spread? |", "|---|---|---:|---:|---|---|"]
+    for row_a, row_b, question, paper in COMPARISONS:
+        a, b = _by_seed(runs, row_a), _by_seed(runs, row_b)
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        diffs = [b[s]["val_miou"] - a[s]["val_miou"] for s in seeds]
+        mean, std = _mean_std(diffs)
+        spread = _spread(runs, row_a, row_b)
+        if math.isnan(spread):  # one seed on each side: judge against rows 1-7's spread
+            spread, whose = main_spread, "rows 1-7's"
+        else:
+            whose = "the rows'"
+        if math.isnan(spread):
+            verdict = "n/a (one seed)"
+        else:
+            verdict = (f"{'**yes**' if abs(mean) > spread else 'no'} ({whose} largest std "
+                       f"{spread:.2f})")
+        ours = f"{mean:+.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}")
+        per_seed = ", ".join(f"{d:+.2f}" for d in diffs)
+        lines.append(f"| `{row_b}` - `{row_a}` | {question} | {paper} | {ours} | {per_seed} | "
+                     f"{verdict} |")
+    return "\n".join(lines)
+
+
+def thin_class_table(runs: list[dict[str, Any]]) -> str:
+    lines = ["| IoU gain, paired by seed | " + " | ".join(THIN_CLASSES) + " | mIoU |",
+             "|---|" + "---:|" * (len(THIN_CLASSES) + 1)]
+    rows = 0
+    for row_a, row_b in THIN_CLASS_PAIRS:
+        a, b = _by_seed(runs, row_a), _by_seed(runs, row_b)
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        cells = []
+        for name in THIN_CLASSES:
+            gains = [b[s]["per_class_iou"][name] - a[s]["per_class_iou"][name] for s in seeds
+                     if b[s]["per_class_iou"].get(name) is not None
+                     and a[s]["per_class_iou"].get(name) is not None]
+            cells.append(f"{sum(gains) / len(gains):+.1f}" if gains else "n/a")
+        miou = sum(b[s]["val_miou"] - a[s]["val_miou"] for s in seeds) / len(seeds)
+        lines.append(f"| `{row_b}` - `{row_a}` ({len(seeds)} seeds) | " + " | ".join(cells) +
+                     f" | {miou:+.2f} |")
+        rows += 1
+    return "\n".join(lines) if rows else ""
+
+
+def protocol_report(runs: list[dict[str, Any]]) -> str:
+    if not runs:
+        raise ValueError("no runs recorded: run scripts/run_cpu_protocol.sh first")
+    parts = ["Generated by `textseg-train results training/results/camvid_cpu_protocol.json "
+             "--protocol --update README.md`.", "", main_table(runs), "",
+             "Paired differences (same seed = same batches, augmentation and initial head):",
+             "", comparisons_table(runs)]
+    thin = thin_class_table(runs)
+    if thin:
+        parts += ["", "Thin classes (mean IoU gain in points):", "", thin]
+    return "\n".join(parts)
+
+
+def update_marked_block(path: str | Path, text: str) -> Path:
+    """Replace what lies between the BEGIN and END markers of `path` with `text`."""
+    path = Path(path)
+    content = path.read_text()
+    start, end = content.find(BEGIN), content.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path}: no '{BEGIN}' ... '{END}' block to update")
+    new = content[: start + len(BEGIN)] + "\n" + text + "\n" + content[end:]
+    return atomic_write_bytes(path, new.encode())
+
+
+def marked_block(path: str | Path) -> str:
+    """The text between the markers of `path` (as `update_marked_block` wrote it)."""
+    content = Path(path).read_text()
+    start, end = content.find(BEGIN), content.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path}: no '{BEGIN}' ... '{END}' block")
+    return content[start + len(BEGIN): end].strip("\n")
