@@ -9,7 +9,9 @@ Arguments: model, backend, precision, image (input topic; with transport compres
 reads `<image>/compressed`, and camera_info is taken beside it: /cam/image_raw ->
 /cam/camera_info), transport (raw | compressed), params_file, namespace,
 use_sim_time, dds_profile (Fast DDS profile for large images; `none` keeps the environment's:
-`ros2 launch` refuses an empty value on the command line).
+`ros2 launch` refuses an empty value on the command line), lifecycle (true: the managed
+segmentation_lifecycle_node, same name and topics, started unconfigured for a lifecycle
+manager such as Nav2's to configure and activate).
 
 Parameters come from `params_file`; `model`, `backend`, `precision` and `transport` override
 it only when given (non-empty), so a custom params file's values are not replaced by the
@@ -47,9 +49,13 @@ def _node(context, *args, **kwargs):
     # camera_info is the image's sibling (image_transport's convention): /cam/image_raw ->
     # /cam/camera_info.
     camera_info = image.rsplit("/", 1)[0] + "/camera_info" if "/" in image else "camera_info"
+    lifecycle = LaunchConfiguration("lifecycle").perform(context).strip().lower()
+    if lifecycle not in ("true", "false"):
+        raise ValueError(f"lifecycle:={lifecycle!r}: use true or false")
     return [Node(
         package="textseg",
-        executable="segmentation_node",
+        # The same node name either way, so a lifecycle manager's node_names match it.
+        executable="segmentation_lifecycle_node" if lifecycle == "true" else "segmentation_node",
         name="segmentation_node",
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
@@ -85,6 +91,10 @@ def generate_launch_description():
                               description="namespace of the node and its topics"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="true when replaying a bag with --clock"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="true: the lifecycle node (configure = load the "
+                                          "model, activate = subscribe), for a lifecycle "
+                                          "manager"),
         DeclareLaunchArgument(
             "dds_profile",
             default_value=os.path.join(share, "config", "fastdds_large_images.xml"),

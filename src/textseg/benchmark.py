@@ -125,7 +125,7 @@ class _RosSession:
         try:
             self.client = FrameClient(
                 context=self.context, image_topic=f"{namespace}/image",
-                labels_topic=f"{namespace}/labels", name="textseg_bench", diagnostics=True,
+                labels_topic=f"{namespace}/labels/image", name="textseg_bench", diagnostics=True,
                 outputs={f"{namespace}/{topic}": Image for topic in outputs})
             self.client.wait_for_node(timeout=120.0, alive=self.node.alive)
         except BaseException:

@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "segmentation.launch.py"
 DEFAULT_MODEL = REPO / "models" / "textseg_default.onnx"
 ARGUMENTS = {"model", "backend", "precision", "image", "transport", "params_file", "namespace",
-             "use_sim_time", "dds_profile"}
+             "use_sim_time", "dds_profile", "lifecycle"}
 
 
 @pytest.fixture
@@ -48,11 +48,13 @@ def fake_prefix(tmp_path, monkeypatch) -> Path:
     share = prefix / "share" / "textseg"
     shutil.copytree(REPO / "config", share / "config")
     (share / "models").symlink_to(REPO / "models", target_is_directory=True)
-    node_script = prefix / "lib" / "textseg" / "segmentation_node"
-    node_script.parent.mkdir(parents=True)
-    node_script.write_text(
-        f'#!/bin/sh\nexec "{sys.executable}" -m textseg.node.segmentation_node "$@"\n')
-    node_script.chmod(0o755)
+    (prefix / "lib" / "textseg").mkdir(parents=True)
+    for executable, module in (("segmentation_node", "segmentation_node"),
+                               ("segmentation_lifecycle_node", "lifecycle_segmentation_node")):
+        node_script = prefix / "lib" / "textseg" / executable
+        node_script.write_text(
+            f'#!/bin/sh\nexec "{sys.executable}" -m textseg.node.{module} "$@"\n')
+        node_script.chmod(0o755)
 
     # First in the path, so it wins over a sourced workspace that also has textseg.
     monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join(
@@ -141,9 +143,9 @@ def test_runs_the_node_with_remapped_topics_in_the_namespace(fake_prefix):
     if not DEFAULT_MODEL.is_file():
         pytest.skip(f"default model {DEFAULT_MODEL} not built (run scripts/setup.sh)")
     code, output, envs = _run_launch(
-        {"image": "camera/image_raw", "namespace": "front"}, wait_for="/front/labels")
+        {"image": "camera/image_raw", "namespace": "front"}, wait_for="/front/labels/image")
 
-    log = [line for line in output.splitlines() if "/front/labels" in line]
+    log = [line for line in output.splitlines() if "/front/labels/image" in line]
     assert log, f"the node never reported its topics:\n{output[-3000:]}"
     assert "[front.segmentation_node]" in log[0]
     assert "input /front/camera/image_raw" in log[0]
@@ -163,7 +165,7 @@ def test_dds_profile_none_keeps_the_environment_profile(fake_prefix, monkeypatch
         pytest.skip(f"default model {DEFAULT_MODEL} not built (run scripts/setup.sh)")
     own = fake_prefix / "share" / "textseg" / "config" / "fastdds_large_images.xml"
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(own))
-    code, output, envs = _run_launch({"dds_profile": value}, wait_for="/labels")
+    code, output, envs = _run_launch({"dds_profile": value}, wait_for="/labels/image")
     assert len(envs) == 1 and code == 0, output[-3000:]
     assert envs[0]["FASTDDS_DEFAULT_PROFILES_FILE"] == str(own)  # inherited, not 'none'
 
@@ -174,8 +176,40 @@ def test_camera_info_is_remapped_beside_the_input_image(fake_prefix, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    camera_info: true\n")
     code, output, _ = _run_launch({"image": "camera/image_raw", "namespace": "front",
-                                   "params_file": str(params)}, wait_for="/front/labels")
-    log = [line for line in output.splitlines() if "/front/labels" in line]
+                                   "params_file": str(params)}, wait_for="/front/labels/image")
+    log = [line for line in output.splitlines() if "/front/labels/image" in line]
     assert log and "input /front/camera/image_raw + /front/camera/camera_info" in log[0], \
         output[-3000:]
     assert code == 0, output[-3000:]
+
+
+def test_lifecycle_true_starts_the_managed_node_unconfigured(fake_prefix):
+    """lifecycle:=true runs segmentation_lifecycle_node under the same name, waiting for a
+    lifecycle manager: no topic is created before configure."""
+    code, output, envs = _run_launch({"namespace": "front", "lifecycle": "true"},
+                                     wait_for="waiting for configure")
+    log = [line for line in output.splitlines() if "waiting for configure" in line]
+    assert log and "[front.segmentation_node]" in log[0], output[-3000:]
+    assert "/front/segmentation_node configure" in log[0]
+    assert "/front/labels/image" not in output  # outputs only exist once configured
+    assert len(envs) == 1 and code == 0, output[-3000:]
+
+
+def test_lifecycle_refuses_a_value_that_is_not_a_boolean(fake_prefix):
+    description = _load_launch_module()
+    with pytest.raises(Exception, match="lifecycle:='yes please'"):
+        _run_launch_raising({"lifecycle": "yes please"}, description)
+
+
+def _run_launch_raising(arguments: dict[str, str], module) -> None:
+    from launch import LaunchContext
+
+    context = LaunchContext()
+    for name, value in arguments.items():
+        context.launch_configurations[name] = value
+    for name in ("model", "backend", "precision", "transport", "namespace", "params_file"):
+        context.launch_configurations.setdefault(name, "")
+    context.launch_configurations.setdefault("image", "image")
+    context.launch_configurations.setdefault("use_sim_time", "false")
+    context.launch_configurations.setdefault("dds_profile", "none")
+    module._node(context)

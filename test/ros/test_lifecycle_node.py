@@ -56,7 +56,7 @@ def test_lifecycle_transitions_over_dds(tiny_model_path, ros_env, ros_context, c
     node = NodeProcess({"model": str(model), "threads": 1}, env=ros_env, namespace="/managed",
                        lifecycle=True).start()
     client = FrameClient(context=ros_context, image_topic="/managed/image",
-                         labels_topic="/managed/labels", name="lifecycle_manager")
+                         labels_topic="/managed/labels/image", name="lifecycle_manager")
     try:
         manager = Manager(client)
         assert manager.state() == State.PRIMARY_STATE_UNCONFIGURED

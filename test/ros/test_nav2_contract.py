@@ -45,7 +45,7 @@ def nav2_node(tiny_model_path, ros_env, ros_context):
     node = NodeProcess({"model": str(tiny_model_path), "threads": 1}, params_file=NAV2_PARAMS,
                        env=ros_env, namespace="/nav2").start()
     client = FrameClient(context=ros_context, image_topic="/nav2/image",
-                         labels_topic="/nav2/labels", name="nav2_client")
+                         labels_topic="/nav2/labels/image", name="nav2_client")
     try:
         client.wait_for_node(timeout=60.0, alive=node.alive)
         yield node, client
@@ -56,7 +56,7 @@ def nav2_node(tiny_model_path, ros_env, ros_context):
 
 def test_publishers_are_compatible_with_the_plugins_sensor_data_subscriptions(nav2_node):
     _, client = nav2_node
-    for topic in ("/nav2/labels", "/nav2/labels/confidence"):
+    for topic in ("/nav2/labels/image", "/nav2/labels/confidence"):
         infos = client.node.get_publishers_info_by_topic(topic)
         assert len(infos) == 1, topic
         compatibility, reason = qos_check_compatible(infos[0].qos_profile,
@@ -73,7 +73,7 @@ def test_labels_and_confidence_arrive_mono8_with_identical_headers(nav2_node, ca
     received: dict[str, list[Image]] = {"labels": [], "confidence": []}
     listener = Node("nav2_listener", context=ros_context)
     client.executor.add_node(listener)  # spun with the client
-    for key, topic in (("labels", "/nav2/labels"), ("confidence", "/nav2/labels/confidence")):
+    for key, topic in (("labels", "/nav2/labels/image"), ("confidence", "/nav2/labels/confidence")):
         listener.create_subscription(Image, topic, received[key].append,
                                      qos_profile_sensor_data)
     try:

@@ -106,7 +106,7 @@ def _fuzz_node(tiny_model_path, ros_env, ros_context, namespace, transport):
                        env=ros_env, namespace=namespace).start()
     topic = f"{namespace}/image" + ("/compressed" if transport == "compressed" else "")
     client = FrameClient(context=ros_context, image_topic=topic,
-                         labels_topic=f"{namespace}/labels", name=f"fuzz_{transport}",
+                         labels_topic=f"{namespace}/labels/image", name=f"fuzz_{transport}",
                          transport=transport, diagnostics=True, depth=5000)
     client.wait_for_node(timeout=60.0, alive=node.alive)
     return node, client, {"sent": 0, "valid": 0, "invalid": 0, "answered": 0}

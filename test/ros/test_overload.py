@@ -8,8 +8,6 @@ Bounds are generous multiples (CI machines are noisy), not the performance targe
 
 from __future__ import annotations
 
-import os
-
 import cv2
 import pytest
 
@@ -17,6 +15,7 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 
 from textseg.benchmark import bench_backend, run_overload  # noqa: E402
 from textseg.engine import load_backend  # noqa: E402
+from textseg.node.process import local_ros_environment  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -27,7 +26,12 @@ def test_three_times_overload_drops_frames_instead_of_queueing(tiny_model_path, 
     backend = load_backend(tiny_model_path, "onnxruntime", threads=1)
     capacity = bench_backend(backend, frames, 20).fps
     lines = []
-    monkeypatch.setattr(os, "environ", dict(os.environ))  # the run sets ROS variables
+    # The run sets these in os.environ for its in-process client: set them through
+    # monkeypatch (real environment, so rclpy sees them; restored afterwards).
+    env = local_ros_environment()
+    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                "FASTDDS_DEFAULT_PROFILES_FILE"):
+        monkeypatch.setenv(key, env[key])
     result = run_overload(str(tiny_model_path), size=(240, 320), factor=3.0, duration=8.0,
                           warmup=2.0, backend="onnxruntime", threads=1,
                           capacity_fps=capacity, frames=frames, out=lines.append)

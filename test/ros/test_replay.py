@@ -104,16 +104,16 @@ def test_rate_mode_on_sim_time_records_the_outputs(camvid_dir, tiny_model_path, 
     assert "comparison" not in data and "No offline comparison" in (out / "report.md").read_text()
     recorded = data["run"]["recorded_messages"]
     assert recorded["/camera/image"] == 10
-    assert recorded["/textseg/labels"] == frames["answered"]
+    assert recorded["/textseg/labels/image"] == frames["answered"]
     store = _typestore()
     with BagSource(record, image_topic="/camera/image", labels_topic="") as source:
-        assert set(source.topics) == {"/camera/image", "/textseg/labels",
+        assert set(source.topics) == {"/camera/image", "/textseg/labels/image",
                                       "/textseg/labels/color", "/textseg/ground_truth/color"}
         input_stamps = {f.stamp for f in source.frames()}
     from rosbags.rosbag2 import Reader
 
     with Reader(record) as reader:
-        connections = [c for c in reader.connections if c.topic == "/textseg/labels"]
+        connections = [c for c in reader.connections if c.topic == "/textseg/labels/image"]
         for _, _, raw in reader.messages(connections=connections):
             msg = store.deserialize_cdr(raw, IMAGE_TYPE)
             assert (msg.header.stamp.sec, msg.header.stamp.nanosec) in input_stamps

@@ -123,7 +123,7 @@ def _answers_one_frame(node: NodeProcess, ros_context, rgb: np.ndarray, encoding
 
 def test_topics_are_relative_and_remappable(tiny_model_path, ros_env, ros_context, camvid_frames):
     (_, rgb), = camvid_frames(1)
-    remap = {"image": "front/image_raw", "labels": "front/labels"}
+    remap = {"image": "front/image_raw", "labels/image": "front/labels"}
     with NodeProcess({"model": str(tiny_model_path)}, remappings=remap,
                      env=ros_env, node_name="front_segmentation") as node:
         _answers_one_frame(node, ros_context, rgb, "rgb8", image_topic="front/image_raw",
@@ -138,7 +138,7 @@ def test_node_starts_with_no_parameters_on_the_default_artifact(ros_env, ros_con
     (_, rgb), = camvid_frames(1)
     with NodeProcess(env=ros_env, namespace="/defaults") as node:
         _answers_one_frame(node, ros_context, rgb, "rgb8", image_topic="/defaults/image",
-                           labels_topic="/defaults/labels", name="defaults_client")
+                           labels_topic="/defaults/labels/image", name="defaults_client")
     assert str(model) in node.log_text()
 
 
@@ -148,7 +148,7 @@ def test_shipped_params_file_loads(tiny_model_path, ros_env, ros_context, camvid
     with NodeProcess({"model": str(tiny_model_path)}, params_file=params_file,
                      env=ros_env, namespace="/params") as node:
         _answers_one_frame(node, ros_context, rgb, "bgr8", image_topic="/params/image",
-                           labels_topic="/params/labels", name="params_client")
+                           labels_topic="/params/labels/image", name="params_client")
     assert "[best_effort, depth 1]" in node.log_text()
 
 
@@ -237,7 +237,7 @@ def test_outputs_are_skipped_without_subscribers_and_absent_when_disabled(
                              diagnostics=True)
         try:
             assert client.wait_for(lambda: client.publisher.get_subscription_count() > 0
-                                   and client.node.count_publishers("/lazy/labels") > 0, 60)
+                                   and client.node.count_publishers("/lazy/labels/image") > 0, 60)
             # Best effort right after discovery may lose the first frames: keep sending
             # until the node reports a skip (or give up after 20 frames).
             entry = None
@@ -265,7 +265,8 @@ def compressed_node(tiny_model_path, ros_env, ros_context):
                         "output_scale": 0.5, "camera_info": True},
                        env=ros_env, namespace="/zip").start()
     client = FrameClient(context=ros_context, image_topic="/zip/image/compressed",
-                         labels_topic="/zip/labels", transport="compressed", name="zip_client",
+                         labels_topic="/zip/labels/image", transport="compressed",
+                         name="zip_client",
                          outputs={"/zip/labels/camera_info": CameraInfo})
     info_pub = client.node.create_publisher(CameraInfo, "/zip/camera_info", 10)
     try:
@@ -275,6 +276,23 @@ def compressed_node(tiny_model_path, ros_env, ros_context):
         client.close()
         code = node.stop()
         assert code == 0, f"node did not exit cleanly ({code}):\n{node.log_text()[-2000:]}"
+
+
+def test_every_output_image_has_its_own_sibling_camera_info(compressed_node):
+    """image_transport's consumers (RViz's Camera display, image_proc, CameraSubscriber) look
+    for camera_info beside the image topic: each labels/* image must find labels/camera_info,
+    never the input's full-size camera_info."""
+    node, client, _ = compressed_node
+    published = {}
+    assert client.wait_for(lambda: published.update(
+        client.node.get_publisher_names_and_types_by_node("segmentation_node", "/zip"))
+        or "/zip/labels/camera_info" in published, 10.0), published
+    images = [t for t, types in published.items() if "sensor_msgs/msg/Image" in types]
+    assert "/zip/labels/image" in images and len(images) >= 3, images
+    for topic in images:
+        sibling = topic.rsplit("/", 1)[0] + "/camera_info"
+        assert sibling == "/zip/labels/camera_info", topic
+        assert "sensor_msgs/msg/CameraInfo" in published[sibling]
 
 
 def _camera_info(width, height):
@@ -396,7 +414,7 @@ def test_use_sim_time_follows_the_bag_clock(tiny_model_path, ros_env, ros_contex
     with NodeProcess({"model": str(tiny_model_path), "use_sim_time": True,
                       "diagnostics_period": 0.2}, env=ros_env, namespace="/sim") as node:
         client = FrameClient(context=ros_context, image_topic="/sim/image",
-                             labels_topic="/sim/labels", name="sim_client", diagnostics=True)
+                             labels_topic="/sim/labels/image", name="sim_client", diagnostics=True)
         clock = client.node.create_publisher(Clock, "/clock", 10)
         try:
             client.wait_for_node(timeout=60.0, alive=node.alive)

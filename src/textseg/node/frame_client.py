@@ -37,7 +37,7 @@ class FrameClient:
     """
 
     def __init__(self, context: rclpy.context.Context | None = None,
-                 image_topic: str = "image", labels_topic: str = "labels",
+                 image_topic: str = "image", labels_topic: str = "labels/image",
                  name: str = "textseg_frame_client", transport: str = "raw",
                  outputs: dict[str, type] | None = None, diagnostics: bool = False,
                  reliability: str = "reliable", depth: int = 10) -> None:

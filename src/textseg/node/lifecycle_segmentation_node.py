@@ -27,6 +27,9 @@ class LifecycleSegmentationNode(SegmentationBehaviour, LifecycleNode):
         super().__init__("segmentation_node", **kwargs)
         self._read_parameters()  # invalid parameters fail here, before any transition
         self._configured = False
+        self.get_logger().info(
+            f"unconfigured: waiting for configure (a lifecycle manager, or `ros2 lifecycle set "
+            f"{self.get_fully_qualified_name()} configure`)")
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_building.clear()

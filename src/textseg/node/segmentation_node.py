@@ -3,11 +3,11 @@
 Subscribes  ``image``               sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), or
             ``image/compressed``    sensor_msgs/CompressedImage (jpeg, png)  [transport]
             ``camera_info``         sensor_msgs/CameraInfo                   [camera_info]
-Publishes   ``labels``              sensor_msgs/Image mono8 class ids, the input's header
+Publishes   ``labels/image``        sensor_msgs/Image mono8 class ids, the input's header
             ``labels/color``        rgb8 colour mask                          [publish_color]
             ``labels/overlay``      rgb8 mask blended over the image          [publish_overlay]
             ``labels/confidence``   mono8 max probability x 255          [publish_confidence]
-            ``labels/camera_info``  camera_info for the label size            [camera_info]
+            ``labels/camera_info``  camera_info of every labels/* image       [camera_info]
             ``label_info``          vision_msgs/LabelInfo, transient local (when installed)
             ``/diagnostics``        diagnostic_msgs/DiagnosticArray
 
@@ -159,7 +159,7 @@ class SegmentationBehaviour:
         self._subscriptions_ready = False
 
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self._labels_pub = self.create_publisher(Image, "labels", reliable)
+        self._labels_pub = self.create_publisher(Image, "labels/image", reliable)
         self._color_pub = (self.create_publisher(Image, "labels/color", reliable)
                            if p["publish_color"] else None)
         self._overlay_pub = (self.create_publisher(Image, "labels/overlay", reliable)

@@ -46,7 +46,7 @@ from textseg.replay.scoring import Scorer
 
 WARMUP_STAMP = (0, 1)  # the warm-up frame's stamp; never scored
 ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
-RECORD_TOPICS = {"labels": "/textseg/labels", "color": "/textseg/labels/color",
+RECORD_TOPICS = {"labels": "/textseg/labels/image", "color": "/textseg/labels/color",
                  "ground_truth": "/textseg/ground_truth/color"}
 
 
@@ -265,7 +265,7 @@ class _Session:
         self.publisher = node.create_publisher(CompressedImage if self.compressed else Image,
                                                topic, reliable)
         self.labels_sub = node.create_subscription(
-            Image, "labels", lambda raw: self.replies.append((raw, time.perf_counter())),
+            Image, "labels/image", lambda raw: self.replies.append((raw, time.perf_counter())),
             reliable, raw=True)
         if self.o.record:
             node.create_subscription(Image, "labels/color", lambda raw: self.colors.append(raw),
