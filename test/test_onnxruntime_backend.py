@@ -190,3 +190,17 @@ def test_spin_wait_sets_the_thread_pool_policy(tiny_model_path, spin_wait, expec
     options = backend.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
     assert backend.description.startswith("onnxruntime ")
+
+
+def test_op_profile_names_the_kernels_that_ran(tiny_model_path):
+    """`textseg profile`: ONNX Runtime's profiler, per op type as run, shares summing to 1."""
+    from textseg.engine.op_profile import op_table, profile_ops
+
+    rows, wall_ms = profile_ops(tiny_model_path, 120, 160, runs=2, threads=1, warmup=1)
+    assert wall_ms > 0 and rows
+    assert abs(sum(r.share for r in rows) - 1.0) < 1e-6
+    assert any(r.op_type in ("Conv", "FusedConv") for r in rows)
+    assert all(r.calls_per_run > 0 for r in rows)
+    assert "| op (as run) |" in op_table(rows, wall_ms, "tiny")
+    with pytest.raises(ValueError, match="runs must be"):
+        profile_ops(tiny_model_path, 120, 160, runs=0)

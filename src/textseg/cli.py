@@ -162,6 +162,18 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from textseg.engine.op_profile import op_table, profile_ops
+
+    for model in args.models:
+        rows, wall_ms = profile_ops(model, args.size[0], args.size[1], args.runs, args.threads)
+        shown = rows if args.top <= 0 else rows[:args.top]
+        print(op_table(shown, wall_ms, f"{model} at {args.size[1]}x{args.size[0]}, "
+                                       f"{args.threads or 'all'} threads"))
+        print()
+    return 0
+
+
 def _fp16(args: argparse.Namespace) -> int:
     from textseg.engine.fp16 import convert_to_fp16
     from textseg.engine.quantize import calibration_frames
@@ -283,6 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
                           help="operator types to quantize")
     quantize.add_argument("--output", default="", help="default: MODEL_int8.onnx")
     quantize.set_defaults(func=_quantize)
+
+    profile = sub.add_parser(
+        "profile", help="which operators a model's ONNX Runtime CPU time goes to",
+        description="Run each model N times through ONNX Runtime's profiler on the CPU and "
+        "print the kernel time per operator type as ONNX Runtime ran it (after its fusions: "
+        "an int8 Conv that shows up as Conv, not QLinearConv, runs in float). Example: "
+        "textseg profile models/textseg_default.onnx models/textseg_default_int8.onnx",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    profile.add_argument("models", nargs="+", help="textseg ONNX models")
+    profile.add_argument("--size", type=parse_size, default="480x360", metavar="WxH",
+                         help="input frame size")
+    profile.add_argument("--runs", type=int, default=20, help="profiled inferences")
+    profile.add_argument("--threads", type=int, default=2,
+                         help="ONNX Runtime intra-op threads (0: all cores)")
+    profile.add_argument("--top", type=int, default=12, help="rows shown (0: all)")
+    profile.set_defaults(func=_profile)
 
     fp16 = sub.add_parser(
         "fp16", help="float16 model for TensorRT's strongly typed builds (TensorRT 11)",

@@ -64,7 +64,11 @@ class DeployWrapper(nn.Module):
         labels = logits.argmax(dim=1).float().to(torch.uint8)
         if not self.with_confidence:
             return labels
-        confidence = torch.softmax(logits, dim=1).amax(dim=1)
+        # The largest softmax probability, 1 / sum_c exp(l_c - max l), without the Softmax:
+        # ONNX Runtime's Softmax over the channel axis of NCHW transposes the whole map and
+        # took a third of the default model's CPU time (profiled with `textseg profile`).
+        peak = logits.amax(dim=1, keepdim=True)
+        confidence = 1.0 / torch.exp(logits - peak).sum(dim=1)
         return labels, (confidence * 255.0).round().to(torch.uint8)
 
 

@@ -4,7 +4,8 @@ TensorRT 11 takes precision from the ONNX only, so an fp16 engine needs an fp16 
 conversion is ONNX Runtime's maintained float16 converter (onnxruntime.transformers.float16),
 with the graph's interface kept (uint8 image in, uint8 labels and confidence out) and the
 precision-sensitive ops left in float32: every Resize (its coordinate and scale inputs), the
-Softmax and ReduceMax of the confidence, and every Cast (so the image is cast to float32 first
+confidence's ReduceMax, Exp, ReduceSum and Reciprocal (or an older model's Softmax), and every Cast
+(so the image is cast to float32 first
 and the labels still go ArgMax -> float -> uint8). The result is checked against TensorRT's
 parser rules and, on camera frames, for label agreement with the fp32 model.
 
@@ -23,7 +24,8 @@ import numpy as np
 from textseg.engine.contract import INPUT_NAME, LABELS_OUTPUT
 from textseg.fileio import atomic_write_bytes
 
-KEEP_FLOAT32 = ("Resize", "Softmax", "ReduceMax", "Cast")
+# Softmax: models exported before the confidence became 1 / ReduceSum(Exp(l - ReduceMax l)).
+KEEP_FLOAT32 = ("Resize", "Softmax", "ReduceMax", "ReduceSum", "Exp", "Reciprocal", "Cast")
 
 
 @dataclass(frozen=True)
