@@ -14,6 +14,7 @@ the counts can be compared exactly (the newest-frame-only default is tested else
 from __future__ import annotations
 
 import itertools
+import os
 
 import cv2
 import numpy as np
@@ -34,7 +35,8 @@ pytestmark = pytest.mark.ros
 
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 MAX_PIXELS = 100_000  # far above the fuzzed frames, far below the absurd ones
-RAW_MESSAGES = 2000  # at least this many raw messages go through the node
+# At least this many raw messages go through the node; scripts/soak.py raises it to 10,000.
+RAW_MESSAGES = int(os.environ.get("TEXTSEG_FUZZ_RAW_MESSAGES", "2000"))
 COMPRESSED_MESSAGES = 300
 UINT32 = st.integers(0, 2**32 - 1)
 _stamps = itertools.count(1)

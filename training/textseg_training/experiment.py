@@ -152,7 +152,8 @@ def thin_class_table(runs: list[dict[str, Any]]) -> str:
                      and a[s]["per_class_iou"].get(name) is not None]
             cells.append(f"{sum(gains) / len(gains):+.1f}" if gains else "n/a")
         miou = sum(b[s]["val_miou"] - a[s]["val_miou"] for s in seeds) / len(seeds)
-        lines.append(f"| `{row_b}` - `{row_a}` ({len(seeds)} seeds) | " + " | ".join(cells) +
+        seeds_text = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        lines.append(f"| `{row_b}` - `{row_a}` ({seeds_text}) | " + " | ".join(cells) +
                      f" | {miou:+.2f} |")
         rows += 1
     return "\n".join(lines) if rows else ""
