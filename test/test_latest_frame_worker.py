@@ -149,3 +149,54 @@ def test_stop_waits_for_item_in_progress():
     assert not stopper.is_alive()
     assert finished.is_set()
     assert not worker._thread.is_alive()
+
+
+def test_several_sources_each_keep_their_newest_and_are_served_in_turn(workers):
+    """Cameras: one slot per source; a busy worker then serves each waiting source's newest
+    frame, longest-waiting source first, and drops are counted per source."""
+    started, release = threading.Event(), threading.Event()
+    seen = []
+
+    def process(item):
+        seen.append(item)
+        if item == ("front", 0):
+            started.set()
+            assert release.wait(TIMEOUT)
+
+    worker = LatestFrameWorker(process)
+    workers.append(worker)
+    worker.submit(("front", 0), source="front")
+    assert started.wait(TIMEOUT)
+    for i in range(1, 4):  # front floods; left and rear send one or two
+        worker.submit(("front", i), source="front")
+        if i == 1:
+            worker.submit(("left", 1), source="left")
+        if i >= 2:
+            worker.submit(("rear", i), source="rear")
+    release.set()
+    assert _wait_until(lambda: worker.processed == 4)
+    assert seen == [("front", 0), ("front", 3), ("left", 1), ("rear", 3)]
+    assert worker.dropped_by_source == {"front": 2, "rear": 1}
+    assert worker.submitted == worker.processed + worker.dropped
+
+
+def test_a_flooding_source_cannot_starve_the_others(workers):
+    gate = threading.Semaphore(0)
+    seen = []
+
+    def process(item):
+        seen.append(item)
+        assert gate.acquire(timeout=TIMEOUT)
+
+    worker = LatestFrameWorker(process)
+    workers.append(worker)
+    for round_ in range(20):
+        for source in ("a", "b"):
+            worker.submit((source, round_), source=source)
+        gate.release()
+        time.sleep(0.002)
+    for _ in range(5):
+        gate.release()
+    assert _wait_until(lambda: worker.processed >= 20)
+    served = [source for source, _ in seen]
+    assert abs(served.count("a") - served.count("b")) <= 1, served

@@ -1,13 +1,17 @@
-"""A single-slot worker: inference runs off the ROS executor thread, on the newest frame only.
+"""A newest-frame worker: inference runs off the ROS executor thread, on the newest frame only.
 
-A frame that arrives while another is still waiting replaces it (the older one is counted as
-dropped), so a slow model never builds a queue and latency never grows.
+A frame that arrives while another from the same source is still waiting replaces it (the
+older one is counted as dropped), so a slow model never builds a queue and latency never
+grows. With several sources (cameras), each has its own slot and the worker serves the
+waiting sources in turn, so one fast camera cannot starve the others: under overload every
+camera gets an equal share of the model.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
 
@@ -18,44 +22,50 @@ class LatestFrameWorker:
         self._process = process
         self._on_error = on_error
         self._condition = threading.Condition()
-        self._pending: Any = None
-        self._has_pending = False
+        # source -> newest waiting item; insertion order = the order sources get served in.
+        self._pending: OrderedDict[Hashable, Any] = OrderedDict()
         self._stopping = False
         self.submitted = 0
         self.dropped = 0
+        self.dropped_by_source: dict[Hashable, int] = {}
         self.processed = 0
         self.failed = 0
         self.last_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, item: Any) -> None:
-        """Hand over the newest item; cheap, never blocks on inference."""
+    def submit(self, item: Any, source: Hashable = None) -> None:
+        """Hand over the newest item of `source`; cheap, never blocks on inference."""
         with self._condition:
             self.submitted += 1
-            if self._has_pending:
-                self.dropped += 1
-            self._pending = item
-            self._has_pending = True
+            if source in self._pending:
+                self._count_drop(source)
+            self._pending[source] = item  # a waiting source keeps its place in the turn order
             self._condition.notify()
+
+    def _count_drop(self, source: Hashable) -> None:
+        self.dropped += 1
+        self.dropped_by_source[source] = self.dropped_by_source.get(source, 0) + 1
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._condition:
             self._stopping = True
-            if self._has_pending:  # never processed: count it so the books balance
-                self.dropped += 1
-                self._pending, self._has_pending = None, False
+            for source in self._pending:  # never processed: count them so the books balance
+                self._count_drop(source)
+            self._pending.clear()
             self._condition.notify()
         self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._has_pending and not self._stopping:
+                while not self._pending and not self._stopping:
                     self._condition.wait()
                 if self._stopping:
                     return
-                item, self._pending, self._has_pending = self._pending, None, False
+                # The source that has waited longest; a source that submits again after
+                # being served queues up behind the others.
+                _, item = self._pending.popitem(last=False)
             try:
                 self._process(item)
                 self.processed += 1

@@ -284,9 +284,16 @@ def test_every_output_image_has_its_own_sibling_camera_info(compressed_node):
     never the input's full-size camera_info."""
     node, client, _ = compressed_node
     published = {}
-    assert client.wait_for(lambda: published.update(
-        client.node.get_publisher_names_and_types_by_node("segmentation_node", "/zip"))
-        or "/zip/labels/camera_info" in published, 10.0), published
+
+    def discovered() -> bool:
+        try:  # the graph may not list the node by name yet
+            published.update(client.node.get_publisher_names_and_types_by_node(
+                "segmentation_node", "/zip"))
+        except Exception:  # noqa: BLE001 - rclpy's NodeNameNonExistentError
+            return False
+        return "/zip/labels/camera_info" in published
+
+    assert client.wait_for(discovered, 10.0), published
     images = [t for t, types in published.items() if "sensor_msgs/msg/Image" in types]
     assert "/zip/labels/image" in images and len(images) >= 3, images
     for topic in images:

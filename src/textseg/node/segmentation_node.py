@@ -20,9 +20,11 @@ its state on /diagnostics; the input is subscribed once the backend is ready.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import rclpy
@@ -32,6 +34,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -69,8 +72,9 @@ ENGINE_BUILD = ("auto", "never")
 
 STRING, INTEGER = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_INTEGER
 DOUBLE, BOOL = ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_BOOL
+STRING_ARRAY = ParameterType.PARAMETER_STRING_ARRAY
 TYPE_NAMES = {STRING: "a string", INTEGER: "an integer", DOUBLE: "a double (e.g. 1.0)",
-              BOOL: "a boolean"}
+              BOOL: "a boolean", STRING_ARRAY: "a list of strings"}
 
 # name: (default, type, description, constraints). All read-only: restart to change them.
 PARAMETERS: dict[str, tuple] = {
@@ -109,11 +113,41 @@ PARAMETERS: dict[str, tuple] = {
     "camera_info": (False, BOOL, "Subscribe camera_info and publish labels/camera_info "
                     "scaled to the label size", ""),
     "diagnostics_period": (1.0, DOUBLE, "Seconds between /diagnostics messages", "> 0"),
+    "cameras": ([], STRING_ARRAY, "Several cameras, one model: each name gets its own "
+                "<name>/image (or image/compressed, camera_info) in and <name>/labels/* out, "
+                "its own diagnostics status, and an equal share of the model under overload; "
+                "empty = one camera on image -> labels/*", "names: letters, digits, _"),
 }
+CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 class ParameterError(ValueError):
     """A parameter value the node cannot run with."""
+
+
+@dataclass
+class CameraChannel:
+    """One camera's topics, statistics and latest calibration; the model is shared."""
+
+    name: str  # "" for the single-camera node (topics at the node's own namespace)
+    labels_pub: object
+    color_pub: object | None
+    overlay_pub: object | None
+    confidence_pub: object | None
+    camera_info_pub: object | None
+    stats: NodeStatistics = field(default_factory=NodeStatistics)
+    image_sub: object | None = None
+    camera_info_sub: object | None = None
+    camera_info: CameraInfo | None = None
+    previous_snapshot: object | None = None
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}/" if self.name else ""
+
+    def publishers(self) -> list:
+        return [pub for pub in (self.labels_pub, self.color_pub, self.overlay_pub,
+                                self.confidence_pub, self.camera_info_pub) if pub is not None]
 
 
 STARTUP_ERRORS = (ParameterError, FileNotFoundError, ContractError, EngineCacheError,
@@ -130,7 +164,7 @@ class SegmentationBehaviour:
         self._p = self._declare_parameters()
         self._model_path = Path(self._p["model"]) if self._p["model"] else default_model_path()
         self._backend = None
-        self._image_sub = self._camera_info_sub = None
+        self._channels: list[CameraChannel] = []
         self._stop_building = threading.Event()  # set at shutdown: cancels an engine build
 
     def _configure(self) -> None:
@@ -148,33 +182,37 @@ class SegmentationBehaviour:
                                     "model).", type=ParameterType.PARAMETER_INTEGER_ARRAY,
                                     read_only=True))
 
-        self._stats = NodeStatistics()
         self._log_limit = RateLimitedLog(5.0)
         self._state = "loading model"
         self._backend = None
         self._backend_description = "-"
         self._pipeline: SegmentationPipeline | None = None
-        self._camera_info: CameraInfo | None = None
-        self._previous_snapshot = None
         self._subscriptions_ready = False
-
-        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self._labels_pub = self.create_publisher(Image, "labels/image", reliable)
-        self._color_pub = (self.create_publisher(Image, "labels/color", reliable)
-                           if p["publish_color"] else None)
-        self._overlay_pub = (self.create_publisher(Image, "labels/overlay", reliable)
-                             if p["publish_overlay"] else None)
-        self._confidence_pub = (self.create_publisher(Image, "labels/confidence", reliable)
-                                if p["publish_confidence"] else None)
-        self._camera_info_pub = (self.create_publisher(CameraInfo, "labels/camera_info",
-                                                       reliable) if p["camera_info"] else None)
+        self._channels = [self._make_channel(name) for name in (p["cameras"] or [""])]
         self._label_info_pub = None
         self._publish_label_info()
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(
             p["diagnostics_period"], self._publish_diagnostics,
             clock=Clock(clock_type=ClockType.STEADY_TIME))  # ticks during bag replay pauses too
-        self._worker = LatestFrameWorker(self._process_frame, on_error=self._report_error)
+        # Errors are reported per camera inside _process_frame; the worker only counts them.
+        self._worker = LatestFrameWorker(self._process_frame)
+
+    def _make_channel(self, name: str) -> CameraChannel:
+        p = self._p
+        prefix = f"{name}/" if name else ""
+        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+
+        def image_pub(topic: str, enabled: bool = True):
+            return self.create_publisher(Image, prefix + topic, reliable) if enabled else None
+
+        return CameraChannel(
+            name=name, labels_pub=image_pub("labels/image"),
+            color_pub=image_pub("labels/color", p["publish_color"]),
+            overlay_pub=image_pub("labels/overlay", p["publish_overlay"]),
+            confidence_pub=image_pub("labels/confidence", p["publish_confidence"]),
+            camera_info_pub=(self.create_publisher(CameraInfo, prefix + "labels/camera_info",
+                                                   reliable) if p["camera_info"] else None))
 
     def _open_backend(self):
         """Choose and open the backend (building a TensorRT engine if needed); raises."""
@@ -197,10 +235,11 @@ class SegmentationBehaviour:
                                               p["overlay_alpha"], p["max_image_pixels"])
 
     def _unsubscribe_inputs(self) -> None:
-        for sub in (self._image_sub, self._camera_info_sub):
-            if sub is not None:
-                self.destroy_subscription(sub)
-        self._image_sub = self._camera_info_sub = None
+        for channel in getattr(self, "_channels", []):
+            for sub in (channel.image_sub, channel.camera_info_sub):
+                if sub is not None:
+                    self.destroy_subscription(sub)
+            channel.image_sub = channel.camera_info_sub = None
 
     def _release(self) -> None:
         """Stop an engine build, the worker and the backend, and drop every ROS entity made
@@ -213,8 +252,11 @@ class SegmentationBehaviour:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
-        for name in ("_labels_pub", "_color_pub", "_overlay_pub", "_confidence_pub",
-                     "_camera_info_pub", "_label_info_pub", "_diagnostics_pub"):
+        for channel in getattr(self, "_channels", []):
+            for pub in channel.publishers():
+                self.destroy_publisher(pub)
+        self._channels = []
+        for name in ("_label_info_pub", "_diagnostics_pub"):
             pub = getattr(self, name, None)
             if pub is not None:
                 self.destroy_publisher(pub)
@@ -233,7 +275,12 @@ class SegmentationBehaviour:
                                              additional_constraints=constraints,
                                              read_only=True)
             try:
-                values[name] = self.declare_parameter(name, default, descriptor).value
+                if kind == STRING_ARRAY:  # an empty default would be typed as a byte array
+                    value = self.declare_parameter(name, Parameter.Type.STRING_ARRAY,
+                                                   descriptor).value
+                    values[name] = list(value) if value is not None else list(default)
+                else:
+                    values[name] = self.declare_parameter(name, default, descriptor).value
             except ParameterException:
                 problems.append(f"{name} must be {TYPE_NAMES[kind]}")
                 values[name] = default
@@ -253,6 +300,12 @@ class SegmentationBehaviour:
             problems.append(f"output_scale must be in (0, 1], got {v['output_scale']}")
         if not 0.0 <= v["overlay_alpha"] <= 1.0:
             problems.append(f"overlay_alpha must be in [0, 1], got {v['overlay_alpha']}")
+        bad = [c for c in v["cameras"] if not CAMERA_NAME.match(c)]
+        if bad:
+            problems.append(f"cameras {bad}: a name is letters, digits and _, starting with a "
+                            "letter (it becomes a topic namespace)")
+        if len(set(v["cameras"])) != len(v["cameras"]):
+            problems.append(f"cameras {v['cameras']} names a camera twice")
         if v["diagnostics_period"] <= 0.0:
             problems.append(f"diagnostics_period must be > 0, got {v['diagnostics_period']}")
         if v["precision"] == "int8" and v["backend"] != "onnxruntime" and \
@@ -290,26 +343,31 @@ class SegmentationBehaviour:
         p = self._p
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos_depth"],
                          reliability=RELIABILITY[p["qos_reliability"]])
-        if p["transport"] == "compressed":
-            sub = self.create_subscription(CompressedImage, "image/compressed",
-                                           self._on_compressed, qos)
-        else:
-            sub = self.create_subscription(Image, "image", self._on_image, qos)
-        self._image_sub = sub
-        if p["camera_info"]:
-            self._camera_info_sub = self.create_subscription(
-                CameraInfo, "camera_info", self._on_camera_info, qos)
-        outputs = [pub.topic_name for pub in (self._labels_pub, self._color_pub,
-                                              self._overlay_pub, self._confidence_pub,
-                                              self._camera_info_pub) if pub is not None]
         info = self.info
-        calibration = (f" + {self._camera_info_sub.topic_name}"
-                       if self._camera_info_sub is not None else "")
-        self.get_logger().info(
-            f"model {self._model_path} ({info.architecture}, {info.num_classes} classes, "
-            f"stage {info.training_stage}); backend {self._backend_description}; input "
-            f"{sub.topic_name}{calibration} [{p['qos_reliability']}, depth {p['qos_depth']}] "
-            f"({p['transport']}) -> {', '.join(outputs)}")
+        for channel in self._channels:
+            prefix = channel.prefix
+            # Default arguments bind this channel (a closure would see the loop's last one).
+            if p["transport"] == "compressed":
+                sub = self.create_subscription(
+                    CompressedImage, prefix + "image/compressed",
+                    lambda msg, c=channel: self._on_compressed(msg, c), qos)
+            else:
+                sub = self.create_subscription(
+                    Image, prefix + "image", lambda msg, c=channel: self._on_image(msg, c), qos)
+            channel.image_sub = sub
+            if p["camera_info"]:
+                channel.camera_info_sub = self.create_subscription(
+                    CameraInfo, prefix + "camera_info",
+                    lambda msg, c=channel: setattr(c, "camera_info", msg), qos)
+            outputs = [pub.topic_name for pub in channel.publishers()]
+            calibration = (f" + {channel.camera_info_sub.topic_name}"
+                           if channel.camera_info_sub is not None else "")
+            camera = f"camera {channel.name}: " if channel.name else ""
+            self.get_logger().info(
+                f"{camera}model {self._model_path} ({info.architecture}, {info.num_classes} "
+                f"classes, stage {info.training_stage}); backend {self._backend_description}; "
+                f"input {sub.topic_name}{calibration} [{p['qos_reliability']}, depth "
+                f"{p['qos_depth']}] ({p['transport']}) -> {', '.join(outputs)}")
 
     def _publish_label_info(self) -> None:
         types = load_label_info_types()
@@ -340,50 +398,56 @@ class SegmentationBehaviour:
 
     # --- frames --------------------------------------------------------------------------
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image, channel: CameraChannel) -> None:
         """Executor thread: O(1) checks only, then hand over the newest frame."""
         now = time.perf_counter()
-        self._stats.record_received(now)
+        channel.stats.record_received(now)
         try:
             check_image_header(msg.encoding, msg.height, msg.width, msg.step, len(msg.data),
                                self._p["max_image_pixels"])
         except ImageRejected as exc:
-            self._reject(exc)
+            self._reject(exc, channel)
             return
-        self._worker.submit((msg, now))
+        self._worker.submit((channel, msg, now), source=channel.name)
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
+    def _on_compressed(self, msg: CompressedImage, channel: CameraChannel) -> None:
         now = time.perf_counter()
-        self._stats.record_received(now)
+        channel.stats.record_received(now)
         try:
             compressed_header(msg.data, self._p["max_image_pixels"])
         except ImageRejected as exc:
-            self._reject(exc)
+            self._reject(exc, channel)
             return
-        self._worker.submit((msg, now))
+        self._worker.submit((channel, msg, now), source=channel.name)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
-
-    def _reject(self, exc: ImageRejected) -> None:
-        self._stats.record_rejected(exc.reason)
+    def _reject(self, exc: ImageRejected, channel: CameraChannel) -> None:
+        channel.stats.record_rejected(exc.reason)
         allowed, held = self._log_limit.allow(exc.reason, time.monotonic())
         if allowed:
             more = f" ({held} more like it since the last message)" if held else ""
             self.get_logger().error(f"rejected image ({exc.reason}): {exc}{more}")
 
-    def _wanted(self) -> OutputRequest:
+    @staticmethod
+    def _wanted(channel: CameraChannel) -> OutputRequest:
         def subscribed(pub) -> bool:
             return pub is not None and pub.get_subscription_count() > 0
 
-        return OutputRequest(labels=subscribed(self._labels_pub),
-                             color=subscribed(self._color_pub),
-                             overlay=subscribed(self._overlay_pub),
-                             confidence=subscribed(self._confidence_pub))
+        return OutputRequest(labels=subscribed(channel.labels_pub),
+                             color=subscribed(channel.color_pub),
+                             overlay=subscribed(channel.overlay_pub),
+                             confidence=subscribed(channel.confidence_pub))
 
     def _process_frame(self, item) -> None:
-        """Worker thread: decode, infer, publish what is subscribed."""
-        msg, received = item
+        """Worker thread: one camera's frame; a failure is reported for that camera."""
+        channel, msg, received = item
+        try:
+            self._segment(channel, msg, received)
+        except Exception as exc:
+            self._report_error(exc, channel)
+            raise  # the worker counts it and carries on
+
+    def _segment(self, channel: CameraChannel, msg, received: float) -> None:
+        """Decode, infer, publish what is subscribed."""
         started = time.perf_counter()
         try:
             if isinstance(msg, CompressedImage):
@@ -392,62 +456,39 @@ class SegmentationBehaviour:
                 rgb = self._pipeline.decode_raw(msg.encoding, msg.height, msg.width, msg.step,
                                                 msg.data)
         except ImageRejected as exc:
-            self._reject(exc)
+            self._reject(exc, channel)
             return
-        wanted = self._wanted()
-        if not wanted.any() and not self._camera_info_subscribed():
-            self._stats.record_skipped()
+        wanted = self._wanted(channel)
+        if not wanted.any() and not self._camera_info_subscribed(channel):
+            channel.stats.record_skipped()
             return
         result = self._pipeline.run(rgb, wanted)
         if self._state != "running":  # an engine built lazily for this frame size is ready
             self._state = "running"
         header = msg.header
         if wanted.labels:
-            self._labels_pub.publish(_image(header, result.labels, "mono8"))
+            channel.labels_pub.publish(_image(header, result.labels, "mono8"))
         if result.color is not None:
-            self._color_pub.publish(_image(header, result.color, "rgb8"))
+            channel.color_pub.publish(_image(header, result.color, "rgb8"))
         if result.overlay is not None:
-            self._overlay_pub.publish(_image(header, result.overlay, "rgb8"))
+            channel.overlay_pub.publish(_image(header, result.overlay, "rgb8"))
         if wanted.confidence and result.confidence is not None:
-            self._confidence_pub.publish(_image(header, result.confidence, "mono8"))
-        if self._camera_info_pub is not None and self._camera_info is not None:
-            self._camera_info_pub.publish(self._scaled_camera_info(
-                header, rgb.shape[:2], result.labels.shape))
+            channel.confidence_pub.publish(_image(header, result.confidence, "mono8"))
+        if channel.camera_info_pub is not None and channel.camera_info is not None:
+            channel.camera_info_pub.publish(_scaled_camera_info(
+                channel.camera_info, header, rgb.shape[:2], result.labels.shape))
         done = time.perf_counter()
-        self._stats.record_frame(done, result.inference_s,
-                                 (done - started) - result.inference_s, done - received)
+        channel.stats.record_frame(done, result.inference_s,
+                                   (done - started) - result.inference_s, done - received)
 
-    def _camera_info_subscribed(self) -> bool:
-        return (self._camera_info_pub is not None
-                and self._camera_info_pub.get_subscription_count() > 0)
+    @staticmethod
+    def _camera_info_subscribed(channel: CameraChannel) -> bool:
+        return (channel.camera_info_pub is not None
+                and channel.camera_info_pub.get_subscription_count() > 0)
 
-    def _scaled_camera_info(self, header, input_size, output_size) -> CameraInfo:
-        source = self._camera_info
-        out_h, out_w = output_size
-        roi = source.roi
-        k, p = source.k, source.p
-        if source.binning_x > 1 or source.binning_y > 1 or roi.x_offset or roi.y_offset \
-                or roi.width or roi.height:
-            # The published image is the ROI of the sensor, binned: describe the labels
-            # relative to that image, with binning and ROI folded into K and P.
-            k, p = fold_binning_roi(k, p, source.binning_x, source.binning_y,
-                                    roi.x_offset, roi.y_offset)
-            in_h, in_w = input_size
-        else:
-            in_h, in_w = (source.height, source.width) if source.width else input_size
-        k, p = scale_intrinsics(k, p, out_w / in_w, out_h / in_h)
-        out = CameraInfo()
-        out.header = header
-        out.height, out.width = out_h, out_w
-        out.distortion_model = source.distortion_model
-        out.d, out.r, out.k, out.p = source.d, source.r, k, p
-        # binning 0 and an empty ROI: the labels image is the full image K and P describe.
-        out.binning_x = out.binning_y = 0
-        return out
-
-    def _report_error(self, exc: BaseException) -> None:
+    def _report_error(self, exc: BaseException, channel: CameraChannel) -> None:
         message = f"{type(exc).__name__}: {exc}"
-        self._stats.record_failed(message)
+        channel.stats.record_failed(message)
         allowed, held = self._log_limit.allow("inference", time.monotonic())
         if allowed:
             more = f" ({held} more since the last message)" if held else ""
@@ -456,25 +497,30 @@ class SegmentationBehaviour:
     # --- diagnostics ---------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        snapshot = self._stats.snapshot(time.perf_counter(), dropped=self._worker.dropped)
-        level, message = diagnostic_level(snapshot, self._previous_snapshot, self._state)
-        self._previous_snapshot = snapshot
         p = self._p
-        context = {"state": self._state, "backend": self._backend_description,
-                   "model": str(self._model_path),
-                   "model classes": str(self.info.num_classes),
-                   "input": f"{p['transport']} ({p['qos_reliability']}, depth "
-                            f"{p['qos_depth']})"}
-        status = DiagnosticStatus()
-        status.level = bytes([level])
-        status.name = f"{self.get_fully_qualified_name()}: segmentation"
-        status.message = message
-        status.hardware_id = self._backend_description
-        status.values = [KeyValue(key=k, value=v) for k, v in diagnostic_values(snapshot,
-                                                                                 context)]
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()  # sim time during bag replay
-        array.status = [status]
+        for channel in self._channels:
+            snapshot = channel.stats.snapshot(
+                time.perf_counter(), dropped=self._worker.dropped_by_source.get(channel.name, 0))
+            level, message = diagnostic_level(snapshot, channel.previous_snapshot, self._state)
+            channel.previous_snapshot = snapshot
+            context = {"state": self._state, "backend": self._backend_description,
+                       "model": str(self._model_path),
+                       "model classes": str(self.info.num_classes),
+                       "input": f"{p['transport']} ({p['qos_reliability']}, depth "
+                                f"{p['qos_depth']})"}
+            if channel.name:
+                context["camera"] = channel.name
+            status = DiagnosticStatus()
+            status.level = bytes([level])
+            camera = f" {channel.name}" if channel.name else ""
+            status.name = f"{self.get_fully_qualified_name()}: segmentation{camera}"
+            status.message = message
+            status.hardware_id = self._backend_description
+            status.values = [KeyValue(key=k, value=v)
+                             for k, v in diagnostic_values(snapshot, context)]
+            array.status.append(status)
         self._diagnostics_pub.publish(array)
 
 
@@ -517,6 +563,31 @@ class SegmentationNode(SegmentationBehaviour, Node):
             loader.join(timeout=60.0)
         self._release()
         super().destroy_node()
+
+
+def _scaled_camera_info(source: CameraInfo, header, input_size, output_size) -> CameraInfo:
+    """`source` (the camera's calibration) for the labels: K and P scaled to their size."""
+    out_h, out_w = output_size
+    roi = source.roi
+    k, p = source.k, source.p
+    if source.binning_x > 1 or source.binning_y > 1 or roi.x_offset or roi.y_offset \
+            or roi.width or roi.height:
+        # The published image is the ROI of the sensor, binned: describe the labels
+        # relative to that image, with binning and ROI folded into K and P.
+        k, p = fold_binning_roi(k, p, source.binning_x, source.binning_y,
+                                roi.x_offset, roi.y_offset)
+        in_h, in_w = input_size
+    else:
+        in_h, in_w = (source.height, source.width) if source.width else input_size
+    k, p = scale_intrinsics(k, p, out_w / in_w, out_h / in_h)
+    out = CameraInfo()
+    out.header = header
+    out.height, out.width = out_h, out_w
+    out.distortion_model = source.distortion_model
+    out.d, out.r, out.k, out.p = source.d, source.r, k, p
+    # binning 0 and an empty ROI: the labels image is the full image K and P describe.
+    out.binning_x = out.binning_y = 0
+    return out
 
 
 def _image(header, array, encoding: str) -> Image:
