@@ -1,0 +1,154 @@
+"""Several cameras, one model: `cameras: [front, left, rear]` in one node process, over real DDS.
+
+Each camera has its own input, outputs (with the input's header), camera_info and diagnostics
+status; the labels equal the backend's on that camera's frame; under overload from every
+camera at once, each camera gets answered (the worker serves the cameras in turn).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from sensor_msgs.msg import CameraInfo  # noqa: E402
+
+from textseg.engine import load_backend  # noqa: E402
+from textseg.node.frame_client import FrameClient, stamp_key  # noqa: E402
+from textseg.node.process import NodeProcess  # noqa: E402
+
+pytestmark = pytest.mark.ros
+CAMERAS = ("front", "left", "rear")
+_stamps = itertools.count(1)
+
+
+def _stamp() -> Time:
+    n = next(_stamps)
+    return Time(sec=1_650_000_000 + n, nanosec=(n * 104_729) % 1_000_000_000)
+
+
+@pytest.fixture(scope="module")
+def multi_node(tiny_model_path, ros_env, ros_context):
+    node = NodeProcess({"model": str(tiny_model_path), "threads": 1,
+                        "cameras": list(CAMERAS), "camera_info": True,
+                        "diagnostics_period": 0.3}, env=ros_env, namespace="/multi").start()
+    clients = {}
+    try:
+        for camera in CAMERAS:
+            clients[camera] = FrameClient(
+                context=ros_context, image_topic=f"/multi/{camera}/image",
+                labels_topic=f"/multi/{camera}/labels/image", name=f"{camera}_client",
+                outputs={f"/multi/{camera}/labels/camera_info": CameraInfo},
+                diagnostics=camera == "front")
+        for client in clients.values():
+            client.wait_for_node(timeout=60.0, alive=node.alive)
+        yield node, clients
+    finally:
+        for client in clients.values():
+            client.close()
+        code = node.stop()
+        assert code == 0, f"node did not exit cleanly ({code}):\n{node.log_text()[-2000:]}"
+
+
+def test_each_camera_is_answered_on_its_own_topics_with_its_own_header(
+        multi_node, tiny_model_path, camvid_frames):
+    node, clients = multi_node
+    reference = load_backend(tiny_model_path, threads=1)
+    frames = [rgb for _, rgb in camvid_frames(len(CAMERAS))]
+    for camera, rgb in zip(CAMERAS, frames, strict=True):
+        client = clients[camera]
+        info_pub = client.node.create_publisher(CameraInfo, f"/multi/{camera}/camera_info", 10)
+        assert client.wait_for(lambda p=info_pub: p.get_subscription_count() > 0, 10.0)
+        info = CameraInfo()
+        info.height, info.width = rgb.shape[:2]
+        info.k = [300.0 + len(camera), 0.0, 240.0, 0.0, 300.0, 180.0, 0.0, 0.0, 1.0]
+        for _ in range(3):
+            info_pub.publish(info)
+            client.spin_for(0.1)
+        msg = client.image_message(rgb, "rgb8", _stamp(), f"{camera}_optical")
+        reply = client.exchange(msg, timeout=20.0)
+        assert reply is not None, node.log_text()[-2000:]
+        labels = reply[0]
+        assert labels.header.frame_id == f"{camera}_optical"
+        assert labels.header.stamp == msg.header.stamp
+        np.testing.assert_array_equal(
+            np.frombuffer(labels.data, np.uint8).reshape(rgb.shape[:2]),
+            reference.infer(rgb).labels)
+        infos, key = client.outputs[f"/multi/{camera}/labels/camera_info"], stamp_key(msg)
+        assert client.wait_for(lambda k=key, i=infos: k in i, 10.0)
+        # Each camera's own calibration, not another camera's.
+        assert infos[key][0].k[0] == 300.0 + len(camera)
+    log = node.log_text()
+    for camera in CAMERAS:
+        assert f"camera {camera}: model" in log and f"/multi/{camera}/image" in log
+
+
+def test_every_camera_has_its_own_diagnostics_status(multi_node):
+    node, clients = multi_node
+    front = clients["front"]
+    names = [f"/multi/segmentation_node: segmentation {camera}" for camera in CAMERAS]
+    assert front.wait_for(lambda: all(n in front.diagnostics for n in names), 10.0), \
+        list(front.diagnostics)
+    for camera, name in zip(CAMERAS, names, strict=True):
+        values = front.diagnostics[name][0]
+        assert values["camera"] == camera
+        assert int(values["messages received"]) >= 0
+
+
+def test_overload_from_every_camera_answers_every_camera(multi_node, camvid_frames):
+    """All cameras at once, far faster than the model: no camera is starved, and each
+    camera's books balance (received = processed + dropped + rejected + failed + skipped)."""
+    node, clients = multi_node
+    frames = [rgb for _, rgb in camvid_frames(2)]
+    answered = {camera: 0 for camera in CAMERAS}
+    sent = {camera: [] for camera in CAMERAS}
+    deadline = time.monotonic() + 6.0
+    i = 0
+    while time.monotonic() < deadline:
+        for camera in CAMERAS:
+            msg = clients[camera].image_message(frames[i % 2], "rgb8", _stamp(), camera)
+            clients[camera].publish(msg)
+            sent[camera].append(stamp_key(msg))
+        i += 1
+        for client in clients.values():
+            client.spin_for(0.01)
+    for client in clients.values():
+        client.spin_for(1.0)
+    for camera in CAMERAS:
+        answered[camera] = sum(1 for key in sent[camera] if key in clients[camera].received)
+    assert all(count > 0 for count in answered.values()), answered
+    # Served in turn: no camera gets less than a third of the best-served one.
+    assert min(answered.values()) * 3 >= max(answered.values()), answered
+    front = clients["front"]
+    front.spin_for(1.0)
+    for camera in CAMERAS:
+        values = front.diagnostics[f"/multi/segmentation_node: segmentation {camera}"][0]
+        received = int(values["messages received"])
+        explained = sum(int(values[k]) for k in (
+            "frames processed", "frames dropped", "messages rejected", "inference failures",
+            "frames skipped (no subscribers)"))
+        assert received == explained, (camera, values)
+        assert int(values["frames dropped"]) > 0, (camera, values)
+
+
+@pytest.mark.parametrize("cameras, message", [
+    (["front", "front"], "names a camera twice"),
+    (["front/left"], "letters, digits and _"),
+])
+def test_bad_camera_lists_stop_the_node_with_the_reason(tiny_model_path, ros_env, cameras,
+                                                        message):
+    node = NodeProcess({"model": str(tiny_model_path), "cameras": cameras}, env=ros_env,
+                       namespace="/badcams").start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while node.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        code = node.stop()
+    assert code == 1
+    assert message in node.log_text()
