@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -155,6 +156,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "soak.md")
     args = parser.parse_args()
+    # SIGTERM runs the clean-up (the node processes are stopped by PID), as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not CAMVID_VAL.is_dir():
         print(f"soak: needs CamVid frames at {CAMVID_VAL}", file=sys.stderr)
         return 2
