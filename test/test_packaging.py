@@ -168,7 +168,7 @@ def test_launch_file_declares_the_documented_arguments():
                 == "DeclareLaunchArgument" and node.args and isinstance(node.args[0],
                                                                          ast.Constant)}
     assert declared == {"model", "backend", "precision", "image", "transport", "params_file",
-                        "namespace", "use_sim_time", "dds_profile"}
+                        "namespace", "use_sim_time", "dds_profile", "lifecycle"}
     reference = (ROOT / "docs" / "node.md").read_text(encoding="utf-8")
     for name in declared:
         assert f"`{name}`" in reference, f"launch argument {name} is not documented"
