@@ -12,36 +12,13 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 
 from textseg.node.frame_client import FrameClient  # noqa: E402
+from textseg.node.lifecycle_client import LifecycleClient  # noqa: E402
 from textseg.node.process import NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "/managed/segmentation_node"
-
-
-class Manager:
-    """The lifecycle manager's side: change_state / get_state service calls."""
-
-    def __init__(self, client: FrameClient) -> None:
-        self.client = client
-        self.change = client.node.create_client(ChangeState, f"{NODE}/change_state")
-        self.get = client.node.create_client(GetState, f"{NODE}/get_state")
-
-    def _call(self, service, request, timeout: float = 60.0):
-        assert self.client.wait_for(service.service_is_ready, 30.0), "service not ready"
-        future = service.call_async(request)
-        assert self.client.wait_for(future.done, timeout), "no answer"
-        return future.result()
-
-    def state(self) -> int:
-        return self._call(self.get, GetState.Request()).current_state.id
-
-    def transition(self, transition_id: int) -> bool:
-        request = ChangeState.Request()
-        request.transition.id = transition_id
-        return self._call(self.change, request).success
 
 
 def _frame_answered(client: FrameClient, rgb, timeout: float) -> bool:
@@ -58,7 +35,7 @@ def test_lifecycle_transitions_over_dds(tiny_model_path, ros_env, ros_context, c
     client = FrameClient(context=ros_context, image_topic="/managed/image",
                          labels_topic="/managed/labels/image", name="lifecycle_manager")
     try:
-        manager = Manager(client)
+        manager = LifecycleClient(client, NODE)
         assert manager.state() == State.PRIMARY_STATE_UNCONFIGURED
         assert not manager.transition(Transition.TRANSITION_CONFIGURE)
         assert manager.state() == State.PRIMARY_STATE_UNCONFIGURED
