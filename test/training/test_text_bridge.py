@@ -85,3 +85,25 @@ def test_export_runs_in_onnx_runtime_like_pytorch_and_passes_the_tensorrt_rules(
     assert report.parity_agreement >= 0.999
     assert check_tensorrt_rules(report.path) == []
     assert load_backend(report.path).infer(frames[0]).labels.shape == frames[0].shape[:2]
+
+
+@pytest.mark.parametrize("layers, width", [(1, 64), (3, 96)])
+def test_bridge_size_comes_from_the_model_config(layers, width):
+    config = SegModelConfig("efficientnet_lite0", K, WIDTH, "bridge", bridge_layers=layers,
+                            bridge_width=width)
+    model = build_model(config)
+    assert len(model.tgm.layers) == layers
+    assert model.tgm.layers[0].conv.depthwise.in_channels == width
+    # Checkpoints carry the config: rebuilt from its dict, the same architecture.
+    again = build_model(SegModelConfig.from_dict(config.to_dict()))
+    assert again.state_dict().keys() == model.state_dict().keys()
+    # Configs written before the sizes existed rebuild the default bridge.
+    old = {k: v for k, v in config.to_dict().items() if not k.startswith("bridge_")}
+    assert SegModelConfig.from_dict(old).bridge_layers == 2
+
+
+def test_train_config_refuses_a_bridge_width_the_heads_cannot_split():
+    from textseg_training.trainer.config import TrainConfig
+
+    with pytest.raises(ValueError, match="multiple of 32"):
+        TrainConfig(text_fusion="bridge", bridge_width=100)

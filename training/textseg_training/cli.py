@@ -98,6 +98,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layers_by_width(text: str) -> tuple[int, int]:
+    try:
+        layers, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NxD, e.g. 2x128") from None
+    return layers, width
+
+
 def _params(args: argparse.Namespace) -> int:
     from textseg_training.model import SegModelConfig, build_model
     from textseg_training.model.complexity import complexity_table, measure
@@ -105,11 +113,15 @@ def _params(args: argparse.Namespace) -> int:
     size = tuple(args.input_size)
     rows = []
     for backbone in args.backbones:
-        variants = [(0, "tgm")] + [(args.text_width, fusion) for fusion in args.fusions]
-        for text_width, fusion in variants:
+        variants = [(0, "tgm", (2, 128))]
+        for fusion in args.fusions:
+            sizes = args.bridge if fusion == "bridge" else [(2, 128)]
+            variants += [(args.text_width, fusion, size) for size in sizes]
+        for text_width, fusion, (layers, width) in variants:
             config = SegModelConfig(backbone=backbone, num_classes=args.num_classes,
-                                    text_width=text_width, text_fusion=fusion)
-            label = {"tgm": "TGM", "bridge": "bridge"}[fusion]
+                                    text_width=text_width, text_fusion=fusion,
+                                    bridge_layers=layers, bridge_width=width)
+            label = {"tgm": "TGM", "bridge": f"bridge N={layers} d={width}"}[fusion]
             name = f"{backbone}-seg" + (f" + {label} (text width {text_width})" if text_width
                                         else "")
             rows.append(measure(name, build_model(config, deploy=True).eval(), size))
@@ -265,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="text embedding width for the TGM rows (CLIP RN50: 1024)")
     params.add_argument("--fusions", nargs="+", default=["tgm", "bridge"],
                         choices=["tgm", "bridge"], help="text-fusion modules to list")
+    params.add_argument("--bridge", nargs="+", type=_layers_by_width, default=[(2, 128)],
+                        metavar="NxD", help="bridge sizes to list: layers x width, e.g. 1x64 "
+                        "2x128")
     params.set_defaults(func=_params)
 
     bench = sub.add_parser("bench", help="training-step throughput per stage (images/s)",

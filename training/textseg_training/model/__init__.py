@@ -40,6 +40,8 @@ class SegModelConfig:
     num_classes: int = 11
     text_width: int = 0
     text_fusion: str = "tgm"  # tgm | bridge (text_bridge.py); only used when text_width > 0
+    bridge_layers: int = 2  # bridge only: N layers of CNN + transformer + two-way attention
+    bridge_width: int = 128  # bridge only: the common width d (a multiple of 32, the head width)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,9 +62,11 @@ def _seg_on(backbone: str) -> Callable[..., STDCSeg]:
     """A builder of the STDC-Seg head on ``backbone``'s stride 8 / 16 / 32 features."""
 
     def build(num_classes: int, text_width: int, deploy: bool,
-              text_fusion: str = "tgm") -> STDCSeg:
+              text_fusion: str = "tgm", bridge_layers: int = 2,
+              bridge_width: int = 128) -> STDCSeg:
         return STDCSeg(backbone, num_classes=num_classes, deploy=deploy, text_width=text_width,
-                       text_fusion=text_fusion)
+                       text_fusion=text_fusion, bridge_layers=bridge_layers,
+                       bridge_width=bridge_width)
 
     build.__name__ = f"{backbone}_seg"
     return build
@@ -86,4 +90,5 @@ def build_model(config: SegModelConfig, deploy: bool = False) -> STDCSeg:
         raise ValueError(
             f"unknown backbone {config.backbone!r}; choose from {sorted(MODEL_BUILDERS)}"
         ) from None
-    return builder(config.num_classes, config.text_width, deploy, config.text_fusion)
+    return builder(config.num_classes, config.text_width, deploy, config.text_fusion,
+                   config.bridge_layers, config.bridge_width)

@@ -127,6 +127,8 @@ class STDCSeg(nn.Module):
         deploy: bool = False,
         text_width: int = 0,
         text_fusion: str = "tgm",
+        bridge_layers: int = 2,
+        bridge_width: int = 128,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONE_BUILDERS:
@@ -148,10 +150,12 @@ class STDCSeg(nn.Module):
 
         self.backbone: Backbone = BACKBONE_BUILDERS[backbone]()
         _, _, c8, c16, c32 = self.backbone.feature_channels
-        fusion = TextBridge if text_fusion == "bridge" else TextGuidance
-        self.tgm: TextGuidance | TextBridge | None = (
-            fusion(c32, num_classes, text_width) if text_width > 0 else None
-        )
+        self.tgm: TextGuidance | TextBridge | None = None
+        if text_width > 0 and text_fusion == "bridge":
+            self.tgm = TextBridge(c32, num_classes, text_width, width=bridge_width,
+                                  layers=bridge_layers)
+        elif text_width > 0:
+            self.tgm = TextGuidance(c32, num_classes, text_width)
         cp_chs = 128
         self.cp = ContextPath(in16=c16, in32=c32 + self.text_channels, out_chs=cp_chs)
         self.ffm = FeatureFusionModule(c8 + cp_chs, 256)

@@ -42,6 +42,8 @@ class TrainConfig:
     # random unit vectors; stage 1 only: there is no encoder to tune prompts through).
     text_control: str = "none"
     text_fusion: str = "tgm"  # tgm (the paper's) | bridge (seed 001's two-way fusion bridge)
+    bridge_layers: int = 2  # bridge only: N layers (CNN branch, transformer, bridge both ways)
+    bridge_width: int = 128  # bridge only: common width d, a multiple of 32 (the head width)
     num_prompts: int = 11  # M, class-specific learnable vectors per class
     prompt_init_std: float = 0.02
     prompt_weight_decay: float = 0.0  # the paper: weight decay on prompts costs 0.4 mIoU
@@ -110,6 +112,10 @@ class TrainConfig:
         elif self.text_control == "random_embeddings" and self.stage in ("stage2", "e2e"):
             problems.append("text_control 'random_embeddings' has no encoder to tune prompts "
                             f"through: use it with stage1, not {self.stage}")
+        if self.bridge_layers < 1 or self.bridge_width < 32 or self.bridge_width % 32:
+            problems.append(f"bridge_layers must be >= 1 and bridge_width a positive multiple of "
+                            f"32 (the head width), got {self.bridge_layers} and "
+                            f"{self.bridge_width}")
         if self.text_loss_stride is not None and self.text_loss_stride < 1:
             problems.append(f"text_loss_stride must be >= 1, got {self.text_loss_stride}")
         from textseg_training.trainer.precision import PRECISIONS

@@ -122,7 +122,9 @@ class Trainer:
 
         self.model_config = SegModelConfig(backbone=config.backbone, num_classes=num_classes,
                                            text_width=text_width,
-                                           text_fusion=config.text_fusion)
+                                           text_fusion=config.text_fusion,
+                                           bridge_layers=config.bridge_layers,
+                                           bridge_width=config.bridge_width)
         model = build_model(self.model_config)
         if not (config.init_from or resume):
             self._load_backbone_weights(model)
