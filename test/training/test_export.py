@@ -1,5 +1,6 @@
 """textseg_training.export / `textseg-train export`: parity, contract metadata, atomic writes."""
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -204,3 +205,26 @@ def test_exported_confidence_is_the_largest_softmax_probability_without_a_softma
         image[0], want_confidence=True)
     difference = np.abs(result.confidence.astype(int) - expected[0].numpy().astype(int))
     assert difference.max() <= 1  # rounding at the .5 boundary only
+
+
+def test_static_same_padding_is_exact_and_leaves_no_pad_in_the_graph(tmp_path):
+    """EfficientNet-Lite's run-time "same" padding, fixed for the network size: the same
+    numbers as timm's Conv2dSame, and a graph without Pad or shape arithmetic around it."""
+    torch.manual_seed(0)
+    model = build_model(SegModelConfig(backbone="efficientnet_lite0", num_classes=11),
+                        deploy=True).eval()
+    x = torch.randn(1, 3, *SMALL)
+    with torch.no_grad():
+        expected = model(x)
+        frozen = export_module.freeze_same_padding(copy.deepcopy(model), SMALL)
+        assert not any(type(m).__name__ == "Conv2dSame" for m in frozen.modules())
+        assert any(isinstance(m, export_module.StaticSamePadConv) for m in frozen.modules())
+        torch.testing.assert_close(frozen(x), expected, rtol=0, atol=1e-5)
+    path = tmp_path / "lite0.onnx"
+    report = export_onnx(model, _info(SMALL), path, model.backbone.input_mean,
+                         model.backbone.input_std)
+    assert report.parity_agreement == 1.0
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert "Pad" not in ops and ops.count("Conv") > 40
+    # The caller's model is not changed by the export.
+    assert any(type(m).__name__ == "Conv2dSame" for m in model.modules())

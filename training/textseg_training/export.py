@@ -8,8 +8,10 @@ backbone, so they exist in one place and travel inside the artifact.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,155 @@ class DeployWrapper(nn.Module):
         return labels, (confidence * 255.0).round().to(torch.uint8)
 
 
+class StaticSamePadConv(nn.Module):
+    """A TensorFlow-"same" convolution (timm's Conv2dSame, in EfficientNet-Lite) with its
+    padding fixed for one input size. Conv2dSame computes the padding from the input's shape
+    at run time, which exports as a Shape -> ... -> Pad chain per convolution; the deploy graph
+    always runs at the network size, so the padding is a constant: symmetric padding goes into
+    the convolution, asymmetric padding into a constant Pad that ONNX Runtime (and TensorRT)
+    fold into it."""
+
+    def __init__(self, conv: nn.Conv2d, pads: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        # A plain Conv2d sharing the same parameters (no run-time padding of its own).
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                              conv.stride, 0, conv.dilation, conv.groups, conv.bias is not None)
+        self.conv.weight = conv.weight
+        self.conv.bias = conv.bias
+        self.pads = pads  # left, right, top, bottom, as F.pad takes them
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right, top, bottom = self.pads
+        conv = self.conv
+        if left == right and top == bottom:
+            return F.conv2d(x, conv.weight, conv.bias, conv.stride, (top, left), conv.dilation,
+                            conv.groups)
+        return F.conv2d(F.pad(x, self.pads), conv.weight, conv.bias, conv.stride, 0,
+                        conv.dilation, conv.groups)
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def freeze_same_padding(model: nn.Module, input_size: tuple[int, int]) -> nn.Module:
+    """Replace every run-time "same" padding of `model` by the constant one of `input_size`
+    (the network size): the same numbers, a static graph. Returns `model`, changed in place."""
+    found = {name: module for name, module in model.named_modules()
+             if type(module).__name__ == "Conv2dSame"}
+    if not found:
+        return model
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [module.register_forward_pre_hook(
+        lambda _, inputs, name=name: sizes.__setitem__(name, tuple(inputs[0].shape[-2:])))
+        for name, module in found.items()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *input_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, conv in found.items():
+        (height, width), (kh, kw) = sizes[name], conv.kernel_size
+        top, bottom = _same_padding(height, kh, conv.stride[0], conv.dilation[0])
+        left, right = _same_padding(width, kw, conv.stride[1], conv.dilation[1])
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, StaticSamePadConv(conv, (left, right, top, bottom)))
+    return model
+
+
+def _constant(graph: onnx.GraphProto, name: str, producers: dict[str, onnx.NodeProto],
+              depth: int = 0) -> np.ndarray | None:
+    """The value of tensor `name` when it depends on constants only (initializers, Constant
+    nodes, and the small shape ops the exporter writes around them), else None."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    node = producers.get(name)
+    if node is None or depth > 16 or node.op_type not in (
+            "Constant", "ConstantOfShape", "Cast", "Reshape", "Concat", "Slice", "Transpose",
+            "Unsqueeze", "Squeeze", "Gather"):
+        return None
+    inputs = {}
+    for item in node.input:
+        if not item:
+            continue
+        value = _constant(graph, item, producers, depth + 1)
+        if value is None:
+            return None
+        inputs[item] = value
+    # One node, evaluated by onnx's reference implementation on its constant inputs.
+    single = onnx.helper.make_graph(
+        [node], "constant", [], [onnx.helper.make_tensor_value_info(out, 0, None)
+                                 for out in node.output],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inputs.items()])
+    opset = [onnx.helper.make_opsetid("", OPSET)]
+    results = ReferenceEvaluator(onnx.helper.make_model(single, opset_imports=opset)).run(None, {})
+    return np.asarray(results[list(node.output).index(name)])
+
+
+def fold_pads_into_convs(proto: onnx.ModelProto) -> int:
+    """Fold each constant zero Pad whose only reader is a Conv into that Conv's `pads`
+    (ONNX Conv takes asymmetric padding; PyTorch's conv cannot express it, so the export
+    writes a Pad). Returns how many were folded; the graph is changed in place."""
+    graph = proto.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    folded = []
+    for pad in graph.node:
+        if pad.op_type != "Pad" or pad.output[0] in outputs:
+            continue
+        mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+        consumers = readers.get(pad.output[0], [])
+        if mode != b"constant" or len(consumers) != 1 or consumers[0].op_type != "Conv":
+            continue
+        value = (_constant(graph, pad.input[2], producers)
+                 if len(pad.input) > 2 and pad.input[2] else np.zeros(()))
+        pads = _constant(graph, pad.input[1], producers)
+        if value is None or pads is None or np.any(value != 0) or pads.shape != (8,):
+            continue
+        begin, end = pads[:4].tolist(), pads[4:].tolist()
+        if begin[:2] != [0, 0] or end[:2] != [0, 0]:
+            continue  # padding of the batch or channel axis
+        conv = consumers[0]
+        existing = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0, 0, 0, 0])
+        if any(existing) or any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET")
+                                for a in conv.attribute):
+            continue
+        for attr in list(conv.attribute):
+            if attr.name == "pads":
+                conv.attribute.remove(attr)
+        conv.attribute.append(onnx.helper.make_attribute(
+            "pads", [int(begin[2]), int(begin[3]), int(end[2]), int(end[3])]))
+        conv.input[0] = pad.input[0]
+        folded.append(pad)
+    for pad in folded:
+        graph.node.remove(pad)
+    _remove_unused_nodes(graph)
+    return len(folded)
+
+
+def _remove_unused_nodes(graph: onnx.GraphProto) -> None:
+    """Drop nodes none of whose outputs is read (the folded Pads' constant chains)."""
+    while True:
+        read = {name for node in graph.node for name in node.input}
+        read |= {o.name for o in graph.output}
+        unused = [n for n in graph.node if not any(out in read for out in n.output)]
+        if not unused:
+            return
+        for node in unused:
+            graph.node.remove(node)
+
+
 @dataclass(frozen=True)
 class ExportReport:
     path: Path
@@ -93,6 +244,7 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
     written into its metadata (key `evaluation`) and the report.
     """
     path = Path(path)
+    model = freeze_same_padding(copy.deepcopy(model).eval(), info.network_input_size)
     wrapper = DeployWrapper(model, info.network_input_size, mean, std, with_confidence).eval()
     h, w = info.network_input_size
     sample = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8,
@@ -106,6 +258,7 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
                           input_names=[INPUT_NAME], output_names=outputs,
                           dynamic_axes=dynamic, do_constant_folding=True)
     proto = onnx.load_from_string(buffer.getvalue())
+    fold_pads_into_convs(proto)
     proto.producer_name = "textseg_training"
     evaluation = None
     if evaluate_on is not None:
