@@ -315,10 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp16 = sub.add_parser(
         "fp16", help="float16 model for TensorRT's strongly typed builds (TensorRT 11)",
         description="Write a float16 copy of a textseg model with ONNX Runtime's float16 "
-        "converter: interface unchanged, Resize / Softmax / ReduceMax / Cast kept in float32, "
-        "checked against TensorRT's parser rules and for label agreement with the fp32 model "
-        "on --frames frames of --images. Bake it with `textseg bake MODEL_fp16.onnx "
-        "--precision fp16`. Needs the onnx package.",
+        "converter: interface unchanged, Resize, the confidence's reductions (or an older "
+        "model's Softmax) and Cast kept in float32, checked against TensorRT's parser rules "
+        "and for label agreement with the fp32 model on --frames frames of --images. Bake it "
+        "with `textseg bake MODEL_fp16.onnx --precision fp16`. Needs the onnx package.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     fp16.add_argument("model", help="fp32 textseg ONNX model")
     fp16.add_argument("--images", type=Path, default=DEFAULT_DEMO_IMAGES,
