@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import sys
@@ -42,12 +41,9 @@ def main() -> int:
     from textseg.fileio import atomic_write_bytes
     from textseg.node.frame_client import FrameClient
     from textseg.node.lifecycle_client import LifecycleClient
-    from textseg.node.process import NodeProcess, local_ros_environment
+    from textseg.node.process import NodeProcess, use_local_ros_environment
 
-    env = local_ros_environment()
-    for key, value in env.items():
-        if key.startswith(("ROS_", "FASTDDS_")):
-            os.environ[key] = value
+    env = use_local_ros_environment()
     rgb = load_frames(CAMVID_VAL, (360, 480), count=1)[0]
     context = rclpy.Context()
     rclpy.init(context=context)

@@ -116,7 +116,7 @@ def main() -> int:
     from textseg.benchmark import bench_backend, load_frames, parse_size
     from textseg.engine import load_backend
     from textseg.fileio import atomic_write_bytes
-    from textseg.node.process import local_ros_environment
+    from textseg.node.process import use_local_ros_environment
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,9 +133,7 @@ def main() -> int:
     if not CAMVID_VAL.is_dir():
         print(f"needs CamVid frames at {CAMVID_VAL}", file=sys.stderr)
         return 2
-    for key, value in local_ros_environment().items():
-        if key.startswith(("ROS_", "FASTDDS_")):
-            os.environ[key] = value
+    use_local_ros_environment()
     frames = load_frames(CAMVID_VAL, args.size)
     backend = load_backend(args.model, "onnxruntime")
     capacity = bench_backend(backend, frames, 20).fps

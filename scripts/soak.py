@@ -142,7 +142,7 @@ def markdown(report: dict, command: str) -> str:
 def main() -> int:
     from textseg.benchmark import parse_size
     from textseg.fileio import atomic_write_bytes
-    from textseg.node.process import local_ros_environment
+    from textseg.node.process import use_local_ros_environment
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,9 +161,7 @@ def main() -> int:
     if not CAMVID_VAL.is_dir():
         print(f"soak: needs CamVid frames at {CAMVID_VAL}", file=sys.stderr)
         return 2
-    for key, value in local_ros_environment().items():
-        if key.startswith(("ROS_", "FASTDDS_")):
-            os.environ[key] = value
+    use_local_ros_environment()
     report = {"soak": soak(args.model, args.size, args.minutes, args.factor, args.window,
                            args.threads)}
     if args.fuzz_messages > 0:

@@ -10,7 +10,6 @@ overload  frames at N x what the node can process for a while: latency must stay
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,13 +109,10 @@ class _RosSession:
         from sensor_msgs.msg import Image
 
         from textseg.node.frame_client import FrameClient
-        from textseg.node.process import NodeProcess, local_ros_environment
+        from textseg.node.process import NodeProcess, use_local_ros_environment
 
         keep_large_buffers_in_heap()  # this process plays the camera driver: keep it lean
-        env = local_ros_environment()
-        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                    "FASTDDS_DEFAULT_PROFILES_FILE"):
-            os.environ[key] = env[key]
+        env = use_local_ros_environment()
         self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from textseg.fileio import atomic_write_bytes
+from textseg_training.results import mean_std
 
 # Row id -> the paper's CamVid val mIoU (STDC1-Seg, 960x720 crop, 10k iterations, one seed).
 PAPER_CAMVID: dict[str, str] = {
@@ -67,19 +68,12 @@ THIN_CLASS_PAIRS = (("baseline", "stage1_text"), ("baseline", "stage2_text"),
 BEGIN, END = "<!-- cpu-protocol:begin -->", "<!-- cpu-protocol:end -->"
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, float("nan")
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def _by_seed(runs: list[dict[str, Any]], row: str) -> dict[int, dict[str, Any]]:
     return {r["seed"]: r for r in runs if r["row"] == row}
 
 
 def _pm(values: list[float]) -> str:
-    mean, std = _mean_std(values)
+    mean, std = mean_std(values)
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
@@ -102,7 +96,7 @@ def main_table(runs: list[dict[str, Any]]) -> str:
 
 def _spread(runs: list[dict[str, Any]], *rows: str) -> float:
     """The seed-to-seed spread a difference is judged against: the largest std of the rows."""
-    stds = [_mean_std([r["val_miou"] for r in _by_seed(runs, row).values()])[1]
+    stds = [mean_std([r["val_miou"] for r in _by_seed(runs, row).values()])[1]
             for row in rows]
     return max((s for s in stds if not math.isnan(s)), default=float("nan"))
 
@@ -118,7 +112,7 @@ def comparisons_table(runs: list[dict[str, Any]]) -> str:
         if not seeds:
             continue
         diffs = [b[s]["val_miou"] - a[s]["val_miou"] for s in seeds]
-        mean, std = _mean_std(diffs)
+        mean, std = mean_std(diffs)
         spread = _spread(runs, row_a, row_b)
         if math.isnan(spread):  # one seed on each side: judge against rows 1-7's spread
             spread, whose = main_spread, "rows 1-7's"

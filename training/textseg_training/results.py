@@ -78,7 +78,7 @@ def record_run(path: str | Path, entry: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, float("nan")
@@ -105,7 +105,7 @@ def rows_table(runs: list[dict[str, Any]], rows: list[str] | None = None,
             raise ValueError(f"no runs recorded for row {row!r}")
         mious = [r["val_miou"] for r in entries]
         per_seed = ", ".join(f"{r['seed']}: {r['val_miou']:.2f}" for r in entries)
-        cells = [row, str(len(entries)), _pm(*_mean_std(mious)), per_seed]
+        cells = [row, str(len(entries)), _pm(*mean_std(mious)), per_seed]
         for name in classes:
             values = [r["per_class_iou"].get(name) for r in entries]
             values = [v for v in values if v is not None]
@@ -132,8 +132,8 @@ def paired_difference(runs: list[dict[str, Any]], row_a: str, row_b: str) -> str
     if not seeds:
         raise ValueError(f"rows {row_a!r} and {row_b!r} share no seed")
     diffs = [by_seed[row_b][s] - by_seed[row_a][s] for s in seeds]
-    mean, std = _mean_std(diffs)
-    spreads = [_mean_std(list(by_seed[row].values()))[1] for row in (row_a, row_b)]
+    mean, std = mean_std(diffs)
+    spreads = [mean_std(list(by_seed[row].values()))[1] for row in (row_a, row_b)]
     spread = max((s for s in spreads if not math.isnan(s)), default=float("nan"))
     verdict = ("n/a (one seed)" if math.isnan(spread) else
                f"{'exceeds' if abs(mean) > spread else 'within'} the seed spread "

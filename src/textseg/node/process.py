@@ -33,6 +33,20 @@ def local_ros_environment(domain_id: int | None = None) -> dict[str, str]:
     return env
 
 
+ROS_ENVIRONMENT_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                        "FASTDDS_DEFAULT_PROFILES_FILE")
+
+
+def use_local_ros_environment() -> dict[str, str]:
+    """Set this process's own ROS variables from `local_ros_environment()` (before rclpy
+    starts), so that an in-process client meets the node processes it starts; returns the
+    environment for those processes."""
+    env = local_ros_environment()
+    for key in ROS_ENVIRONMENT_KEYS:
+        os.environ[key] = env[key]
+    return env
+
+
 class NodeProcess:
     """segmentation_node as a child process; parameters go through a temporary params file.
     `lifecycle=True` runs the managed variant (segmentation_lifecycle_node)."""
