@@ -26,7 +26,6 @@ class LatestFrameWorker:
         self._pending: OrderedDict[Hashable, Any] = OrderedDict()
         self._stopping = False
         self.submitted = 0
-        self.dropped = 0
         self.dropped_by_source: dict[Hashable, int] = {}
         self.processed = 0
         self.failed = 0
@@ -43,8 +42,11 @@ class LatestFrameWorker:
             self._pending[source] = item  # a waiting source keeps its place in the turn order
             self._condition.notify()
 
+    @property
+    def dropped(self) -> int:
+        return sum(self.dropped_by_source.values())
+
     def _count_drop(self, source: Hashable) -> None:
-        self.dropped += 1
         self.dropped_by_source[source] = self.dropped_by_source.get(source, 0) + 1
 
     def stop(self, timeout: float = 5.0) -> None:
