@@ -8,8 +8,11 @@
 #     sweep   stage 2 with M = 8 / 14 / 17 and M = 8 with weight decay on the prompts, seed 0
 #     stride  stage 1 with the paper's label-size L_text (text_loss_stride 1), seed 0
 #     clip    the CLIP RN50 path with random weights, stages 1 and 2, seed 0 (a smoke run)
-#     bridge  the bidirectional fusion bridge rows (issue 12), SEEDS
-# SEEDS="0 1 2" by default; TEXTSEG_RUNS says where run folders go (default ./runs).
+#     bridge_sweep  the bridge's size N x d, stage 1, seed 0 (chooses BRIDGE_SIZE)
+#     bridge  the bidirectional fusion bridge rows (issue 12) at BRIDGE_SIZE, SEEDS
+#     bridge_backbone  stage 1 TGM and bridge on OTHER_BACKBONE (the model-agnostic claim), SEEDS
+# SEEDS="0 1 2" by default; BRIDGE_SIZE=NxD (default 2x128); OTHER_BACKBONE (default
+# efficientnet_lite1, the other backbone with ImageNet weights here); TEXTSEG_RUNS says where run folders go (default ./runs).
 # The table: .venv/bin/textseg-train results training/results/camvid_cpu_protocol.json --protocol
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +24,9 @@ configs=training/configs/cpu_protocol
 seeds="${SEEDS:-0 1 2}"
 train="$root/.venv/bin/textseg-train"
 what="${1:-main}"
+bridge_size="${BRIDGE_SIZE:-2x128}"
+other_backbone="${OTHER_BACKBONE:-efficientnet_lite1}"
+bridge=(text_fusion=bridge "bridge_layers=${bridge_size%x*}" "bridge_width=${bridge_size#*x}")
 
 run() {  # ROW SEED CONFIG [KEY=VALUE ...]
   local row=$1 seed=$2 config=$3
@@ -67,16 +73,30 @@ case "$what" in
     run clip_rn50_random_weights_stage2 0 stage2.yaml "${clip[@]}" \
       "init_from=$(stage1_of clip_rn50_random_weights 0)"
     ;;&
+  bridge_sweep|all)
+    for size in 1x64 1x128 2x128 2x256; do
+      run "bridge_sweep_n${size%x*}_d${size#*x}" 0 stage1.yaml text_fusion=bridge \
+        "bridge_layers=${size%x*}" "bridge_width=${size#*x}"
+    done
+    ;;&
   bridge|all)
     for seed in $seeds; do
-      run bridge_stage1_text "$seed" stage1.yaml text_fusion=bridge
-      run bridge_stage2_text "$seed" stage2.yaml text_fusion=bridge \
+      run bridge_stage1_text "$seed" stage1.yaml "${bridge[@]}"
+      run bridge_stage2_text "$seed" stage2.yaml "${bridge[@]}" \
         "init_from=$(stage1_of bridge_stage1_text "$seed")"
-      run bridge_stage1_random_embeddings "$seed" stage1.yaml text_fusion=bridge \
+      run bridge_stage1_random_embeddings "$seed" stage1.yaml "${bridge[@]}" \
         text_control=random_embeddings
     done
     ;;&
-  main|sweep|stride|clip|bridge|all) ;;
-  *) echo "unknown part '$what': main, sweep, stride, clip, bridge or all" >&2; exit 2 ;;
+  bridge_backbone|all)
+    for seed in $seeds; do
+      run "stage1_text_$other_backbone" "$seed" stage1.yaml "backbone=$other_backbone"
+      run "bridge_stage1_text_$other_backbone" "$seed" stage1.yaml "${bridge[@]}" \
+        "backbone=$other_backbone"
+    done
+    ;;&
+  main|sweep|stride|clip|bridge_sweep|bridge|bridge_backbone|all) ;;
+  *) echo "unknown part '$what': main, sweep, stride, clip, bridge_sweep, bridge," \
+       "bridge_backbone or all" >&2; exit 2 ;;
 esac
 echo "== done ($(date -u +%H:%M:%S))"

@@ -256,3 +256,29 @@ def test_build_lock_times_out_with_a_clear_message_across_processes(tmp_path):
         holder.join(10)
     with build_lock(engine, timeout=1.0):  # free again
         pass
+
+
+def test_batch_profiles_are_part_of_the_key():
+    batched = EngineKey.for_platform(ONNX_SHA, ORIN, "fp16", (720, 1280), max_batch=4)
+    assert batched.digest() != _key().digest()
+    assert ".b4." in engine_filename("m", batched) and ".b" not in engine_filename("m", _key())
+    assert "batch 1-4" in batched.describe()
+    assert "max batch 1 -> 4" in batched.differences(_key())
+    assert EngineKey.from_dict(json.loads(json.dumps(batched.to_dict()))) == batched
+
+
+def test_keys_from_before_batch_profiles_still_read_and_keep_their_digest():
+    """A sidecar written before `max_batch` existed is a one-frame engine, and its cached
+    file name (from the digest) is unchanged, so an upgrade does not rebuild every engine."""
+    old = _key().to_dict()
+    del old["max_batch"]
+    key = EngineKey.from_dict(old)
+    assert key.max_batch == 1
+    canonical = json.dumps(old, sort_keys=True, separators=(",", ":"))
+    assert key.digest() == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("max_batch", [0, 17, "2"])
+def test_bad_batch_sizes_are_refused(max_batch):
+    with pytest.raises(ValueError, match="max_batch"):
+        EngineKey(ONNX_SHA, "10.3.0", "Orin", "8.7", "fp16", 720, 1280, max_batch=max_batch)

@@ -54,7 +54,8 @@ def test_reads_what_the_onnx_package_reads(tiny_model_path, onnx):
     assert [o.name for o in summary.outputs] == [o.name for o in model.graph.output]
     image = summary.inputs[0]
     assert image.dtype == "uint8"
-    assert image.shape[0] == 1 and image.shape[3] == 3
+    assert image.shape[0] == "batch" and image.shape[3] == 3  # exported with a dynamic batch
+    assert describe_model(tiny_model_path).dynamic_batch
     assert all(isinstance(d, str) for d in image.shape[1:3])  # dynamic H and W
     assert {o.name: o.dtype for o in summary.outputs} == {"labels": "uint8",
                                                           "confidence": "uint8"}
@@ -105,12 +106,14 @@ def test_contract_shaped_graph(tmp_path, onnx):
     model = describe_model(path)
     assert model.has_confidence
     assert model.info.class_names == ("a", "b")
+    assert not model.dynamic_batch  # this graph fixes its batch at 1, as older exports did
 
 
 @pytest.mark.parametrize("input_type, labels_type, shape, message", [
     ("FLOAT", "UINT8", (1, "h", "w", 3), "uint8 input 'image'"),
-    ("UINT8", "INT64", (1, "h", "w", 3), "uint8 \\[1, H, W\\] output 'labels'"),
-    ("UINT8", "UINT8", (1, 3, "h", "w"), "must be \\[1, H, W, 3\\]"),
+    ("UINT8", "INT64", (1, "h", "w", 3), "uint8 \\[N, H, W\\] output 'labels'"),
+    ("UINT8", "UINT8", (1, 3, "h", "w"), "must be \\[N, H, W, 3\\]"),
+    ("UINT8", "UINT8", (2, "h", "w", 3), "N dynamic or 1"),
 ])
 def test_interface_violations_name_the_problem(tmp_path, onnx, input_type, labels_type,
                                                shape, message):

@@ -204,3 +204,32 @@ def test_op_profile_names_the_kernels_that_ran(tiny_model_path):
     assert "| op (as run) |" in op_table(rows, wall_ms, "tiny")
     with pytest.raises(ValueError, match="runs must be"):
         profile_ops(tiny_model_path, 120, 160, runs=0)
+
+
+def test_a_batch_gives_each_frame_its_own_labels(backend):
+    frames = [np.random.default_rng(i).integers(0, 256, (60, 80, 3), np.uint8)
+              for i in range(3)]
+    assert backend.max_batch > 1 and not backend.batching_pays
+    together = backend.infer_batch(frames, want_confidence=True)
+    for frame, result in zip(frames, together, strict=True):
+        alone = backend.infer(frame, want_confidence=True)
+        np.testing.assert_array_equal(result.labels, alone.labels)
+        np.testing.assert_array_equal(result.confidence, alone.confidence)
+    assert backend.infer_batch(frames[:1])[0].labels.shape == (60, 80)
+    with pytest.raises(ValueError, match="one size"):
+        backend.infer_batch([frames[0], frames[1][:40]])
+
+
+def test_a_model_with_a_fixed_batch_takes_one_frame_per_inference(tiny_model_path, tmp_path,
+                                                                  onnx):
+    model = onnx.load(str(tiny_model_path))
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    path = tmp_path / "fixed.onnx"
+    onnx.save(model, str(path))
+    fixed = OnnxRuntimeBackend(path)
+    assert fixed.max_batch == 1
+    frame = np.zeros((48, 64, 3), np.uint8)
+    assert len(fixed.infer_batch([frame])) == 1
+    with pytest.raises(ValueError, match="at most 1"):
+        fixed.infer_batch([frame, frame])

@@ -29,6 +29,7 @@ from textseg.engine.tensorrt_backend import (
     EngineBuildCancelled,
     EngineBuildError,
     EngineLoadError,
+    EngineRunner,
     EngineTensor,
     TensorRTBackend,
     TensorRTUnavailable,
@@ -209,19 +210,25 @@ class FakeCuda:
         assert stream in self.streams
 
     def copy_to_device(self, device, host, stream):
-        assert host.flags.c_contiguous and host.nbytes == len(self.memory[device])
+        # A batch smaller than the largest copies the start of the buffers (batch outermost).
+        assert host.flags.c_contiguous and host.nbytes <= len(self.memory[device])
         assert host.ctypes.data in self.pinned, "copies go through page-locked buffers"
-        self.memory[device][:] = host.tobytes()
+        self.memory[device][:host.nbytes] = host.tobytes()
 
     def copy_to_host(self, host, device, stream):
+        assert host.flags.c_contiguous and host.nbytes <= len(self.memory[device])
         assert host.ctypes.data in self.pinned, "copies go through page-locked buffers"
-        host[...] = np.frombuffer(self.memory[device], np.uint8).reshape(host.shape)
+        host[...] = np.frombuffer(self.memory[device], np.uint8)[:host.nbytes].reshape(
+            host.shape)
 
 
 def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: bool = False,
                        parse_ok: bool = True):
     """A `tensorrt` stand-in recording every builder call; its 'engines' are JSON that its
-    runtime turns into a context computing labels = R % 11, confidence = G."""
+    runtime turns into a context computing labels = R % 11, confidence = G. Optimisation
+    profiles behave as TensorRT documents them: `add_optimization_profile` returns the
+    profile's index, a context runs only the input shape its current profile allows, and
+    after `set_optimization_profile_async` the input shape must be set again."""
     calls: list = []
 
     class ILogger:
@@ -246,7 +253,7 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
     class Config:
         def __init__(self):
             self.flags, self.int8_calibrator, self.progress_monitor = set(), None, None
-            self.profile = None
+            self.profile, self.profiles = None, []
 
         def set_flag(self, flag):
             calls.append(("set_flag", flag))
@@ -257,10 +264,12 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
 
         def add_optimization_profile(self, profile):
             calls.append(("add_optimization_profile",))
-            self.profile = profile
+            self.profiles.append(profile)
+            self.profile = self.profiles[0]
+            return len(self.profiles) - 1
 
         def set_calibration_profile(self, profile):
-            calls.append(("set_calibration_profile",))
+            calls.append(("set_calibration_profile", self.profiles.index(profile)))
 
     class Parser:
         def __init__(self, network, logger):
@@ -307,13 +316,24 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
                 calibrator.write_calibration_cache(b"calibration table")
             if build_garbage:
                 return b"garbage"
-            return json.dumps({"fake": version, "flags": sorted(config.flags)}).encode()
+            return json.dumps({"fake": version, "flags": sorted(config.flags),
+                               "profiles": [p.shape for p in config.profiles]}).encode()
 
     class Context:
-        def __init__(self):
-            self.addresses, self.shape = {}, None
+        def __init__(self, profiles):
+            self.addresses, self.shape, self.profiles, self.profile = {}, None, profiles, 0
+
+        def set_optimization_profile_async(self, index, stream):
+            calls.append(("set_optimization_profile_async", index))
+            assert stream in cuda.streams
+            if not 0 <= index < len(self.profiles):
+                return False
+            self.profile, self.shape = index, None  # the input shape must be set again
+            return True
 
         def set_input_shape(self, name, shape):
+            if tuple(shape) != tuple(self.profiles[self.profile]):  # min = opt = max
+                return False
             self.shape = tuple(shape)
             return True
 
@@ -325,16 +345,24 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
             return True
 
         def execute_async_v3(self, stream):
-            calls.append(("execute_async_v3", stream))
+            calls.append(("execute_async_v3", stream, self.shape))
+            assert self.shape is not None, "input shape not set for the current profile"
+            count = int(np.prod(self.shape))
             image = np.frombuffer(cuda.memory[self.addresses["image"]], np.uint8
-                                  ).reshape(self.shape)
-            cuda.memory[self.addresses["labels"]][:] = (image[..., 0] % 11).tobytes()
-            cuda.memory[self.addresses["confidence"]][:] = image[..., 1].copy().tobytes()
+                                  )[:count].reshape(self.shape)
+            labels = (image[..., 0] % 11).tobytes()
+            cuda.memory[self.addresses["labels"]][:len(labels)] = labels
+            confidence = image[..., 1].copy().tobytes()
+            cuda.memory[self.addresses["confidence"]][:len(confidence)] = confidence
             return True
 
     class Engine:
         num_io_tensors = 3
         _names = ["image", "labels", "confidence"]
+
+        def __init__(self, profiles):
+            self.profiles = profiles
+            self.num_optimization_profiles = len(profiles)
 
         def get_tensor_name(self, index):
             return self._names[index]
@@ -346,10 +374,10 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
             return "UINT8"
 
         def get_tensor_shape(self, name):
-            return (1, -1, -1, 3) if name == "image" else (1, -1, -1)
+            return (-1, -1, -1, 3) if name == "image" else (-1, -1, -1)
 
         def create_execution_context(self):
-            return Context()
+            return Context(self.profiles)
 
     class Runtime:
         def __init__(self, logger):
@@ -361,7 +389,9 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
                 description = json.loads(bytes(data))
             except ValueError:
                 return None
-            return Engine() if description.get("fake") == version else None
+            if description.get("fake") != version:
+                return None
+            return Engine(description["profiles"])
 
     common = dict(
         __version__=version, ILogger=ILogger, IProgressMonitor=IProgressMonitor,
@@ -378,10 +408,11 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
         # builder config without int8_calibrator / set_calibration_profile (names as in
         # TensorRT's Python bindings), so a call 11 removed fails here as it would there.
         class Config11:
-            __slots__ = ("flags", "progress_monitor", "profile")
+            __slots__ = ("flags", "progress_monitor", "profile", "profiles")
 
             def __init__(self):
                 self.flags, self.progress_monitor, self.profile = set(), None, None
+                self.profiles = []
 
             def set_flag(self, flag):
                 calls.append(("set_flag", flag))
@@ -392,7 +423,9 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
 
             def add_optimization_profile(self, profile):
                 calls.append(("add_optimization_profile",))
-                self.profile = profile
+                self.profiles.append(profile)
+                self.profile = self.profiles[0]
+                return len(self.profiles) - 1
 
         class Builder11(Builder):
             def create_builder_config(self):
@@ -689,7 +722,8 @@ def test_tensorrt11_bakes_a_qdq_model_strongly_typed_with_fake_tensorrt_module(
     assert "set_flag" not in _names(calls) and "set_calibration_profile" not in _names(calls)
     record = read_record(backend.engine_paths[(48, 64)])
     assert record.extra == {"build_path": "strongly-typed", "builder_flags": [],
-                            "tensorrt_major": 11, "onnx_precision": "int8"}
+                            "tensorrt_major": 11, "onnx_precision": "int8",
+                            "batch_profiles": [1]}
     backend.close()
 
 
@@ -763,3 +797,133 @@ def test_cuda13_wheel_layout_is_searched_for_libcudart(tmp_path, monkeypatch):
     cu12 = str(tmp_path / "nvidia" / "cuda_runtime" / "lib" / "libcudart.so.12")
     assert cu13 in candidates and cu12 in candidates
     assert candidates.index(cu13) < candidates.index(cu12)
+
+
+# --- several cameras, one inference: one profile per batch size ----------------------------
+
+@pytest.fixture(scope="module")
+def fixed_batch_model(tiny_model_path, tmp_path_factory):
+    """The tiny model as exported before textseg 0.3: batch axis fixed at 1."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tiny_model_path))
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    path = tmp_path_factory.mktemp("fixed_batch") / "fixed.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
+def test_batch_profiles_are_built_and_switched_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu, version):
+    precision = "fp16" if version.startswith("10.") else "fp32"
+    backend, calls, _ = _backend(tiny_model_path, tmp_path, fake_gpu, version=version,
+                                 precision=precision, input_size=(48, 64), max_batch=3)
+    shapes = [c[2] for c in calls if c[0] == "set_shape"]
+    assert shapes == [(1, 48, 64, 3), (2, 48, 64, 3), (3, 48, 64, 3)]  # min = opt = max each
+    engine = backend.engine_paths[(48, 64)]
+    assert ".b3." in engine.name
+    record = read_record(engine)
+    assert record.key.max_batch == 3 and record.extra["batch_profiles"] == [1, 2, 3]
+    # Buffers are sized once, for the largest batch, and shared by every profile.
+    assert sorted(a.shape for a in fake_gpu.pinned.values()) == [
+        (3, 48, 64), (3, 48, 64), (3, 48, 64, 3)]
+    frames = [np.random.default_rng(i).integers(0, 256, (48, 64, 3), np.uint8)
+              for i in range(3)]
+    calls.clear()
+    results = backend.infer_batch(frames[:2], want_confidence=True)
+    assert ("set_optimization_profile_async", 1) in calls
+    assert ("execute_async_v3", 100, (2, 48, 64, 3)) in calls
+    for frame, result in zip(frames[:2], results, strict=True):
+        np.testing.assert_array_equal(result.labels, frame[..., 0] % 11)
+        np.testing.assert_array_equal(result.confidence, frame[..., 1])
+    results = backend.infer_batch(frames)
+    assert [r.confidence for r in results] == [None] * 3
+    for frame, result in zip(frames, results, strict=True):
+        np.testing.assert_array_equal(result.labels, frame[..., 0] % 11)
+    calls.clear()
+    single = backend.infer(frames[2])  # back to profile 0
+    assert ("set_optimization_profile_async", 0) in calls
+    np.testing.assert_array_equal(single.labels, frames[2][..., 0] % 11)
+    calls.clear()
+    backend.infer(frames[1])  # same profile: no switch
+    assert "set_optimization_profile_async" not in _names(calls)
+    assert "batch 1-3" in backend.description
+    with pytest.raises(ValueError, match="at most 3"):
+        backend.infer_batch(frames + frames[:1])
+    with pytest.raises(ValueError, match="one size"):
+        backend.infer_batch([frames[0], frames[1][:32]])
+    backend.close()
+    assert fake_gpu.memory == {} and fake_gpu.pinned == {}
+
+
+def test_batch_engines_are_cached_apart_from_single_frame_engines_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu):
+    single, _, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
+    single.close()
+    batched, calls, lines = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64),
+                                     max_batch=2)
+    assert "build_serialized_network" in _names(calls)  # another key: built, not reused
+    assert batched.engine_paths[(48, 64)] != single.engine_paths[(48, 64)]
+    batched.close()
+    again, calls, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64),
+                               max_batch=2, allow_build=False)
+    assert "Builder" not in _names(calls)
+    assert len(again.infer_batch([np.zeros((48, 64, 3), np.uint8)] * 2)) == 2
+    again.close()
+
+
+def test_a_baked_batch_engine_keeps_its_batch_size_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu):
+    baked, _, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64),
+                           max_batch=2)
+    engine = baked.engine_paths[(48, 64)]
+    baked.close()
+    trt, _ = make_fake_tensorrt(fake_gpu)
+    loaded = TensorRTBackend(engine, trt=trt, cuda=fake_gpu)
+    assert loaded.max_batch == 2
+    frames = [np.full((48, 64, 3), v, np.uint8) for v in (3, 7)]
+    assert [int(r.labels[0, 0]) for r in loaded.infer_batch(frames)] == [3, 7]
+    loaded.close()
+
+
+def test_int8_calibration_uses_the_single_frame_profile_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu, calibration_dir):
+    backend, calls, _ = _backend(tiny_model_path, tmp_path, fake_gpu, precision="int8",
+                                 calibration_dir=calibration_dir, input_size=(48, 64),
+                                 max_batch=2)
+    assert ("set_calibration_profile", 0) in calls and ("calibrated", 3) in calls
+    backend.close()
+
+
+def test_a_model_with_a_fixed_batch_runs_one_frame_per_inference_with_fake_tensorrt_module(
+        fixed_batch_model, tmp_path, fake_gpu):
+    backend, calls, lines = _backend(fixed_batch_model, tmp_path, fake_gpu,
+                                     input_size=(48, 64), max_batch=4)
+    assert backend.max_batch == 1
+    assert any("fixes its batch axis at 1" in line for line in lines)
+    assert [c[2] for c in calls if c[0] == "set_shape"] == [(1, 48, 64, 3)]
+    backend.close()
+
+
+def test_an_engine_with_too_few_profiles_is_refused(tiny_model_path, tmp_path, fake_gpu):
+    single, _, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
+    engine_bytes = single.engine_paths[(48, 64)].read_bytes()
+    single.close()
+    trt, _ = make_fake_tensorrt(fake_gpu)
+    with pytest.raises(EngineLoadError, match="1 optimisation profile"):
+        EngineRunner(trt, fake_gpu, engine_bytes, (48, 64), max_batch=2)
+
+
+def test_bindings_need_a_dynamic_batch_axis_for_batches():
+    with pytest.raises(ContractError, match="fixes the batch at 1"):
+        plan_bindings(_contract_tensors(image_shape=(1, -1, -1, 3)), 48, 64, batch=2)
+    shapes = [b.shape for b in plan_bindings(_contract_tensors(image_shape=(-1, -1, -1, 3)),
+                                             48, 64, batch=2)]
+    assert shapes == [(2, 48, 64, 3), (2, 48, 64), (2, 48, 64)]
+
+
+def test_max_batch_is_validated(tiny_model_path, tmp_path, fake_gpu):
+    for bad in (0, 17, 2.0):
+        with pytest.raises(ValueError, match="max_batch"):
+            _backend(tiny_model_path, tmp_path, fake_gpu, max_batch=bad)

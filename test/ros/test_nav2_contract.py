@@ -4,7 +4,8 @@ reliable, transient-local, depth-5 LabelInfo subscription), mono8 encodings, ide
 and frame ids of labels and confidence, and the class names it picks costs by.
 
 The plugin itself (a C++ costmap layer) cannot run here; its subscriptions are reproduced with
-rclpy's own QoS profiles. LabelInfo needs vision_msgs, which has no wheel: that part skips.
+rclpy's own QoS profiles. LabelInfo needs vision_msgs, which has no wheel: scripts/test.sh
+builds its two messages with the ROS wheels' rosidl toolchain (scripts/build_vision_msgs.sh).
 """
 
 from __future__ import annotations
@@ -104,12 +105,11 @@ def test_labels_and_confidence_arrive_mono8_with_identical_headers(nav2_node, ca
         listener.destroy_node()
 
 
-def test_label_info_is_latched_before_segmentation_starts(nav2_node, ros_context):
+def test_label_info_is_latched_before_segmentation_starts(nav2_node, ros_context,
+                                                          vision_msgs_module):
     """LabelInfo (vision_msgs) reaches a late, transient-local subscriber: the plugin picks
     costs by class name and ignores segmentation until it has it."""
-    pytest.importorskip("vision_msgs", reason="vision_msgs has no wheel here; LabelInfo "
-                        "is published where it is installed")
-    from vision_msgs.msg import LabelInfo
+    LabelInfo = vision_msgs_module.LabelInfo  # noqa: N806 - a message class
 
     _, client = nav2_node
     got = []
@@ -122,3 +122,53 @@ def test_label_info_is_latched_before_segmentation_starts(nav2_node, ros_context
     finally:
         client.executor.remove_node(listener)
         listener.destroy_node()
+
+
+def test_label_info_arrives_before_the_first_labels(tiny_model_path, ros_env, ros_context,
+                                                    vision_msgs_module, camvid_frames):
+    """Subscribed before the node starts, LabelInfo comes first: the node publishes it when it
+    configures, before it takes any image."""
+    order: list[str] = []
+    listener = Node("nav2_order_listener", context=ros_context)
+    listener.create_subscription(vision_msgs_module.LabelInfo, "/order/label_info",
+                                 lambda msg: order.append("label_info"), LABEL_INFO_QOS)
+    listener.create_subscription(Image, "/order/labels/image", lambda msg: order.append("labels"),
+                                 qos_profile_sensor_data)
+    client = FrameClient(context=ros_context, image_topic="/order/image",
+                         labels_topic="/order/labels/image", name="order_client")
+    client.executor.add_node(listener)
+    node = NodeProcess({"model": str(tiny_model_path), "threads": 1}, params_file=NAV2_PARAMS,
+                       env=ros_env, namespace="/order").start()
+    try:
+        client.wait_for_node(timeout=60.0, alive=node.alive)
+        (_, rgb), = camvid_frames(1)
+        msg = client.image_message(rgb, "rgb8", client.node.get_clock().now().to_msg(), "cam")
+        assert client.exchange(msg, timeout=20.0) is not None, node.log_text()[-2000:]
+        assert client.wait_for(lambda: "labels" in order, 5.0)
+        assert order[0] == "label_info", order[:5]
+    finally:
+        client.executor.remove_node(listener)
+        listener.destroy_node()
+        client.close()
+        assert node.stop() == 0, node.log_text()[-2000:]
+
+
+def test_without_vision_msgs_the_node_says_why_and_still_segments(tiny_model_path, ros_env,
+                                                                  ros_context, camvid_frames):
+    env = dict(ros_env)
+    env["PYTHONPATH"] = ":".join(p for p in env.get("PYTHONPATH", "").split(":")
+                                 if p and not (Path(p) / "vision_msgs").is_dir())
+    node = NodeProcess({"model": str(tiny_model_path), "threads": 1}, params_file=NAV2_PARAMS,
+                       env=env, namespace="/plain").start()
+    client = FrameClient(context=ros_context, image_topic="/plain/image",
+                         labels_topic="/plain/labels/image", name="plain_client")
+    try:
+        client.wait_for_node(timeout=60.0, alive=node.alive)
+        (_, rgb), = camvid_frames(1)
+        msg = client.image_message(rgb, "rgb8", client.node.get_clock().now().to_msg(), "cam")
+        assert client.exchange(msg, timeout=20.0) is not None, node.log_text()[-2000:]
+        assert not client.node.get_publishers_info_by_topic("/plain/label_info")
+    finally:
+        client.close()
+        assert node.stop() == 0, node.log_text()[-2000:]
+    assert "vision_msgs is not installed" in node.log_text()

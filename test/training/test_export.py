@@ -87,8 +87,9 @@ def test_exported_file_passes_checker_and_carries_contract(tiny_model_path):
     assert image.name == INPUT_NAME
     assert image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = image.type.tensor_type.shape.dim
-    assert [d.dim_value for d in dims] == [1, 0, 0, 3]
-    assert dims[1].dim_param and dims[2].dim_param  # dynamic height / width
+    assert [d.dim_value for d in dims] == [0, 0, 0, 3]
+    # dynamic batch (several cameras in one inference), height and width
+    assert [d.dim_param for d in dims[:3]] == ["batch", "height", "width"]
     outputs = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
     assert outputs == {LABELS_OUTPUT: onnx.TensorProto.UINT8,
                        CONFIDENCE_OUTPUT: onnx.TensorProto.UINT8}
@@ -97,7 +98,7 @@ def test_exported_file_passes_checker_and_carries_contract(tiny_model_path):
 def test_default_parity_check_and_no_confidence(tmp_path):
     path = tmp_path / "plain.onnx"
     report = _export(path)
-    assert report.parity_pixels == SMALL[0] * SMALL[1]
+    assert report.parity_pixels == 2 * SMALL[0] * SMALL[1]  # the two traced frames
     assert report.parity_agreement >= 0.999
     proto = onnx.load(str(path))
     assert [o.name for o in proto.graph.output] == [LABELS_OUTPUT]
@@ -228,3 +229,30 @@ def test_static_same_padding_is_exact_and_leaves_no_pad_in_the_graph(tmp_path):
     assert "Pad" not in ops and ops.count("Conv") > 40
     # The caller's model is not changed by the export.
     assert any(type(m).__name__ == "Conv2dSame" for m in model.modules())
+
+
+def test_the_batch_check_catches_a_graph_that_mixes_the_frames_of_a_batch():
+    """A graph whose labels depend on the other frames of the batch (here: the batch-wide
+    maximum of the red channel) must not pass the export's batch check."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["f", "axes"], ["m"], keepdims=1),  # over batch, channels
+        helper.make_node("Sub", ["f", "f"], ["zero"]),
+        helper.make_node("Add", ["zero", "m"], ["mixed"]),
+        helper.make_node("ReduceMax", ["mixed", "channel"], ["top"], keepdims=0),
+        helper.make_node("Cast", ["top"], ["labels"], to=TensorProto.UINT8),
+    ]
+    graph = helper.make_graph(
+        nodes, "mixer",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", "h", "w", 3])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["batch", "h", "w"])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [2], [0, 3]),
+                     helper.make_tensor("channel", TensorProto.INT64, [1], [3])])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                             ir_version=9).SerializeToString()
+    frames = [np.full((8, 8, 3), 10, np.uint8), np.full((8, 8, 3), 200, np.uint8)]
+    with pytest.raises(RuntimeError, match="batch of 2 gets other labels"):
+        export_module._check_batch_axis(data, frames)
+    export_module._check_batch_axis(data, [frames[0], frames[0]])  # identical frames agree

@@ -36,7 +36,7 @@ OPSET = 17
 
 
 class DeployWrapper(nn.Module):
-    """uint8 RGB [1, H, W, 3] -> uint8 labels [1, H, W] (+ uint8 confidence)."""
+    """uint8 RGB [N, H, W, 3] -> uint8 labels [N, H, W] (+ uint8 confidence)."""
 
     def __init__(self, model: nn.Module, network_input_size: tuple[int, int],
                  mean: tuple[float, float, float], std: tuple[float, float, float],
@@ -247,11 +247,14 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
     model = freeze_same_padding(copy.deepcopy(model).eval(), info.network_input_size)
     wrapper = DeployWrapper(model, info.network_input_size, mean, std, with_confidence).eval()
     h, w = info.network_input_size
-    sample = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8,
+    # Traced with two frames and checked below with one: a batch size baked into the graph by
+    # mistake fails the check instead of shipping (the batch axis is dynamic, so one inference
+    # can serve several cameras).
+    sample = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     outputs = [LABELS_OUTPUT] + ([CONFIDENCE_OUTPUT] if with_confidence else [])
-    dynamic = {INPUT_NAME: {1: "height", 2: "width"}}
-    dynamic.update({name: {1: "height", 2: "width"} for name in outputs})
+    dynamic = {INPUT_NAME: {0: "batch", 1: "height", 2: "width"}}
+    dynamic.update({name: {0: "batch", 1: "height", 2: "width"} for name in outputs})
     buffer = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(wrapper, (sample,), buffer, dynamo=False, opset_version=OPSET,
@@ -273,8 +276,9 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
     # Every artifact must be one TensorRT's ONNX parser accepts (its documented rules).
     require_tensorrt_rules(data, name=str(path))
 
-    images = check_images if check_images is not None else [sample[0].numpy()]
+    images = check_images if check_images is not None else [frame.numpy() for frame in sample]
     agreement, pixels = _parity(wrapper, data, images)
+    _check_batch_axis(data, images)
     atomic_write_bytes(path, data)
     return ExportReport(path=path, size_bytes=len(data), parity_pixels=pixels,
                         parity_agreement=agreement, evaluation=evaluation)
@@ -322,6 +326,24 @@ def _parity(wrapper: DeployWrapper, data: bytes, images: list[np.ndarray]) -> tu
             same += int((got == expected.numpy()).sum())
             total += got.size
     return same / total, total
+
+
+def _check_batch_axis(data: bytes, images: list[np.ndarray]) -> None:
+    """Frames run as one batch give exactly the labels they give one by one (the node batches
+    cameras on backends that gain from it)."""
+    import onnxruntime as ort
+
+    same_size = [image for image in images if image.shape == images[0].shape][:3]
+    if len(same_size) < 2:
+        same_size = [images[0], images[0][::-1].copy()]  # a second, different frame
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    batch = np.ascontiguousarray(np.stack(same_size))
+    together = session.run([LABELS_OUTPUT], {INPUT_NAME: batch})[0]
+    for index, image in enumerate(same_size):
+        alone = session.run([LABELS_OUTPUT], {INPUT_NAME: np.ascontiguousarray(image)[None]})[0]
+        if together.shape[0] != len(same_size) or not np.array_equal(together[index], alone[0]):
+            raise RuntimeError(f"export check failed: frame {index} of a batch of "
+                               f"{len(same_size)} gets other labels than on its own")
 
 
 def export_random(path: str | Path, dataset: str = "camvid", backbone: str = "stdc1",

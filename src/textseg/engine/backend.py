@@ -17,11 +17,16 @@ class SegmentationResult:
 
 
 class SegmentationBackend(Protocol):
-    """Runs a contract model on one RGB frame. Implementations are not thread-safe."""
+    """Runs a contract model on RGB frames. Implementations are not thread-safe."""
 
     name: str
     info: ModelInfo
     has_confidence: bool
+    # The most frames one `infer_batch` call runs as one inference (1: one at a time).
+    max_batch: int
+    # Whether one inference of N frames was measured to beat N inferences on this backend: the
+    # node batches its cameras by default only then (docs/node.md, "Several cameras").
+    batching_pays: bool
 
     @property
     def description(self) -> str:
@@ -30,6 +35,11 @@ class SegmentationBackend(Protocol):
 
     def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
         """Segment one uint8 RGB image of shape [H, W, 3]."""
+        ...
+
+    def infer_batch(self, frames: list[np.ndarray], want_confidence: bool = False
+                    ) -> list[SegmentationResult]:
+        """Segment frames of one size together (at most `max_batch`); one result per frame."""
         ...
 
     def close(self) -> None:
@@ -45,3 +55,18 @@ def check_rgb(rgb: np.ndarray) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ValueError(f"expected an RGB image of shape [H, W, 3], got {rgb.shape}")
     return np.ascontiguousarray(rgb)
+
+
+def check_batch(frames: list[np.ndarray], max_batch: int) -> np.ndarray:
+    """Validate frames for one batched inference; return them stacked [N, H, W, 3]."""
+    if not frames:
+        raise ValueError("a batch needs at least one frame")
+    if len(frames) > max_batch:
+        raise ValueError(f"{len(frames)} frames in one batch, this backend takes at most "
+                         f"{max_batch}")
+    checked = [check_rgb(frame) for frame in frames]
+    sizes = {frame.shape for frame in checked}
+    if len(sizes) > 1:
+        raise ValueError(f"the frames of one batch must have one size, got "
+                         f"{sorted(f'{s[1]}x{s[0]}' for s in sizes)}")
+    return np.stack(checked)

@@ -1,9 +1,11 @@
 """The model artifact contract: one ONNX file hands a model from training to deployment.
 
 Graph
-    input  ``image``       uint8 [1, H, W, 3], RGB, any H and W (dynamic axes).
-    output ``labels``      uint8 [1, H, W] class ids at the input resolution.
-    output ``confidence``  uint8 [1, H, W] (optional) max softmax probability * 255.
+    input  ``image``       uint8 [N, H, W, 3], RGB, any H and W (dynamic axes); N is dynamic
+                           (several cameras in one inference), or fixed at 1 in models exported
+                           before version 0.3.
+    output ``labels``      uint8 [N, H, W] class ids at the input resolution.
+    output ``confidence``  uint8 [N, H, W] (optional) max softmax probability * 255.
 
 Normalisation, resizing to the network resolution, bilinear upsampling of the logits and the
 argmax all live inside the graph, so no per-pixel work is left to the caller.

@@ -32,6 +32,7 @@ from textseg.fileio import atomic_write_bytes
 ENGINE_FORMAT_VERSION = 1
 PRECISIONS = ("fp16", "fp32", "int8")
 ENGINE_SUFFIX = ".engine"
+MAX_BATCH = 16  # batch profiles an engine may carry (cameras served by one inference)
 SIDECAR_SUFFIX = ".json"
 
 
@@ -67,6 +68,8 @@ class EngineKey:
     # the engine. A Q/DQ model carries its scales, so its onnx_sha256 covers them.
     calibration_sha256: str = ""
     format_version: int = ENGINE_FORMAT_VERSION
+    # One optimisation profile per batch size 1..max_batch (several cameras, one inference).
+    max_batch: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -77,6 +80,8 @@ class EngineKey:
             problems.append(f"input size {self.input_width}x{self.input_height} is not positive")
         if self.precision != "int8" and self.calibration_sha256:
             problems.append(f"a {self.precision} engine takes no calibration images")
+        if not (isinstance(self.max_batch, int) and 1 <= self.max_batch <= MAX_BATCH):
+            problems.append(f"max_batch {self.max_batch} is not in 1..{MAX_BATCH}")
         if len(self.onnx_sha256) != 64:
             problems.append("onnx_sha256 must be a sha256 hex digest")
         if problems:
@@ -84,11 +89,13 @@ class EngineKey:
 
     @classmethod
     def for_platform(cls, onnx_sha256: str, facts: PlatformFacts, precision: str,
-                     input_size: tuple[int, int], calibration_sha256: str = "") -> EngineKey:
+                     input_size: tuple[int, int], calibration_sha256: str = "",
+                     max_batch: int = 1) -> EngineKey:
         return cls(onnx_sha256=onnx_sha256, tensorrt_version=facts.tensorrt_version,
                    gpu_name=facts.gpu_name, compute_capability=facts.compute_capability,
                    precision=precision, input_height=int(input_size[0]),
-                   input_width=int(input_size[1]), calibration_sha256=calibration_sha256)
+                   input_width=int(input_size[1]), calibration_sha256=calibration_sha256,
+                   max_batch=int(max_batch))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -99,11 +106,15 @@ class EngineKey:
         return PlatformFacts(self.tensorrt_version, self.gpu_name, self.compute_capability)
 
     def digest(self) -> str:
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields_ = asdict(self)
+        if self.max_batch == 1:  # keys from before batch profiles keep their digest
+            del fields_["max_batch"]
+        canonical = json.dumps(fields_, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def describe(self) -> str:
-        return (f"{self.precision} {self.input_width}x{self.input_height}, "
+        batches = f", batch 1-{self.max_batch}" if self.max_batch > 1 else ""
+        return (f"{self.precision} {self.input_width}x{self.input_height}{batches}, "
                 f"{self.platform.describe()}")
 
     def differences(self, other: EngineKey) -> list[str]:
@@ -113,7 +124,7 @@ class EngineKey:
                   "gpu_name": "GPU", "compute_capability": "compute capability",
                   "precision": "precision", "input_height": "input height",
                   "input_width": "input width", "calibration_sha256": "calibration images",
-                  "format_version": "engine format"}
+                  "format_version": "engine format", "max_batch": "max batch"}
         out = []
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
@@ -129,8 +140,9 @@ class EngineKey:
     @classmethod
     def from_dict(cls, data: dict) -> EngineKey:
         names = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or not names - {"calibration_sha256",
-                                                      "format_version"} <= set(data):
+        # Sidecars written before a field existed get its default (max_batch: 1).
+        if not isinstance(data, dict) or not names - {"calibration_sha256", "format_version",
+                                                      "max_batch"} <= set(data):
             raise ValueError("engine key is incomplete")
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -193,7 +205,8 @@ def default_cache_dir() -> Path:
 
 def engine_filename(model_stem: str, key: EngineKey) -> str:
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in model_stem) or "model"
-    return (f"{safe}.{key.precision}.{key.input_width}x{key.input_height}."
+    batches = f".b{key.max_batch}" if key.max_batch > 1 else ""
+    return (f"{safe}.{key.precision}.{key.input_width}x{key.input_height}{batches}."
             f"{key.digest()[:16]}{ENGINE_SUFFIX}")
 
 

@@ -58,6 +58,7 @@ class ModelDescription:
     sha256: str
     info: ModelInfo
     has_confidence: bool
+    dynamic_batch: bool = False  # the batch axis is dynamic (older models fix it at 1)
 
 
 def _varint(buf, pos: int) -> tuple[int, int]:
@@ -188,16 +189,17 @@ def check_contract_interface(summary: OnnxSummary) -> bool:
     if not image or image[0].dtype != "uint8":
         found = [(i.name, i.dtype) for i in summary.inputs]
         raise ContractError(f"{source}: expected a uint8 input '{INPUT_NAME}', found {found}")
-    if len(image[0].shape) != 4 or image[0].shape[3] != 3:
-        raise ContractError(f"{source}: input '{INPUT_NAME}' must be [1, H, W, 3], "
-                            f"is {list(image[0].shape)}")
+    shape = image[0].shape
+    if len(shape) != 4 or shape[3] != 3 or (isinstance(shape[0], int) and shape[0] != 1):
+        raise ContractError(f"{source}: input '{INPUT_NAME}' must be [N, H, W, 3] with N "
+                            f"dynamic or 1, is {list(shape)}")
     outputs = {o.name: o for o in summary.outputs}
     labels = outputs.get(LABELS_OUTPUT)
     if labels is None or labels.dtype != "uint8" or len(labels.shape) != 3:
-        raise ContractError(f"{source}: expected a uint8 [1, H, W] output '{LABELS_OUTPUT}'")
+        raise ContractError(f"{source}: expected a uint8 [N, H, W] output '{LABELS_OUTPUT}'")
     confidence = outputs.get(CONFIDENCE_OUTPUT)
     if confidence is not None and (confidence.dtype != "uint8" or len(confidence.shape) != 3):
-        raise ContractError(f"{source}: output '{CONFIDENCE_OUTPUT}' must be uint8 [1, H, W]")
+        raise ContractError(f"{source}: output '{CONFIDENCE_OUTPUT}' must be uint8 [N, H, W]")
     return confidence is not None
 
 
@@ -206,4 +208,6 @@ def describe_model(path: str | Path) -> ModelDescription:
     summary = read_onnx_summary(path)
     info = ModelInfo.from_metadata(summary.metadata, source=str(summary.path))
     has_confidence = check_contract_interface(summary)
-    return ModelDescription(summary.path, summary.sha256, info, has_confidence)
+    image = next(i for i in summary.inputs if i.name == INPUT_NAME)
+    return ModelDescription(summary.path, summary.sha256, info, has_confidence,
+                            dynamic_batch=not isinstance(image.shape[0], int))

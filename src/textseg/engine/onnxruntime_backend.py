@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from textseg.engine.backend import SegmentationResult, check_rgb
+from textseg.engine.backend import SegmentationResult, check_batch, check_rgb
 from textseg.engine.contract import (
     CONFIDENCE_OUTPUT,
     INPUT_NAME,
@@ -18,12 +18,17 @@ from textseg.engine.contract import (
 
 # Preferred order; only those this onnxruntime build offers are used.
 _PROVIDER_PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# A sanity bound on one batched inference of a model with a dynamic batch axis.
+DYNAMIC_MAX_BATCH = 64
 
 
 class OnnxRuntimeBackend:
     """Loads any contract-conforming ONNX file and checks its interface and metadata."""
 
     name = "onnxruntime"
+    # One CPU inference of 2 or 4 frames was no faster per frame than 2 or 4 inferences
+    # (scripts/bench_batching.py: 0.85-1.19x), so the node does not batch by default here.
+    batching_pays = False
 
     def __init__(self, model_path: str | Path, threads: int = 0,
                  providers: list[str] | None = None, spin_wait: bool = False) -> None:
@@ -56,12 +61,15 @@ class OnnxRuntimeBackend:
             found = [(i.name, i.type) for i in inputs]
             raise ContractError(f"{path}: expected one uint8 input '{INPUT_NAME}', found {found}")
         shape = inputs[0].shape
-        if len(shape) != 4 or shape[3] != 3:
-            raise ContractError(f"{path}: input '{INPUT_NAME}' must be [1, H, W, 3], is {shape}")
+        if len(shape) != 4 or shape[3] != 3 or (isinstance(shape[0], int) and shape[0] != 1):
+            raise ContractError(f"{path}: input '{INPUT_NAME}' must be [N, H, W, 3] with N "
+                                f"dynamic or 1, is {shape}")
+        # Models exported before the batch axis became dynamic take one frame per inference.
+        self.max_batch = 1 if shape[0] == 1 else DYNAMIC_MAX_BATCH
         outputs = {o.name: o for o in self.session.get_outputs()}
         labels = outputs.get(LABELS_OUTPUT)
         if labels is None or labels.type != "tensor(uint8)" or len(labels.shape) != 3:
-            raise ContractError(f"{path}: expected a uint8 [1, H, W] output '{LABELS_OUTPUT}'")
+            raise ContractError(f"{path}: expected a uint8 [N, H, W] output '{LABELS_OUTPUT}'")
         return CONFIDENCE_OUTPUT in outputs
 
     @property
@@ -80,3 +88,16 @@ class OnnxRuntimeBackend:
         labels = results[0][0]
         confidence = results[1][0] if len(results) > 1 else None
         return SegmentationResult(labels=labels, confidence=confidence)
+
+    def infer_batch(self, frames: list[np.ndarray], want_confidence: bool = False
+                    ) -> list[SegmentationResult]:
+        if len(frames) == 1:
+            return [self.infer(frames[0], want_confidence)]
+        batch = check_batch(frames, self.max_batch)
+        names = [LABELS_OUTPUT]
+        if want_confidence and self.has_confidence:
+            names.append(CONFIDENCE_OUTPUT)
+        results = self.session.run(names, {INPUT_NAME: batch})
+        return [SegmentationResult(labels=results[0][i],
+                                   confidence=results[1][i] if len(results) > 1 else None)
+                for i in range(len(frames))]

@@ -16,10 +16,12 @@ the TensorRT and CUDA calls. Device memory comes from :mod:`textseg.engine.cuda_
 
 Build: ``Builder`` -> ``NetworkDefinition`` filled by ``OnnxParser`` -> ``BuilderConfig``
 (FP16 / INT8 flags, an ``IInt8EntropyCalibrator2`` fed from a folder of images, a progress
-monitor) with one optimisation profile min = opt = max = the camera size (the contract's H and
-W are dynamic; a profile pinned to one size runs as fast as a static engine) ->
-``build_serialized_network``. Run: ``Runtime.deserialize_cuda_engine`` -> execution context,
-``set_input_shape``, ``set_tensor_address`` per I/O tensor, ``execute_async_v3`` on a stream.
+monitor) with one optimisation profile min = opt = max = the camera size per batch size
+1..max_batch (the contract's N, H and W are dynamic; a profile pinned to one shape runs as fast
+as a static engine) -> ``build_serialized_network``. Run: ``Runtime.deserialize_cuda_engine``
+-> one execution context; per batch size ``set_optimization_profile_async``,
+``set_input_shape``, ``set_tensor_address`` per I/O tensor (buffers sized for the largest
+batch); ``execute_async_v3`` on a stream.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import cv2
 import numpy as np
 
 from textseg import __version__
-from textseg.engine.backend import SegmentationResult, check_rgb
+from textseg.engine.backend import SegmentationResult, check_batch
 from textseg.engine.calibration import CalibrationImages
 from textseg.engine.contract import (
     CONFIDENCE_OUTPUT,
@@ -45,6 +47,7 @@ from textseg.engine.contract import (
 )
 from textseg.engine.engine_cache import (
     ENGINE_SUFFIX,
+    MAX_BATCH,
     EngineCacheError,
     EngineKey,
     EnginePlan,
@@ -181,9 +184,10 @@ class Binding:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
-def plan_bindings(tensors: list[EngineTensor], height: int, width: int) -> list[Binding]:
-    """Concrete shapes of every I/O tensor for a (height, width) frame, after checking the
-    engine has the contract's interface."""
+def plan_bindings(tensors: list[EngineTensor], height: int, width: int,
+                  batch: int = 1) -> list[Binding]:
+    """Concrete shapes of every I/O tensor for `batch` frames of (height, width), after
+    checking the engine has the contract's interface."""
     by_name = {t.name: t for t in tensors}
     inputs = [t for t in tensors if t.is_input]
     problems = []
@@ -191,8 +195,12 @@ def plan_bindings(tensors: list[EngineTensor], height: int, width: int) -> list[
     if len(inputs) != 1 or image is None or not image.is_input:
         problems.append(f"expected one input '{INPUT_NAME}', found {[t.name for t in inputs]}")
     elif image.dtype != "uint8" or len(image.shape) != 4 or image.shape[3] not in (3, -1):
-        problems.append(f"input '{INPUT_NAME}' must be uint8 [1, H, W, 3], is "
+        problems.append(f"input '{INPUT_NAME}' must be uint8 [N, H, W, 3], is "
                         f"{image.dtype} {list(image.shape)}")
+    elif batch > 1 and image.shape[0] != -1:
+        problems.append(f"input '{INPUT_NAME}' fixes the batch at {image.shape[0]}, "
+                        f"{batch} frames per inference need a dynamic batch axis (re-export "
+                        "the model with textseg-train export)")
     for name in (LABELS_OUTPUT, CONFIDENCE_OUTPUT):
         tensor = by_name.get(name)
         if tensor is None:
@@ -200,7 +208,7 @@ def plan_bindings(tensors: list[EngineTensor], height: int, width: int) -> list[
                 problems.append(f"the engine has no output '{LABELS_OUTPUT}'")
             continue
         if tensor.is_input or tensor.dtype != "uint8" or len(tensor.shape) != 3:
-            problems.append(f"output '{name}' must be uint8 [1, H, W], is {tensor.dtype} "
+            problems.append(f"output '{name}' must be uint8 [N, H, W], is {tensor.dtype} "
                             f"{list(tensor.shape)}")
     for tensor in (image, by_name.get(LABELS_OUTPUT), by_name.get(CONFIDENCE_OUTPUT)):
         if tensor is None or len(tensor.shape) < 3:
@@ -217,10 +225,10 @@ def plan_bindings(tensors: list[EngineTensor], height: int, width: int) -> list[
     if problems:
         raise ContractError("engine does not follow the textseg contract: "
                             + "; ".join(problems))
-    bindings = [Binding(INPUT_NAME, True, "uint8", (1, height, width, 3)),
-                Binding(LABELS_OUTPUT, False, "uint8", (1, height, width))]
+    bindings = [Binding(INPUT_NAME, True, "uint8", (batch, height, width, 3)),
+                Binding(LABELS_OUTPUT, False, "uint8", (batch, height, width))]
     if CONFIDENCE_OUTPUT in by_name:
-        bindings.append(Binding(CONFIDENCE_OUTPUT, False, "uint8", (1, height, width)))
+        bindings.append(Binding(CONFIDENCE_OUTPUT, False, "uint8", (batch, height, width)))
     return bindings
 
 
@@ -333,7 +341,10 @@ def _make_calibrator(trt, cuda, images: CalibrationImages, cache_path: Path, rep
 def build_serialized_engine(trt, onnx_path: Path, plan: BuildPlan, input_size: tuple[int, int],
                             report: Report, calibrator=None,
                             workspace_mib: int = DEFAULT_WORKSPACE_MIB,
-                            cancel: threading.Event | None = None) -> bytes:
+                            cancel: threading.Event | None = None, max_batch: int = 1) -> bytes:
+    """The serialized engine for `input_size` frames, with optimisation profile k (0-based)
+    pinned to batch k + 1 for k < max_batch: min = opt = max, so each batch size runs with
+    kernels chosen for exactly that shape (one TensorRT profile per batch size)."""
     logger = _make_logger(trt, report)
     builder = trt.Builder(logger)
     flags = 0  # explicit batch is the only mode since TensorRT 10
@@ -348,17 +359,22 @@ def build_serialized_engine(trt, onnx_path: Path, plan: BuildPlan, input_size: t
     if workspace_mib > 0:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     height, width = input_size
-    shape = (1, height, width, 3)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, shape, shape, shape)  # min = opt = max: the camera size
-    config.add_optimization_profile(profile)
+    profiles = []
+    for batch in range(1, max_batch + 1):
+        shape = (batch, height, width, 3)
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, shape, shape, shape)  # min = opt = max: the camera size
+        if config.add_optimization_profile(profile) != batch - 1:
+            raise EngineBuildError(f"TensorRT refused the optimisation profile for batch "
+                                   f"{batch} at {width}x{height}")
+        profiles.append(profile)
     for flag in plan.flags:  # builder-flags path only (TensorRT 10)
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if plan.calibrate:
         if calibrator is None:
             raise EngineBuildError("an int8 engine from an fp32 model needs calibration images")
         config.int8_calibrator = calibrator
-        config.set_calibration_profile(profile)
+        config.set_calibration_profile(profiles[0])  # the calibrator hands one frame a batch
     config.progress_monitor = _make_progress_monitor(trt, report, cancel=cancel)
     serialized = builder.build_serialized_network(network, config)
     if calibrator is not None and calibrator.error is not None:
@@ -375,10 +391,11 @@ def build_serialized_engine(trt, onnx_path: Path, plan: BuildPlan, input_size: t
 # --- run -----------------------------------------------------------------------------------
 
 class EngineRunner:
-    """One deserialized engine, bound for one input size, with its device buffers."""
+    """One deserialized engine, bound for one input size and batches of 1..max_batch frames,
+    with its device buffers (sized for the largest batch, shared by every profile)."""
 
     def __init__(self, trt, cuda, engine_bytes: bytes, input_size: tuple[int, int],
-                 report: Report | None = None) -> None:
+                 report: Report | None = None, max_batch: int = 1) -> None:
         self._cuda = cuda
         self._device: dict[str, int] = {}
         self._stream: int | None = None
@@ -387,6 +404,10 @@ class EngineRunner:
         if self._engine is None:
             raise EngineLoadError("TensorRT could not deserialize the engine (corrupt, or "
                                   "built by another TensorRT version or GPU)")
+        profiles = int(getattr(self._engine, "num_optimization_profiles", 1))
+        if profiles < max_batch:
+            raise EngineLoadError(f"the engine has {profiles} optimisation profile(s), batches "
+                                  f"up to {max_batch} need one per batch size")
         tensors = []
         for index in range(self._engine.num_io_tensors):
             name = self._engine.get_tensor_name(index)
@@ -396,51 +417,83 @@ class EngineRunner:
                 dtype=np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))).name,
                 shape=tuple(int(d) for d in self._engine.get_tensor_shape(name))))
         height, width = input_size
-        self.bindings = plan_bindings(tensors, height, width)
+        self._tensors = tensors
+        self.max_batch = max_batch
+        self.input_size = (height, width)
+        self.bindings = plan_bindings(tensors, height, width, max_batch)
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise EngineLoadError("TensorRT could not create an execution context (out of "
                                   "device memory?)")
-        if not self._context.set_input_shape(INPUT_NAME, (1, height, width, 3)):
-            raise EngineLoadError(f"the engine does not accept input {width}x{height}")
-        for binding in self.bindings:
-            actual = tuple(int(d) for d in self._context.get_tensor_shape(binding.name))
-            if actual != binding.shape:
-                raise EngineLoadError(f"engine tensor '{binding.name}' has shape {actual}, "
-                                      f"expected {binding.shape}")
+        self._batch = 0  # the batch size (profile + 1) the context is set up for
         try:
             self._stream = cuda.stream_create()
             for binding in self.bindings:
                 self._device[binding.name] = cuda.malloc(binding.nbytes)
-                if not self._context.set_tensor_address(binding.name,
-                                                        self._device[binding.name]):
-                    raise EngineLoadError(f"TensorRT refused the device address of tensor "
-                                          f"'{binding.name}'")
+            self._select(1)
         except Exception:
             self.close()
             raise
         # Page-locked host buffers: the input staging copy and the outputs (copies from
         # pageable memory would be staged by the driver and not overlap).
         self._host = {b.name: cuda.host_array(b.shape) for b in self.bindings}
-        self.input_size = (height, width)
         self.has_confidence = CONFIDENCE_OUTPUT in self._host
 
+    def _select(self, batch: int) -> None:
+        """Point the context at the profile of `batch` frames. After a profile switch every
+        input shape must be set again (IExecutionContext::setOptimizationProfileAsync); the
+        addresses are set again too, so the context never holds another profile's binding."""
+        if batch == self._batch:
+            return
+        self._batch = 0
+        context, (height, width) = self._context, self.input_size
+        if self.max_batch > 1 and not context.set_optimization_profile_async(
+                batch - 1, self._stream):
+            raise EngineLoadError(f"TensorRT refused optimisation profile {batch - 1} "
+                                  f"(batch {batch})")
+        if not context.set_input_shape(INPUT_NAME, (batch, height, width, 3)):
+            raise EngineLoadError(f"the engine does not accept {batch} frame(s) of "
+                                  f"{width}x{height}")
+        for binding in plan_bindings(self._tensors, height, width, batch):
+            actual = tuple(int(d) for d in context.get_tensor_shape(binding.name))
+            if actual != binding.shape:
+                raise EngineLoadError(f"engine tensor '{binding.name}' has shape {actual}, "
+                                      f"expected {binding.shape}")
+            if not context.set_tensor_address(binding.name, self._device[binding.name]):
+                raise EngineLoadError(f"TensorRT refused the device address of tensor "
+                                      f"'{binding.name}'")
+        self._batch = batch
+
     def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
+        return self.infer_batch([rgb], want_confidence)[0]
+
+    def infer_batch(self, frames: list[np.ndarray], want_confidence: bool = False
+                    ) -> list[SegmentationResult]:
+        """Frames of this runner's input size, at most max_batch, as one inference."""
+        count = len(frames)
+        if not 1 <= count <= self.max_batch:
+            raise ValueError(f"{count} frames in one inference, this engine takes 1 to "
+                             f"{self.max_batch}")
         cuda, stream = self._cuda, self._stream
+        self._select(count)
         staging = self._host[INPUT_NAME]
-        np.copyto(staging[0], rgb)
-        cuda.copy_to_device(self._device[INPUT_NAME], staging, stream)
+        for index, rgb in enumerate(frames):
+            np.copyto(staging[index], rgb)
+        # Only the first `count` frames travel: the batch axis is the outermost one.
+        cuda.copy_to_device(self._device[INPUT_NAME], staging[:count], stream)
         if not self._context.execute_async_v3(stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
-        cuda.copy_to_host(self._host[LABELS_OUTPUT], self._device[LABELS_OUTPUT], stream)
-        confidence = want_confidence and self.has_confidence
-        if confidence:
-            cuda.copy_to_host(self._host[CONFIDENCE_OUTPUT], self._device[CONFIDENCE_OUTPUT],
-                              stream)
+        labels = self._host[LABELS_OUTPUT][:count]
+        cuda.copy_to_host(labels, self._device[LABELS_OUTPUT], stream)
+        confidence = None
+        if want_confidence and self.has_confidence:
+            confidence = self._host[CONFIDENCE_OUTPUT][:count]
+            cuda.copy_to_host(confidence, self._device[CONFIDENCE_OUTPUT], stream)
         cuda.stream_synchronize(stream)
-        return SegmentationResult(
-            labels=self._host[LABELS_OUTPUT][0].copy(),
-            confidence=self._host[CONFIDENCE_OUTPUT][0].copy() if confidence else None)
+        return [SegmentationResult(labels=labels[i].copy(),
+                                   confidence=None if confidence is None else
+                                   confidence[i].copy())
+                for i in range(count)]
 
     def close(self) -> None:
         for pointer in self._device.values():
@@ -461,14 +514,21 @@ class TensorRTBackend:
     size) or from a baked ``.engine`` with its sidecar."""
 
     name = "tensorrt"
+    # Assumed, not measured here (no TensorRT on the development machines): a GPU runs a small
+    # batch in about the time of one frame, which is why TensorRT engines get batch profiles.
+    batching_pays = True
 
     def __init__(self, model_path: str | Path, precision: str = "fp16",
                  cache_dir: str | Path | None = None, allow_build: bool = True,
                  calibration_dir: str | Path | None = None,
                  input_size: tuple[int, int] | None = None,
                  workspace_mib: int = DEFAULT_WORKSPACE_MIB, report: Report | None = None,
-                 trt=None, cuda=None, cancel: threading.Event | None = None) -> None:
+                 trt=None, cuda=None, cancel: threading.Event | None = None,
+                 max_batch: int = 1) -> None:
         self._report = report or (lambda line: None)
+        if not (isinstance(max_batch, int) and 1 <= max_batch <= MAX_BATCH):
+            raise ValueError(f"max_batch must be an integer in 1..{MAX_BATCH}, got {max_batch}")
+        self.max_batch = max_batch
         self._trt = trt if trt is not None else import_tensorrt()
         if cuda is None:
             from textseg.engine.cuda_runtime import CudaUnavailable, load_cuda_runtime
@@ -516,6 +576,11 @@ class TensorRTBackend:
         self.onnx_precision = model_precision(path)  # read once: it picks the build path
         self.info, self.has_confidence = model.info, model.has_confidence
         self._metadata = model.info.to_metadata()
+        if self.max_batch > 1 and not model.dynamic_batch:
+            self._report(f"{path.name} fixes its batch axis at 1 (exported before textseg 0.3): "
+                         f"frames run one per inference, not {self.max_batch}; re-export it "
+                         "to batch cameras")
+            self.max_batch = 1
 
     def _open_engine_file(self, path: Path) -> None:
         """A baked engine given directly: it must match this machine, else it is rebuilt from
@@ -526,14 +591,15 @@ class TensorRTBackend:
         problem = verify_engine_file(path, record)
         wanted = EngineKey.for_platform(record.key.onnx_sha256, self.facts,
                                         record.key.precision, record.key.input_size,
-                                        record.key.calibration_sha256)
+                                        record.key.calibration_sha256, record.key.max_batch)
         if not problem and wanted.differences(record.key):
             problem = (f"it was built for {record.key.platform.describe()}, this machine has "
                        f"{self.facts.describe()}")
         runner = None
         if not problem:
             try:
-                runner = self._load(path.read_bytes(), record.key.input_size)
+                runner = self._load(path.read_bytes(), record.key.input_size,
+                                    record.key.max_batch)
             except EngineLoadError as exc:
                 problem = str(exc)
         if runner is None:
@@ -543,6 +609,7 @@ class TensorRTBackend:
                              f"from {onnx} into {self.cache_dir}")
                 self.precision = record.key.precision
                 self._default_size = record.key.input_size
+                self.max_batch = record.key.max_batch
                 self._open_onnx(onnx)
                 if self.onnx_sha256 != record.key.onnx_sha256:
                     self._report(f"note: {onnx} changed since {path.name} was baked")
@@ -557,13 +624,16 @@ class TensorRTBackend:
         self.has_confidence = record.has_confidence
         self._metadata = record.model_metadata
         self._fixed_size = record.key.input_size
+        self.max_batch = record.key.max_batch  # what the baked engine was built for
         self._runners[self._fixed_size] = runner
         self.engine_paths[self._fixed_size] = path
 
     @property
     def description(self) -> str:
         sizes = ", ".join(f"{w}x{h}" for h, w in self._runners) or "none loaded yet"
-        return f"tensorrt {self.precision} ({self.facts.describe()}; engines: {sizes})"
+        batches = f", batch 1-{self.max_batch}" if self.max_batch > 1 else ""
+        return (f"tensorrt {self.precision}{batches} ({self.facts.describe()}; engines: "
+                f"{sizes})")
 
     def key_for(self, height: int, width: int) -> EngineKey:
         calibration = ""
@@ -573,10 +643,12 @@ class TensorRTBackend:
                 calibration = CalibrationImages(self.calibration_dir, (height, width)).digest()
                 self._calibration_digests[(height, width)] = calibration
         return EngineKey.for_platform(self.onnx_sha256, self.facts, self.precision,
-                                      (height, width), calibration)
+                                      (height, width), calibration, self.max_batch)
 
-    def _load(self, engine_bytes: bytes, size: tuple[int, int]) -> EngineRunner:
-        return EngineRunner(self._trt, self._cuda, engine_bytes, size, self._report)
+    def _load(self, engine_bytes: bytes, size: tuple[int, int],
+              max_batch: int | None = None) -> EngineRunner:
+        return EngineRunner(self._trt, self._cuda, engine_bytes, size, self._report,
+                            max_batch or self.max_batch)
 
     def prepare(self, height: int, width: int, force: bool = False) -> EngineRunner:
         """The engine for this input size: cached, else built (and cached). `force` rebuilds
@@ -636,7 +708,8 @@ class TensorRTBackend:
         try:
             engine = build_serialized_engine(self._trt, self.onnx_path, plan,
                                              key.input_size, self._report, calibrator,
-                                             self.workspace_mib, self._cancel)
+                                             self.workspace_mib, self._cancel,
+                                             key.max_batch)
         finally:
             if calibrator is not None:
                 calibrator.release()
@@ -647,7 +720,8 @@ class TensorRTBackend:
             build_seconds=round(seconds, 1), textseg_version=__version__,
             extra={"build_path": plan.path, "builder_flags": list(plan.flags),
                    "tensorrt_major": tensorrt_major(self._trt),
-                   "onnx_precision": self.onnx_precision}))
+                   "onnx_precision": self.onnx_precision,
+                   "batch_profiles": list(range(1, key.max_batch + 1))}))
         self._report(f"TensorRT engine written to {engine_path} ({record.engine_size >> 20} MiB, "
                      f"{seconds:.0f} s)")
         try:
@@ -661,8 +735,13 @@ class TensorRTBackend:
         self._cancel.set()
 
     def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
-        rgb = check_rgb(rgb)
-        size = rgb.shape[:2]
+        return self.infer_batch([rgb], want_confidence)[0]
+
+    def infer_batch(self, frames: list[np.ndarray], want_confidence: bool = False
+                    ) -> list[SegmentationResult]:
+        """Frames of one size as one inference (at most max_batch)."""
+        batch = check_batch(frames, self.max_batch)
+        size = batch.shape[1:3]
         if self._fixed_size is not None and size != self._fixed_size:
             # A baked engine has one input size: resize to it and the labels back.
             height, width = self._fixed_size
@@ -671,15 +750,17 @@ class TensorRTBackend:
                 self._report(f"frames are {size[1]}x{size[0]} but engine {self.model_path.name} "
                              f"was baked for {width}x{height}: each frame is resized (bake one "
                              "for this size to avoid it)")
-            small = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-            result = self._runners[self._fixed_size].infer(small, want_confidence)
+            small = [cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+                     for rgb in batch]
+            results = self._runners[self._fixed_size].infer_batch(small, want_confidence)
             back = (size[1], size[0])
-            return SegmentationResult(
-                labels=cv2.resize(result.labels, back, interpolation=cv2.INTER_NEAREST),
-                confidence=None if result.confidence is None else
-                cv2.resize(result.confidence, back, interpolation=cv2.INTER_NEAREST))
+            return [SegmentationResult(
+                labels=cv2.resize(r.labels, back, interpolation=cv2.INTER_NEAREST),
+                confidence=None if r.confidence is None else
+                cv2.resize(r.confidence, back, interpolation=cv2.INTER_NEAREST))
+                for r in results]
         runner = self._runners.get(size) or self.prepare(*size)
-        return runner.infer(rgb, want_confidence)
+        return runner.infer_batch(list(batch), want_confidence)
 
     def close(self) -> None:
         for runner in self._runners.values():

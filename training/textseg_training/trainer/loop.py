@@ -316,6 +316,7 @@ class Trainer:
             # Resuming a finished run (a re-run of a script): nothing to train, so only the
             # final evaluation is repeated, and `--resume` stays safe to pass every time.
             self._say(f"run already complete at iteration {self.iteration}; evaluating only")
+            self._fit_started = None  # re-evaluating is not training: the wall time stays
             self._evaluate_and_keep_best()
         try:
             for images, labels in loader:
