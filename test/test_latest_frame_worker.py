@@ -200,3 +200,56 @@ def test_a_flooding_source_cannot_starve_the_others(workers):
     assert _wait_until(lambda: worker.processed >= 20)
     served = [source for source, _ in seen]
     assert abs(served.count("a") - served.count("b")) <= 1, served
+
+
+def test_waiting_sources_are_handed_over_together_up_to_max_batch(workers):
+    """Batching: the newest frames of up to max_batch waiting sources in one call, in turn
+    order; per-item outcomes are counted (one failed frame does not fail the others)."""
+    started, release = threading.Event(), threading.Event()
+    singles, batches, errors = [], [], []
+
+    def process(item):
+        singles.append(item)
+        if item == "front0":
+            started.set()
+            assert release.wait(TIMEOUT)
+
+    def process_batch(items):
+        batches.append(list(items))
+        return [ValueError(item) if item == "left1" else None for item in items]
+
+    worker = LatestFrameWorker(process, on_error=errors.append, process_batch=process_batch,
+                               max_batch=2)
+    workers.append(worker)
+    worker.submit("front0", source="front")
+    assert started.wait(TIMEOUT)
+    for source in ("front", "left", "rear"):
+        worker.submit(f"{source}1", source=source)
+    release.set()
+    assert _wait_until(lambda: worker.processed + worker.failed == 4)
+    assert singles == ["front0", "rear1"]  # a lone waiting source goes through process
+    assert batches == [["front1", "left1"]]
+    assert (worker.processed, worker.failed) == (3, 1)
+    assert [str(e) for e in errors] == ["left1"]
+    assert worker.submitted == worker.processed + worker.failed + worker.dropped
+
+
+def test_a_batch_that_raises_counts_every_frame_failed(workers):
+    gate = threading.Event()
+
+    def process(item):
+        assert gate.wait(TIMEOUT)
+
+    def process_batch(items):
+        raise RuntimeError("device lost")
+
+    worker = LatestFrameWorker(process, process_batch=process_batch, max_batch=4)
+    workers.append(worker)
+    worker.submit("first", source="a")
+    time.sleep(0.05)  # "first" is in process, held by the gate
+    for source in "bcd":
+        worker.submit(source, source=source)
+    gate.set()
+    assert _wait_until(lambda: worker.processed + worker.failed == 4)
+    assert (worker.processed, worker.failed) == (1, 3)
+    assert str(worker.last_error) == "device lost"

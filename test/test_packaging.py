@@ -92,7 +92,12 @@ def test_setup_declares_the_test_extra_colcon_needs(setup_call):
 
 
 def test_package_xml_version_matches_setup(package_xml, setup_call):
-    assert ast.literal_eval(_keyword(setup_call, "version")) == package_xml.findtext("version")
+    import textseg
+
+    version = ast.literal_eval(_keyword(setup_call, "version"))
+    # One version everywhere: package.xml (ROS), setup.py (pip) and textseg.__version__ (written
+    # into engine sidecars and shown by the CLI).
+    assert version == package_xml.findtext("version") == textseg.__version__
 
 
 def test_console_script_segmentation_node(setup_call):

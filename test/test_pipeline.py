@@ -119,3 +119,21 @@ def test_binning_and_roi_fold_into_k_and_p_so_projections_land_on_the_image():
     assert (fu, fv) == pytest.approx(((su - 200) / 2, (sv - 100) / 2))
     assert p2[3] == -25.0 and p2[2] == (1020.0 - 200) / 2 and p2[6] == (770.0 - 100) / 2
     assert fold_binning_roi(k, p, 0, 0, 0, 0) == (k, p)  # binning 0 = 1, no ROI: unchanged
+
+
+def test_a_batch_of_cameras_gives_each_frame_its_own_outputs(backend, camvid_frames):
+    frames = [rgb for _, rgb in camvid_frames(2)]
+    pipeline = SegmentationPipeline(backend, backend.info.palette, output_scale=0.5)
+    requests = [OutputRequest(color=True), OutputRequest(confidence=True)]
+    together = pipeline.run_batch(frames, requests)
+    for rgb, request, result in zip(frames, requests, together, strict=True):
+        alone = pipeline.run(rgb, request)
+        np.testing.assert_array_equal(result.labels, alone.labels)
+        assert result.labels.shape == (rgb.shape[0] // 2, rgb.shape[1] // 2)
+        assert (result.color is None) == (not request.color)
+        assert (result.confidence is None) == (not request.confidence)
+        if request.confidence:
+            np.testing.assert_array_equal(result.confidence, alone.confidence)
+        assert result.inference_s > 0
+    with pytest.raises(ValueError, match="2 frames but 1"):
+        pipeline.run_batch(frames, requests[:1])

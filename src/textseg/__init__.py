@@ -4,4 +4,4 @@ Never imports torch or open_clip: the training side lives in the sibling package
 ``textseg_training``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

@@ -5,21 +5,31 @@ older one is counted as dropped), so a slow model never builds a queue and laten
 grows. With several sources (cameras), each has its own slot and the worker serves the
 waiting sources in turn, so one fast camera cannot starve the others: under overload every
 camera gets an equal share of the model.
+
+With `process_batch` and `max_batch` > 1, the worker hands over the newest frames of up to
+`max_batch` waiting sources at once (in the same turn order), so one inference can serve
+several cameras on a backend that gains from it.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 
 class LatestFrameWorker:
     def __init__(self, process: Callable[[Any], None],
                  on_error: Callable[[BaseException], None] | None = None,
-                 name: str = "inference") -> None:
+                 name: str = "inference",
+                 process_batch: Callable[[list[Any]], Sequence[BaseException | None]]
+                 | None = None, max_batch: int = 1) -> None:
+        """`process(item)` raises to count a failure; `process_batch(items)` returns, per item,
+        the exception it failed with or None. `max_batch` may be changed while running."""
         self._process = process
+        self._process_batch = process_batch
+        self.max_batch = max_batch
         self._on_error = on_error
         self._condition = threading.Condition()
         # source -> newest waiting item; insertion order = the order sources get served in.
@@ -65,14 +75,27 @@ class LatestFrameWorker:
                     self._condition.wait()
                 if self._stopping:
                     return
-                # The source that has waited longest; a source that submits again after
+                # The sources that have waited longest; a source that submits again after
                 # being served queues up behind the others.
-                _, item = self._pending.popitem(last=False)
-            try:
-                self._process(item)
-                self.processed += 1
-            except Exception as exc:  # one bad frame must not stop the worker
+                take = 1 if self._process_batch is None else max(1, self.max_batch)
+                items = [self._pending.popitem(last=False)[1]
+                         for _ in range(min(take, len(self._pending)))]
+            if len(items) == 1:
+                try:
+                    self._process(items[0])
+                    outcomes: Sequence[BaseException | None] = [None]
+                except Exception as exc:  # one bad frame must not stop the worker
+                    outcomes = [exc]
+            else:
+                try:
+                    outcomes = self._process_batch(items)
+                except Exception as exc:  # noqa: BLE001 - the whole batch failed
+                    outcomes = [exc] * len(items)
+            for outcome in outcomes:
+                if outcome is None:
+                    self.processed += 1
+                    continue
                 self.failed += 1
-                self.last_error = exc
+                self.last_error = outcome
                 if self._on_error is not None:
-                    self._on_error(exc)
+                    self._on_error(outcome)

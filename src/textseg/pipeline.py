@@ -66,23 +66,45 @@ class SegmentationPipeline:
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return scaled_size(height, width, self.output_scale)
 
-    def run(self, rgb: np.ndarray, request: OutputRequest) -> FrameResult:
+    def _scaled(self, rgb: np.ndarray) -> np.ndarray:
         height, width = self.output_size(*rgb.shape[:2])
         if (height, width) != rgb.shape[:2]:
             # Smaller in, smaller out: the graph resizes to the network size anyway, and the
             # final upsampling and argmax then run at the output size.
             rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        started = time.perf_counter()
-        result = self.backend.infer(rgb, want_confidence=request.confidence)
-        inference_s = time.perf_counter() - started
+        return rgb
+
+    def _views(self, rgb: np.ndarray, result, request: OutputRequest,
+               inference_s: float) -> FrameResult:
         color = mixed = None
         if request.color or request.overlay:
             color = colorize(result.labels, self._lut)
         if request.overlay:
             mixed = overlay(rgb, color, self.overlay_alpha)
         return FrameResult(labels=result.labels, color=color if request.color else None,
-                           overlay=mixed, confidence=result.confidence,
+                           overlay=mixed,
+                           confidence=result.confidence if request.confidence else None,
                            inference_s=inference_s)
+
+    def run(self, rgb: np.ndarray, request: OutputRequest) -> FrameResult:
+        rgb = self._scaled(rgb)
+        started = time.perf_counter()
+        result = self.backend.infer(rgb, want_confidence=request.confidence)
+        return self._views(rgb, result, request, time.perf_counter() - started)
+
+    def run_batch(self, frames: list[np.ndarray], requests: list[OutputRequest]
+                  ) -> list[FrameResult]:
+        """Frames of one size (several cameras) as one inference; each FrameResult carries
+        its share of the inference time."""
+        if len(frames) != len(requests):
+            raise ValueError(f"{len(frames)} frames but {len(requests)} output requests")
+        scaled = [self._scaled(rgb) for rgb in frames]
+        started = time.perf_counter()
+        results = self.backend.infer_batch(
+            scaled, want_confidence=any(r.confidence for r in requests))
+        share = (time.perf_counter() - started) / len(frames)
+        return [self._views(rgb, result, request, share)
+                for rgb, result, request in zip(scaled, results, requests, strict=True)]
 
 
 def fold_binning_roi(k, p, binning_x: int, binning_y: int, x_offset: int, y_offset: int

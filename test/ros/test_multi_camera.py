@@ -152,3 +152,73 @@ def test_bad_camera_lists_stop_the_node_with_the_reason(tiny_model_path, ros_env
         code = node.stop()
     assert code == 1
     assert message in node.log_text()
+
+
+def test_batched_cameras_each_get_their_own_labels(tiny_model_path, ros_env, ros_context,
+                                                   camvid_frames):
+    """max_batch 3 on ONNX Runtime (auto would not batch on CPU): under load from every
+    camera, frames of several cameras run as one inference, and each camera still gets the
+    labels of its own frame, with its own header, and books that balance."""
+    node = NodeProcess({"model": str(tiny_model_path), "threads": 1, "max_batch": 3,
+                        "cameras": list(CAMERAS), "diagnostics_period": 0.3}, env=ros_env,
+                       namespace="/batched").start()
+    clients = {}
+    try:
+        for camera in CAMERAS:
+            clients[camera] = FrameClient(
+                context=ros_context, image_topic=f"/batched/{camera}/image",
+                labels_topic=f"/batched/{camera}/labels/image", name=f"batched_{camera}",
+                diagnostics=camera == "front")
+        for client in clients.values():
+            client.wait_for_node(timeout=60.0, alive=node.alive)
+        reference = load_backend(tiny_model_path, threads=1)
+        frames = {camera: rgb for camera, (_, rgb) in zip(CAMERAS, camvid_frames(3),
+                                                          strict=True)}
+        expected = {camera: reference.infer(rgb).labels for camera, rgb in frames.items()}
+        sent = {camera: set() for camera in CAMERAS}
+        deadline = time.monotonic() + 6.0
+        while time.monotonic() < deadline:
+            for camera in CAMERAS:
+                msg = clients[camera].image_message(frames[camera], "rgb8", _stamp(), camera)
+                clients[camera].publish(msg)
+                sent[camera].add(stamp_key(msg))
+            for client in clients.values():
+                client.spin_for(0.01)
+        for client in clients.values():
+            client.spin_for(1.0)
+        for camera in CAMERAS:
+            answered = [clients[camera].received[key][0] for key in sent[camera]
+                        if key in clients[camera].received]
+            assert answered, (camera, node.log_text()[-2000:])
+            for labels in answered:
+                assert labels.header.frame_id == camera
+                np.testing.assert_array_equal(
+                    np.frombuffer(labels.data, np.uint8).reshape(expected[camera].shape),
+                    expected[camera])
+        front = clients["front"]
+        front.spin_for(1.0)
+        status = front.diagnostics["/batched/segmentation_node: segmentation front"][0]
+        assert status["frames per inference (max)"] == "3"
+        assert int(status["batched inferences"]) > 0, status
+        for camera in CAMERAS:
+            values = front.diagnostics[f"/batched/segmentation_node: segmentation {camera}"][0]
+            explained = sum(int(values[k]) for k in (
+                "frames processed", "frames dropped", "messages rejected",
+                "inference failures", "frames skipped (no subscribers)"))
+            assert int(values["messages received"]) == explained, (camera, values)
+        assert "cameras batched: up to 3 frames" in node.log_text()
+    finally:
+        for client in clients.values():
+            client.close()
+        code = node.stop()
+        assert code == 0, f"node did not exit cleanly ({code}):\n{node.log_text()[-2000:]}"
+
+
+def test_auto_batching_stays_off_on_onnxruntime(multi_node):
+    node, clients = multi_node
+    front = clients["front"]
+    name = "/multi/segmentation_node: segmentation front"
+    assert front.wait_for(lambda: name in front.diagnostics, 10.0)
+    status = front.diagnostics[name][0]
+    assert status["frames per inference (max)"] == "1"
+    assert status["batched inferences"] == "0"

@@ -82,14 +82,17 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
                  precision: str = "fp16", cache_dir: str | Path = "",
                  allow_build: bool = True, calibration_dir: str | Path = "",
                  input_size: tuple[int, int] | None = None, report=None,
-                 spin_wait: bool = False, cancel=None) -> SegmentationBackend:
+                 spin_wait: bool = False, cancel=None, max_batch: int = 1
+                 ) -> SegmentationBackend:
     """Open `model` (default artifact when empty) with the requested backend.
 
     ONNX Runtime uses `threads` and `spin_wait` (busy-waiting worker threads); TensorRT uses
     `precision`, the engine cache in `cache_dir` ('' = the default), `allow_build`,
     `calibration_dir` (int8), `input_size` (build or load the engine for that
-    (height, width) now instead of on the first frame) and `cancel` (a threading.Event that
-    stops an engine build in progress, e.g. at shutdown)."""
+    (height, width) now instead of on the first frame), `cancel` (a threading.Event that
+    stops an engine build in progress, e.g. at shutdown) and `max_batch` (engines with one
+    profile per batch size 1..max_batch, for several cameras in one inference). ONNX Runtime
+    takes any batch of a model whose batch axis is dynamic."""
     path = Path(model) if str(model) else default_model_path()
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
@@ -107,7 +110,8 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
         return TensorRTBackend(path, precision=precision, cache_dir=cache_dir or None,
                                allow_build=allow_build,
                                calibration_dir=calibration_dir or None,
-                               input_size=input_size, report=report, cancel=cancel)
+                               input_size=input_size, report=report, cancel=cancel,
+                               max_batch=max_batch)
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, threads=threads, spin_wait=spin_wait)

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
@@ -45,7 +46,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from textseg.engine import BACKENDS, PRECISIONS, choose_backend, default_model_path, load_backend
 from textseg.engine.contract import ContractError, ModelInfo
-from textseg.engine.engine_cache import EngineCacheError, read_record
+from textseg.engine.engine_cache import MAX_BATCH, EngineCacheError, read_record
 from textseg.engine.onnx_file import describe_model
 from textseg.imaging import (
     DEFAULT_MAX_PIXELS,
@@ -117,6 +118,10 @@ PARAMETERS: dict[str, tuple] = {
                 "<name>/image (or image/compressed, camera_info) in and <name>/labels/* out, "
                 "its own diagnostics status, and an equal share of the model under overload; "
                 "empty = one camera on image -> labels/*", "names: letters, digits, _"),
+    "max_batch": (0, INTEGER, "With several cameras: frames of up to this many cameras (of one "
+                  "size) run as one inference. 0 = auto: one per camera on TensorRT (an engine "
+                  "profile per batch size), 1 on ONNX Runtime (measured: no gain on CPU)",
+                  f"0..{MAX_BATCH}"),
 }
 CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -148,6 +153,18 @@ class CameraChannel:
     def publishers(self) -> list:
         return [pub for pub in (self.labels_pub, self.color_pub, self.overlay_pub,
                                 self.confidence_pub, self.camera_info_pub) if pub is not None]
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A decoded frame on the worker thread, waiting for its inference."""
+
+    channel: CameraChannel
+    header: object
+    rgb: np.ndarray
+    wanted: OutputRequest
+    received: float  # when the callback took it (perf_counter)
+    started: float  # when the worker took it
 
 
 STARTUP_ERRORS = (ParameterError, FileNotFoundError, ContractError, EngineCacheError,
@@ -195,8 +212,11 @@ class SegmentationBehaviour:
         self._diagnostics_timer = self.create_timer(
             p["diagnostics_period"], self._publish_diagnostics,
             clock=Clock(clock_type=ClockType.STEADY_TIME))  # ticks during bag replay pauses too
-        # Errors are reported per camera inside _process_frame; the worker only counts them.
-        self._worker = LatestFrameWorker(self._process_frame)
+        # Errors are reported per camera inside _process_frame(s); the worker only counts them.
+        # It batches cameras once the backend says how many frames one inference takes.
+        self._worker = LatestFrameWorker(self._process_frame, process_batch=self._process_frames)
+        self._batch = 1
+        self._batched_inferences = 0  # inferences that served more than one camera
 
     def _make_channel(self, name: str) -> CameraChannel:
         p = self._p
@@ -225,12 +245,32 @@ class SegmentationBehaviour:
             cache_dir=p["engine_cache_dir"], allow_build=p["engine_build"] == "auto",
             calibration_dir=p["calibration_dir"], report=self._report_progress,
             spin_wait=p["spin_wait"], cancel=self._stop_building,
-            input_size=None if size is None else scaled_size(*size, p["output_scale"]))
+            input_size=None if size is None else scaled_size(*size, p["output_scale"]),
+            max_batch=self._requested_batch(name))
+
+    def _requested_batch(self, backend_name: str) -> int:
+        """Frames per inference asked for: max_batch, or auto (one per camera where batching
+        pays, i.e. TensorRT; 1 on ONNX Runtime), never more than there are cameras."""
+        p = self._p
+        cameras = max(1, len(p["cameras"]))
+        if p["max_batch"] > 0:
+            return min(p["max_batch"], cameras)
+        return cameras if backend_name == "tensorrt" else 1
 
     def _use_backend(self, backend) -> None:
         self._backend = backend
         self._backend_description = backend.description
         p = self._p
+        wanted = self._requested_batch(backend.name)
+        self._batch = max(1, min(wanted, getattr(backend, "max_batch", 1)))
+        if self._batch < wanted:
+            self.get_logger().warning(
+                f"max_batch {wanted} asked, but the model takes {self._batch} frame(s) per "
+                "inference (exported before textseg 0.3?): cameras run one at a time")
+        self._worker.max_batch = self._batch
+        if self._batch > 1:
+            self.get_logger().info(f"cameras batched: up to {self._batch} frames of one size "
+                                   "per inference")
         self._pipeline = SegmentationPipeline(backend, self.info.palette, p["output_scale"],
                                               p["overlay_alpha"], p["max_image_pixels"])
 
@@ -306,6 +346,8 @@ class SegmentationBehaviour:
                             "letter (it becomes a topic namespace)")
         if len(set(v["cameras"])) != len(v["cameras"]):
             problems.append(f"cameras {v['cameras']} names a camera twice")
+        if not 0 <= v["max_batch"] <= MAX_BATCH:
+            problems.append(f"max_batch must be in 0..{MAX_BATCH}, got {v['max_batch']}")
         if v["diagnostics_period"] <= 0.0:
             problems.append(f"diagnostics_period must be > 0, got {v['diagnostics_period']}")
         if v["precision"] == "int8" and v["backend"] != "onnxruntime" and \
@@ -439,15 +481,50 @@ class SegmentationBehaviour:
 
     def _process_frame(self, item) -> None:
         """Worker thread: one camera's frame; a failure is reported for that camera."""
-        channel, msg, received = item
+        channel = item[0]
         try:
-            self._segment(channel, msg, received)
+            frame = self._prepare(*item)
+            if frame is not None:
+                self._publish(frame, self._pipeline.run(frame.rgb, frame.wanted))
         except Exception as exc:
             self._report_error(exc, channel)
             raise  # the worker counts it and carries on
 
-    def _segment(self, channel: CameraChannel, msg, received: float) -> None:
-        """Decode, infer, publish what is subscribed."""
+    def _process_frames(self, items: list) -> list[BaseException | None]:
+        """Worker thread: the newest frames of several cameras; frames of one size run as one
+        inference. Returns per frame the exception it failed with (reported for its camera)."""
+        outcomes: list[BaseException | None] = [None] * len(items)
+        by_size: dict[tuple[int, int], list[tuple[int, PreparedFrame]]] = {}
+        for index, item in enumerate(items):
+            try:
+                frame = self._prepare(*item)
+            except Exception as exc:  # noqa: BLE001 - that camera's frame only
+                self._report_error(exc, item[0])
+                outcomes[index] = exc
+                continue
+            if frame is not None:
+                by_size.setdefault(frame.rgb.shape[:2], []).append((index, frame))
+        for group in by_size.values():
+            frames = [frame for _, frame in group]
+            try:
+                results = self._pipeline.run_batch([f.rgb for f in frames],
+                                                   [f.wanted for f in frames])
+                self._batched_inferences += len(frames) > 1
+            except Exception as exc:  # noqa: BLE001 - every frame of this inference failed
+                for index, frame in group:
+                    self._report_error(exc, frame.channel)
+                    outcomes[index] = exc
+                continue
+            for (index, frame), result in zip(group, results, strict=True):
+                try:
+                    self._publish(frame, result)
+                except Exception as exc:  # noqa: BLE001
+                    self._report_error(exc, frame.channel)
+                    outcomes[index] = exc
+        return outcomes
+
+    def _prepare(self, channel: CameraChannel, msg, received: float) -> PreparedFrame | None:
+        """Decode and decide what to compute; None when rejected or nobody listens."""
         started = time.perf_counter()
         try:
             if isinstance(msg, CompressedImage):
@@ -457,15 +534,18 @@ class SegmentationBehaviour:
                                                 msg.data)
         except ImageRejected as exc:
             self._reject(exc, channel)
-            return
+            return None
         wanted = self._wanted(channel)
         if not wanted.any() and not self._camera_info_subscribed(channel):
             channel.stats.record_skipped()
-            return
-        result = self._pipeline.run(rgb, wanted)
+            return None
+        return PreparedFrame(channel, msg.header, rgb, wanted, received, started)
+
+    def _publish(self, frame: PreparedFrame, result) -> None:
+        """Publish what is subscribed, every output with the input's header."""
+        channel, header, wanted = frame.channel, frame.header, frame.wanted
         if self._state != "running":  # an engine built lazily for this frame size is ready
             self._state = "running"
-        header = msg.header
         if wanted.labels:
             channel.labels_pub.publish(_image(header, result.labels, "mono8"))
         if result.color is not None:
@@ -476,10 +556,11 @@ class SegmentationBehaviour:
             channel.confidence_pub.publish(_image(header, result.confidence, "mono8"))
         if channel.camera_info_pub is not None and channel.camera_info is not None:
             channel.camera_info_pub.publish(_scaled_camera_info(
-                channel.camera_info, header, rgb.shape[:2], result.labels.shape))
+                channel.camera_info, header, frame.rgb.shape[:2], result.labels.shape))
         done = time.perf_counter()
         channel.stats.record_frame(done, result.inference_s,
-                                   (done - started) - result.inference_s, done - received)
+                                   (done - frame.started) - result.inference_s,
+                                   done - frame.received)
 
     @staticmethod
     def _camera_info_subscribed(channel: CameraChannel) -> bool:
@@ -508,6 +589,8 @@ class SegmentationBehaviour:
             context = {"state": self._state, "backend": self._backend_description,
                        "model": str(self._model_path),
                        "model classes": str(self.info.num_classes),
+                       "frames per inference (max)": str(self._batch),
+                       "batched inferences": str(self._batched_inferences),
                        "input": f"{p['transport']} ({p['qos_reliability']}, depth "
                                 f"{p['qos_depth']})"}
             if channel.name:
