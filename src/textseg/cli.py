@@ -102,12 +102,14 @@ def _bake(args: argparse.Namespace) -> int:
 
     backend = TensorRTBackend(model.path, precision=args.precision, cache_dir=cache_dir,
                               allow_build=True, calibration_dir=args.calibration,
-                              workspace_mib=args.workspace, report=report)
+                              workspace_mib=args.workspace, report=report,
+                              max_batch=args.max_batch)
     try:
         for height, width in sizes:
             backend.prepare(height, width, force=args.force)
+            batches = f", batch 1-{backend.max_batch}" if backend.max_batch > 1 else ""
             print(f"engine {backend.engine_paths[(height, width)]} ready "
-                  f"({args.precision} {width}x{height})")
+                  f"({args.precision} {width}x{height}{batches})")
     finally:
         backend.close()
     return 0
@@ -221,8 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bake", help="build the TensorRT engine for this machine (cached)",
         description="Build a serialized TensorRT engine from a textseg ONNX model on this "
         "machine, for one input size per --size, and cache it (key: ONNX sha256, TensorRT "
-        "version, GPU and compute capability, precision, size). A cached engine is reused, a "
-        "stale one rebuilt.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "version, GPU and compute capability, precision, size, batch profiles). A cached engine "
+        "is reused, a stale one rebuilt. For a node with N cameras of one size (which batches "
+        "them on TensorRT), bake with --max-batch N.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     bake.add_argument("model", nargs="?", default="", help="ONNX model")
     bake.add_argument("--precision", default="fp16", choices=PRECISION_CHOICES)
     bake.add_argument("--size", action="append", default=[],
@@ -233,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="engine cache ('' = $TEXTSEG_ENGINE_CACHE or ~/.cache/textseg/engines)")
     bake.add_argument("--workspace", type=int, default=0,
                       help="builder workspace limit in MiB (0 = TensorRT's default)")
+    bake.add_argument("--max-batch", type=int, default=1,
+                      help="one optimisation profile per batch size 1..N (N cameras per "
+                      "inference; the node's max_batch)")
     bake.add_argument("--force", action="store_true", help="rebuild even if cached")
     bake.add_argument("--list", action="store_true", help="list the cached engines")
     bake.set_defaults(func=_bake)
