@@ -29,7 +29,9 @@ ROW_ORDER = (
     "baseline", "stage1_text", "stage1_random_encoder", "stage1_random_embeddings",
     "stage2_text", "stage2_random_encoder", "e2e_text", "stage2_text_m8", "stage2_text_m14",
     "stage2_text_m17", "stage2_text_m8_prompt_wd", "stage1_text_stride1",
+    "bridge_sweep_n1_d64", "bridge_sweep_n1_d128", "bridge_sweep_n2_d128", "bridge_sweep_n2_d256",
     "bridge_stage1_text", "bridge_stage2_text", "bridge_stage1_random_embeddings",
+    "stage1_text_efficientnet_lite1", "bridge_stage1_text_efficientnet_lite1",
     "clip_rn50_random_weights", "clip_rn50_random_weights_stage2",
 )
 ROW_NOTES: dict[str, str] = {
@@ -37,6 +39,12 @@ ROW_NOTES: dict[str, str] = {
     "stage1_random_embeddings": "control b: fixed random unit vectors",
     "stage2_random_encoder": "prompts through the random encoder",
     "stage1_text_stride1": "the paper's label-size L_text",
+    "bridge_sweep_n1_d64": "bridge size sweep (N layers x width d), stage 1",
+    "bridge_sweep_n1_d128": "bridge size sweep, stage 1",
+    "bridge_sweep_n2_d128": "bridge size sweep, stage 1 (the default size)",
+    "bridge_sweep_n2_d256": "bridge size sweep, stage 1",
+    "stage1_text_efficientnet_lite1": "the other backbone, TGM",
+    "bridge_stage1_text_efficientnet_lite1": "the other backbone, bridge",
     "clip_rn50_random_weights": "smoke run of the CLIP path, not a result",
     "clip_rn50_random_weights_stage2": "smoke run of the CLIP path, not a result",
 }
@@ -58,6 +66,8 @@ COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
     ("stage2_text", "bridge_stage2_text", "bridge vs TGM, stage 2", ""),
     ("bridge_stage1_random_embeddings", "bridge_stage1_text", "bridge: prior vs random vectors",
      ""),
+    ("stage1_text_efficientnet_lite1", "bridge_stage1_text_efficientnet_lite1",
+     "bridge vs TGM on EfficientNet-Lite1", ""),
 )
 THIN_CLASSES = ("pole", "traffic sign", "fence", "pedestrian", "bicyclist")
 # The thin-class gains are shown for these (row_a, row_b) pairs.
