@@ -15,6 +15,7 @@ from textseg.engine.contract import (
     ContractError,
     ModelInfo,
 )
+from textseg.engine.qdq_cpu import uint8_activations
 
 # Preferred order; only those this onnxruntime build offers are used.
 _PROVIDER_PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -45,8 +46,20 @@ class OnnxRuntimeBackend:
                                          "1" if spin_wait else "0")
         available = ort.get_available_providers()
         chosen = providers or [p for p in _PROVIDER_PREFERENCE if p in available]
+        model: str | bytes = str(path)
+        self.uint8_activations = 0
+        if chosen and chosen[0] == "CPUExecutionProvider":
+            # A Q/DQ int8 model runs every convolution in int8 on the CPU only with its
+            # activations as uint8 (textseg.engine.qdq_cpu: the same numbers, the file
+            # unchanged); a float model is left as it is.
+            try:
+                data, self.uint8_activations = uint8_activations(path.read_bytes())
+            except ValueError:
+                data = None  # not readable as ONNX: InferenceSession says why below
+            if self.uint8_activations:
+                model = data
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=chosen)
+            self.session = ort.InferenceSession(model, options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ContractError(f"{path} is not a loadable ONNX model: {exc}") from None
         self.model_path = path
@@ -74,7 +87,9 @@ class OnnxRuntimeBackend:
 
     @property
     def description(self) -> str:
-        return f"onnxruntime {ort.__version__} ({', '.join(self.providers)})"
+        int8 = (f"; int8 activations as uint8 ({self.uint8_activations} zero points)"
+                if self.uint8_activations else "")
+        return f"onnxruntime {ort.__version__} ({', '.join(self.providers)}{int8})"
 
     def close(self) -> None:
         self.session = None

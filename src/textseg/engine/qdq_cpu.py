@@ -1,0 +1,131 @@
+"""Q/DQ int8 models on ONNX Runtime's CPU kernels: activations carried as uint8 at load time.
+
+`textseg quantize` writes symmetric int8 activations (zero point 0), the only form TensorRT's
+explicit quantization takes. ONNX Runtime's x86 kernels run QLinearConv with uint8 activations
+and int8 weights, so its optimiser converts int8 Q/DQ pairs to uint8, but only pairs where the
+QuantizeLinear feeds a single DequantizeLinear. A tensor read by two nodes (a block's output
+that goes to the next convolution and to the residual Add) keeps int8 and both of its
+convolutions run in float between a DequantizeLinear and a QuantizeLinear: 21 of the default
+model's 62 convolutions (found with `textseg profile` and ONNX Runtime's optimised graph).
+
+`uint8_activations` makes the same conversion for every activation before ONNX Runtime sees
+the model: each activation zero point 0 (int8) becomes 128 (uint8). The two are the same
+numbers: clamp(round(x / s), -128, 127) + 128 = clamp(round(x / s) + 128, 0, 255), and
+(q - zp) * s is unchanged, so the model computes exactly what the file says. Weights stay int8.
+The file on disk is never changed (TensorRT reads it as it is).
+
+Works on the protobuf wire format (``ModelProto.graph`` 7; ``GraphProto.initializer`` 5;
+``TensorProto``: dims 1, data_type 2, name 8, raw_data 9), so the vehicle needs no `onnx`.
+"""
+
+from __future__ import annotations
+
+from textseg.engine.onnx_file import _fields, _text, _varint
+from textseg.engine.tensorrt_rules import read_graph
+
+INT8, UINT8 = 3, 2  # onnx.TensorProto.DataType
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _encode_varint(number << 3 | wire)
+
+
+def _field_bytes(number: int, wire: int, value) -> bytes:
+    """One field re-encoded exactly as read by `_fields`."""
+    if wire == 0:
+        return _key(number, 0) + _encode_varint(value)
+    if wire == 2:
+        return _key(number, 2) + _encode_varint(len(value)) + bytes(value)
+    return _key(number, wire) + bytes(value)  # fixed 64 / 32 bit
+
+
+def _dims(tensor) -> list[int]:
+    dims: list[int] = []
+    for number, wire, value in _fields(tensor):
+        if number == 1 and wire == 0:
+            dims.append(value)
+        elif number == 1 and wire == 2:  # packed
+            pos, raw = 0, bytes(value)
+            while pos < len(raw):
+                dim, pos = _varint(raw, pos)
+                dims.append(dim)
+    return dims
+
+
+def _uint8_zero_point(tensor) -> bytes:
+    """The TensorProto of an int8 zero point 0, rewritten as uint8 128 (same name and dims)."""
+    count = 1
+    parts = []
+    for number, wire, value in _fields(tensor):
+        if number == 1:
+            parts.append(_field_bytes(number, wire, value))
+        elif number == 8 and wire == 2:
+            parts.append(_field_bytes(number, wire, value))
+    for dim in _dims(tensor):
+        count *= dim
+    parts.append(_field_bytes(2, 0, UINT8))
+    parts.append(_field_bytes(9, 2, b"\x80" * count))
+    return b"".join(parts)
+
+
+def activation_zero_points(data: bytes) -> set[str]:
+    """Names of the activation zero points to convert, or an empty set when the model is not
+    a symmetric int8 Q/DQ model this rewrite is sure of (then nothing is changed)."""
+    graph = read_graph(data)
+    activation: set[str] = set()
+    weights: set[str] = set()
+    for node in graph.nodes:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.inputs) < 3:
+            continue
+        if node.op_type == "DequantizeLinear" and node.inputs[0] in graph.initializers:
+            weights.add(node.inputs[2])
+        else:
+            activation.add(node.inputs[2])
+    if not activation or activation & weights:
+        return set()
+    for name in activation:
+        entry = graph.initializers.get(name)
+        if entry is None or entry[0] != "int8" or any(entry[1]):
+            return set()  # a zero point from a node, another type, or not 0: leave it alone
+    return activation
+
+
+def uint8_activations(data: bytes) -> tuple[bytes, int]:
+    """(model bytes with uint8 activations, number of zero points converted); the input bytes
+    unchanged and 0 when the model has no symmetric int8 activations."""
+    names = activation_zero_points(data)
+    if not names:
+        return data, 0
+    converted = 0
+    model_parts = []
+    for number, wire, value in _fields(memoryview(data)):
+        if not (number == 7 and wire == 2):
+            model_parts.append(_field_bytes(number, wire, value))
+            continue
+        graph_parts = []
+        for g_number, g_wire, g_value in _fields(value):
+            if g_number == 5 and g_wire == 2 and _tensor_name(g_value) in names:
+                g_value = _uint8_zero_point(g_value)
+                converted += 1
+            graph_parts.append(_field_bytes(g_number, g_wire, g_value))
+        model_parts.append(_field_bytes(7, 2, b"".join(graph_parts)))
+    return b"".join(model_parts), converted
+
+
+def _tensor_name(tensor) -> str:
+    for number, wire, value in _fields(tensor):
+        if number == 8 and wire == 2:
+            return _text(value)
+    return ""
