@@ -101,3 +101,11 @@ def test_models_it_is_not_sure_of_are_left_alone(tiny_int8):
     inits[q.input[2]].CopyFrom(numpy_helper.from_array(np.array(3, np.int8), q.input[2]))
     data = model.SerializeToString()
     assert uint8_activations(data) == (data, 0)
+
+
+def test_textseg_profile_runs_the_int8_model_as_the_backend_does(tiny_int8):
+    from textseg.engine.op_profile import profile_ops
+
+    rows, _ = profile_ops(tiny_int8, 96, 128, runs=1, threads=1, warmup=1)
+    ops = {row.op_type for row in rows}
+    assert "QLinearConv" in ops and "Conv" not in ops, ops

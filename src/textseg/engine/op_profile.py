@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from textseg.engine.qdq_cpu import uint8_activations
+
 
 @dataclass(frozen=True)
 class OpTime:
@@ -40,8 +42,9 @@ def profile_ops(model_path: str | Path, height: int, width: int, runs: int = 20,
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "profile")
-        session = ort.InferenceSession(str(model_path), options,
-                                       providers=["CPUExecutionProvider"])
+        # The model as the ONNX Runtime backend loads it (int8 activations as uint8).
+        model, _ = uint8_activations(Path(model_path).read_bytes())
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         # A smooth gradient image rather than noise: some kernels' cost depends on the data.
         y, x = np.mgrid[0:height, 0:width]
