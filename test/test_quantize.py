@@ -60,3 +60,28 @@ def test_fp16_model_keeps_the_contract_and_the_labels(tiny_model_path, camvid_di
     half = load_backend(output)
     assert half.has_confidence and json.loads(half.info.extra["precision"])[
         "weights_and_activations"] == "float16"
+
+
+def test_keep_float_leaves_the_named_convolutions_in_float(tiny_model_path, camvid_dir,
+                                                          tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    convs = [n.name for n in onnx.load(str(tiny_model_path)).graph.node if n.op_type == "Conv"]
+    output = tmp_path / "partial.onnx"
+    assert main(["quantize", str(tiny_model_path), "--calibration", str(camvid_dir / "val"),
+                 "--frames", "2", "--keep-float", convs[0], "--output", str(output)]) == 0
+    graph = onnx.load(str(output)).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    first = next(n for n in graph.node if n.name == convs[0])
+    second = next(n for n in graph.node if n.name == convs[1])
+    weight = producers.get(first.input[1])
+    assert weight is None or weight.op_type != "DequantizeLinear"  # float weights
+    assert producers[second.input[1]].op_type == "DequantizeLinear"  # int8 weights
+    quant = json.loads(next(p.value for p in onnx.load(str(output)).metadata_props
+                            if p.key == "quantization"))
+    assert quant["kept_float"] == [convs[0]]
+    assert check_tensorrt_rules(output) == []
+    assert main(["quantize", str(tiny_model_path), "--calibration", str(camvid_dir / "val"),
+                 "--frames", "2", "--keep-float", "/no/such/Conv", "--output",
+                 str(tmp_path / "never.onnx")]) == 2
+    assert "no node named ['/no/such/Conv']" in capsys.readouterr().err
+    assert not (tmp_path / "never.onnx").exists()

@@ -155,7 +155,7 @@ def _quantize(args: argparse.Namespace) -> int:
     model = Path(args.model)
     output = Path(args.output) if args.output else model.with_name(f"{model.stem}_int8.onnx")
     report = quantize_model(model, output, args.calibration, args.method, args.frames,
-                            tuple(args.ops))
+                            tuple(args.ops), tuple(args.keep_float))
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB): {report.quantized_nodes} "
           f"activations quantized around {', '.join(report.ops)}, {report.method} "
           f"calibration on {report.frames} frames, in {report.seconds:.1f} s")
@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="calibration frames, spread evenly over the folder")
     quantize.add_argument("--ops", nargs="+", default=list(DEFAULT_OPS),
                           help="operator types to quantize")
+    quantize.add_argument("--keep-float", nargs="+", default=[], metavar="NODE",
+                          help="node names left in float (the layers whose quantization "
+                          "costs the most accuracy, e.g. the first convolution)")
     quantize.add_argument("--output", default="", help="default: MODEL_int8.onnx")
     quantize.set_defaults(func=_quantize)
 

@@ -66,8 +66,10 @@ def calibration_frames(folder: str | Path, limit: int) -> list[np.ndarray]:
 
 def quantize_model(model: str | Path, output: str | Path, calibration: str | Path,
                    method: str = "minmax", frames: int = 32,
-                   ops: tuple[str, ...] = DEFAULT_OPS) -> QuantizeReport:
-    """Write a static int8 Q/DQ copy of `model` to `output` (atomically)."""
+                   ops: tuple[str, ...] = DEFAULT_OPS,
+                   exclude: tuple[str, ...] = ()) -> QuantizeReport:
+    """Write a static int8 Q/DQ copy of `model` to `output` (atomically). `exclude`: node
+    names kept in float (layers whose quantization costs the most accuracy)."""
     try:
         import onnx
         from onnxruntime.quantization import (
@@ -108,11 +110,16 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
         # int64 -> uint8 Cast, which TensorRT does not take (tensorrt_rules [cast]).
         quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True,
                           skip_optimization=True)
+        names = {node.name for node in onnx.load(str(prepared)).graph.node}
+        unknown = [name for name in exclude if name not in names]
+        if unknown:
+            raise ValueError(f"--keep-float: no node named {unknown} in {model.name} (node "
+                             "names as `onnx` or Netron show them)")
         quantize_static(
             str(prepared), str(quantized), Frames(), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(ops), per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=calibrate,
+            calibrate_method=calibrate, nodes_to_exclude=list(exclude),
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                            "CalibTensorRangeSymmetric": True,
                            # Conv biases stay float: TensorRT has no int32 DequantizeLinear.
@@ -128,7 +135,8 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
     meta.update(replace(source.info, eval_miou=None, extra=extra).to_metadata())
     meta["quantization"] = json.dumps({
         "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 per-channel "
-        "symmetric", "ops": list(ops), "calibration": method, "calibration_frames": len(images),
+        "symmetric", "ops": list(ops), "kept_float": list(exclude), "calibration": method,
+        "calibration_frames": len(images),
         "calibration_folder": Path(calibration).name, "source_sha256": source.sha256,
         "tool": "onnxruntime.quantization.quantize_static"})
     del proto.metadata_props[:]
