@@ -265,8 +265,9 @@ class SegmentationBehaviour:
         self._batch = max(1, min(wanted, getattr(backend, "max_batch", 1)))
         if self._batch < wanted:
             self.get_logger().warning(
-                f"max_batch {wanted} asked, but the model takes {self._batch} frame(s) per "
-                "inference (exported before textseg 0.3?): cameras run one at a time")
+                f"{wanted} frames per inference asked, but the backend takes at most "
+                f"{self._batch} (a model exported before textseg 0.3, or an engine baked "
+                f"with a smaller --max-batch): cameras are served {self._batch} at a time")
         self._worker.max_batch = self._batch
         if self._batch > 1:
             self.get_logger().info(f"cameras batched: up to {self._batch} frames of one size "
