@@ -155,9 +155,15 @@ def test_label_info_arrives_before_the_first_labels(tiny_model_path, ros_env, ro
 
 def test_without_vision_msgs_the_node_says_why_and_still_segments(tiny_model_path, ros_env,
                                                                   ros_context, camvid_frames):
+    import importlib.util
+    import os
+
+    built = os.environ.get("TEXTSEG_VISION_MSGS")  # scripts/build_vision_msgs.sh's prefix
+    if not built and importlib.util.find_spec("vision_msgs") is not None:
+        pytest.skip("vision_msgs is installed with ROS itself here: it cannot be hidden")
     env = dict(ros_env)
     env["PYTHONPATH"] = ":".join(p for p in env.get("PYTHONPATH", "").split(":")
-                                 if p and not (Path(p) / "vision_msgs").is_dir())
+                                 if p and not (built and p.startswith(built)))
     node = NodeProcess({"model": str(tiny_model_path), "threads": 1}, params_file=NAV2_PARAMS,
                        env=env, namespace="/plain").start()
     client = FrameClient(context=ros_context, image_topic="/plain/image",
