@@ -8,6 +8,8 @@
 #     sweep   stage 2 with M = 8 / 14 / 17 and M = 8 with weight decay on the prompts, seed 0
 #     stride  stage 1 with the paper's label-size L_text (text_loss_stride 1), seed 0
 #     clip    the CLIP RN50 path with random weights, stages 1 and 2, seed 0 (a smoke run)
+#     prompt_control  stage 2 with the prompts frozen at their initial values, SEEDS: tells
+#             prompt learning from stage 2's extra head training
 #     bridge_sweep  the bridge's size N x d, stage 1, seed 0 (chooses BRIDGE_SIZE)
 #     bridge  the bidirectional fusion bridge rows (issue 12) at BRIDGE_SIZE, SEEDS
 #     bridge_backbone  stage 1 TGM and bridge on OTHER_BACKBONE (the model-agnostic claim), SEEDS
@@ -73,6 +75,12 @@ case "$what" in
     run clip_rn50_random_weights_stage2 0 stage2.yaml "${clip[@]}" \
       "init_from=$(stage1_of clip_rn50_random_weights 0)"
     ;;&
+  prompt_control|all)
+    for seed in $seeds; do
+      run stage2_text_frozen_prompts "$seed" stage2.yaml prompt_lr_mult=0 \
+        "init_from=$(stage1_of stage1_text "$seed")"
+    done
+    ;;&
   bridge_sweep|all)
     for size in 1x64 1x128 2x128 2x256; do
       run "bridge_sweep_n${size%x*}_d${size#*x}" 0 stage1.yaml text_fusion=bridge \
@@ -95,8 +103,8 @@ case "$what" in
         "backbone=$other_backbone"
     done
     ;;&
-  main|sweep|stride|clip|bridge_sweep|bridge|bridge_backbone|all) ;;
-  *) echo "unknown part '$what': main, sweep, stride, clip, bridge_sweep, bridge," \
-       "bridge_backbone or all" >&2; exit 2 ;;
+  main|sweep|stride|clip|prompt_control|bridge_sweep|bridge|bridge_backbone|all) ;;
+  *) echo "unknown part '$what': main, sweep, stride, clip, prompt_control, bridge_sweep," \
+       "bridge, bridge_backbone or all" >&2; exit 2 ;;
 esac
 echo "== done ($(date -u +%H:%M:%S))"

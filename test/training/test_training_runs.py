@@ -111,6 +111,26 @@ def test_stage2_leaves_the_backbone_bit_identical_and_learns_prompts(
     assert not torch.equal(final, first)
 
 
+def test_frozen_prompts_stay_at_their_initial_values_while_the_head_trains(
+        tiny_dataset, stage1_checkpoint, tmp_path):
+    """prompt_lr_mult 0: the control that tells prompt learning from stage 2's extra head
+    training (the same stage 2, prompts kept at their initial values)."""
+    config = _config(tiny_dataset, tmp_path, stage="stage2", init_from=str(stage1_checkpoint),
+                     iterations=2, num_prompts=4, prompt_lr_mult=0.0)
+    trainer = Trainer(config, progress=False)
+    prompts_before = trainer.prompt_learner.prompts.detach().clone()
+    head_before = _state(trainer.model, "conv_out.")
+    trainer.fit()
+    assert torch.equal(trainer.prompt_learner.prompts.detach(), prompts_before)
+    assert any(not torch.equal(v, head_before[k])
+               for k, v in _state(trainer.model, "conv_out.").items())
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["prompts"]["initial_lr"] == 0.0
+    with pytest.raises(ValueError, match="prompt_lr_mult must be >= 0"):
+        _config(tiny_dataset, tmp_path, stage="stage2", init_from=str(stage1_checkpoint),
+                prompt_lr_mult=-1.0)
+
+
 def test_stage2_refuses_a_stage1_checkpoint_of_another_text_encoder(
         tiny_dataset, stage1_checkpoint, tmp_path):
     from textseg_training.trainer.checkpoint import save_checkpoint

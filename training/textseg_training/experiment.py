@@ -28,7 +28,8 @@ PAPER_CAMVID: dict[str, str] = {
 ROW_ORDER = (
     "baseline", "stage1_text", "stage1_random_encoder", "stage1_random_embeddings",
     "stage2_text", "stage2_random_encoder", "e2e_text", "stage2_text_m8", "stage2_text_m14",
-    "stage2_text_m17", "stage2_text_m8_prompt_wd", "stage1_text_stride1",
+    "stage2_text_m17", "stage2_text_m8_prompt_wd", "stage2_text_frozen_prompts",
+    "stage1_text_stride1",
     "bridge_sweep_n1_d64", "bridge_sweep_n1_d128", "bridge_sweep_n2_d128", "bridge_sweep_n2_d256",
     "bridge_stage1_text", "bridge_stage2_text", "bridge_stage1_random_embeddings",
     "stage1_text_efficientnet_lite1", "bridge_stage1_text_efficientnet_lite1",
@@ -39,6 +40,7 @@ ROW_NOTES: dict[str, str] = {
     "stage1_random_embeddings": "control b: fixed random unit vectors",
     "stage2_random_encoder": "prompts through the random encoder",
     "stage1_text_stride1": "the paper's label-size L_text",
+    "stage2_text_frozen_prompts": "stage 2 with the prompts frozen at their initial values",
     "bridge_sweep_n1_d64": "bridge size sweep (N layers x width d), stage 1",
     "bridge_sweep_n1_d128": "bridge size sweep, stage 1",
     "bridge_sweep_n2_d128": "bridge size sweep, stage 1 (the default size)",
@@ -61,6 +63,9 @@ COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
     ("stage1_random_encoder", "stage2_random_encoder", "prompts through a random encoder", ""),
     ("stage2_random_encoder", "stage2_text", "stage 2: prior vs random encoder", ""),
     ("stage2_text_m8", "stage2_text_m8_prompt_wd", "weight decay on prompts (M = 8)", "-0.4"),
+    ("stage2_text_frozen_prompts", "stage2_text", "prompt learning itself (same stage 2, "
+     "prompts frozen)", ""),
+    ("stage1_text", "stage2_text_frozen_prompts", "stage 2's extra head training alone", ""),
     ("stage1_text", "stage1_text_stride1", "L_text at label size vs every 8th pixel", ""),
     ("stage1_text", "bridge_stage1_text", "bridge vs TGM, stage 1", ""),
     ("stage2_text", "bridge_stage2_text", "bridge vs TGM, stage 2", ""),

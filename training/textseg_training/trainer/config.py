@@ -47,6 +47,9 @@ class TrainConfig:
     num_prompts: int = 11  # M, class-specific learnable vectors per class
     prompt_init_std: float = 0.02
     prompt_weight_decay: float = 0.0  # the paper: weight decay on prompts costs 0.4 mIoU
+    # The prompts' LR is lr * prompt_lr_mult; 0 keeps them at their initial values (the control
+    # that tells prompt learning from stage 2's extra head training).
+    prompt_lr_mult: float = 1.0
     text_context_length: int | None = None  # CLIP only: shorter than 77 saves compute
     # Optimisation
     iterations: int = 10_000
@@ -122,6 +125,8 @@ class TrainConfig:
 
         if self.precision not in PRECISIONS:
             problems.append(f"precision '{self.precision}' is not one of {PRECISIONS}")
+        if self.prompt_lr_mult < 0:
+            problems.append(f"prompt_lr_mult must be >= 0, got {self.prompt_lr_mult}")
         if self.lr <= 0 or self.warmup_iterations < 0:
             problems.append("lr must be > 0 and warmup_iterations >= 0")
         if problems:

@@ -196,7 +196,7 @@ class Trainer:
                                          self.config.head_lr_mult)
         if self.prompt_learner is not None:
             groups.append({"name": "prompts", "params": list(self.prompt_learner.parameters()),
-                           "lr": self.config.lr,
+                           "lr": self.config.lr * self.config.prompt_lr_mult,
                            "weight_decay": self.config.prompt_weight_decay})
         for group in groups:
             group["initial_lr"] = group["lr"]
