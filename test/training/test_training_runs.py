@@ -179,6 +179,22 @@ def test_resume_restores_the_run_exactly(tiny_dataset, tmp_path):
     assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
 
 
+def test_a_checkpoint_without_loss_scaling_resumes_under_an_enabled_grad_scaler(
+        tiny_dataset, tmp_path):
+    """A CPU (or bf16 / fp32) checkpoint holds an empty GradScaler state; resuming it where
+    loss scaling is on (CUDA AMP) must not fail on it. An enabled CPU GradScaler raises on an
+    empty state exactly like the CUDA one, so the case is tested here without a GPU."""
+    first = Trainer(_config(tiny_dataset, tmp_path, iterations=1), progress=False)
+    first.fit()
+    assert load_checkpoint(tmp_path / "last.pt")["scaler"] == {}
+    with pytest.raises(RuntimeError, match="empty"):
+        torch.amp.GradScaler("cpu", enabled=True).load_state_dict({})
+    again = Trainer(_config(tiny_dataset, tmp_path, iterations=2), progress=False)
+    again.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    again._resume(tmp_path / "last.pt")
+    assert again.iteration == 1 and again.scaler.is_enabled()
+
+
 def test_resuming_a_finished_run_only_evaluates(tiny_dataset, tmp_path):
     first = Trainer(_config(tiny_dataset, tmp_path, iterations=2), progress=False)
     first.fit()
