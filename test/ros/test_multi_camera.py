@@ -32,6 +32,17 @@ def _stamp() -> Time:
     return Time(sec=1_650_000_000 + n, nanosec=(n * 104_729) % 1_000_000_000)
 
 
+def _camera_clients(ros_context, namespace: str, prefix: str, **extra) -> dict:
+    """One FrameClient per camera of CAMERAS on the node in `namespace`; the front camera's
+    also collects /diagnostics."""
+    return {camera: FrameClient(context=ros_context, image_topic=f"{namespace}/{camera}/image",
+                                labels_topic=f"{namespace}/{camera}/labels/image",
+                                name=f"{prefix}{camera}_client",
+                                diagnostics=camera == "front",
+                                **{k: v(camera) for k, v in extra.items()})
+            for camera in CAMERAS}
+
+
 @pytest.fixture(scope="module")
 def multi_node(tiny_model_path, ros_env, ros_context):
     node = NodeProcess({"model": str(tiny_model_path), "threads": 1,
@@ -39,12 +50,9 @@ def multi_node(tiny_model_path, ros_env, ros_context):
                         "diagnostics_period": 0.3}, env=ros_env, namespace="/multi").start()
     clients = {}
     try:
-        for camera in CAMERAS:
-            clients[camera] = FrameClient(
-                context=ros_context, image_topic=f"/multi/{camera}/image",
-                labels_topic=f"/multi/{camera}/labels/image", name=f"{camera}_client",
-                outputs={f"/multi/{camera}/labels/camera_info": CameraInfo},
-                diagnostics=camera == "front")
+        clients = _camera_clients(
+            ros_context, "/multi", "",
+            outputs=lambda camera: {f"/multi/{camera}/labels/camera_info": CameraInfo})
         for client in clients.values():
             client.wait_for_node(timeout=60.0, alive=node.alive)
         yield node, clients
@@ -164,11 +172,7 @@ def test_batched_cameras_each_get_their_own_labels(tiny_model_path, ros_env, ros
                        namespace="/batched").start()
     clients = {}
     try:
-        for camera in CAMERAS:
-            clients[camera] = FrameClient(
-                context=ros_context, image_topic=f"/batched/{camera}/image",
-                labels_topic=f"/batched/{camera}/labels/image", name=f"batched_{camera}",
-                diagnostics=camera == "front")
+        clients = _camera_clients(ros_context, "/batched", "batched_")
         for client in clients.values():
             client.wait_for_node(timeout=60.0, alive=node.alive)
         reference = load_backend(tiny_model_path, threads=1)

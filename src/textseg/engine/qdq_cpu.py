@@ -105,6 +105,8 @@ def activation_zero_points(data: bytes) -> set[str]:
 def uint8_activations(data: bytes) -> tuple[bytes, int]:
     """(model bytes with uint8 activations, number of zero points converted); the input bytes
     unchanged and 0 when the model has no symmetric int8 activations."""
+    if b"QuantizeLinear" not in data:  # a float model: no need to parse it
+        return data, 0
     names = activation_zero_points(data)
     if not names:
         return data, 0
