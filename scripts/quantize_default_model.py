@@ -1,11 +1,13 @@
-"""int8 variant of the default model: quantize with each calibration method, score each on
+"""int8 variants of the default model: quantize with each calibration method, score each on
 CamVid val (ONNX Runtime, the same bag the demo replays), keep the best, write the figures.
 
-  .venv/bin/python scripts/quantize_default_model.py [--frames 32]
+  .venv/bin/python scripts/quantize_default_model.py [--target tensorrt|cpu] [--frames 32]
 
-Calibration frames come from CamVid *train* (never the val frames that are scored). Writes
-models/textseg_default_int8.onnx and training/results/int8_default_model.json (every method's
-mIoU, per-class IoU and ONNX Runtime latency p50/p99 against the fp32 model's).
+Calibration frames come from CamVid *train* (never the val frames that are scored). Writes,
+per target, the model and its figures (every method's mIoU, per-class IoU and ONNX Runtime
+latency p50/p99 against the fp32 model's):
+  tensorrt  models/textseg_default_int8.onnx      training/results/int8_default_model.json
+  cpu       models/textseg_default_int8_cpu.onnx  training/results/int8_cpu_default_model.json
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def score(bag: Path, model: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="tensorrt", choices=["tensorrt", "cpu"])
     parser.add_argument("--frames", type=int, default=32, help="calibration frames")
     parser.add_argument("--methods", nargs="+", default=["minmax", "entropy", "percentile"])
     parser.add_argument("--keep-float", nargs="*", default=list(KEEP_FLOAT), metavar="NODE",
@@ -77,28 +80,30 @@ def main() -> int:
     bag = ROOT / "out" / "bags" / "camvid_val"
     if not (bag / "metadata.yaml").is_file():
         textseg(["bag-from-dataset", str(CAMVID / "val"), str(bag), "--force", "--quiet"])
+    suffix = "" if args.target == "tensorrt" else "_cpu"
     results = {"command": "python scripts/quantize_default_model.py "
-                          f"--frames {args.frames} --methods {' '.join(args.methods)} "
+                          f"--target {args.target} --frames {args.frames} --methods {' '.join(args.methods)} "
                           f"--keep-float {' '.join(args.keep_float)}",
-               "kept_float": args.keep_float,
+               "target": args.target, "kept_float": args.keep_float,
                "calibration": f"CamVid train, {args.frames} frames spread over the split",
                "evaluation": "CamVid val, 101 frames at 480x360, ONNX Runtime CPU "
                              "(textseg eval-offline scoring)",
                "fp32": {**score(bag, fp32), **latency(fp32)}, "int8": {}}
     work = ROOT / "out" / "int8"
     for method in args.methods:
-        path = work / f"textseg_default_int8_{method}.onnx"
+        path = work / f"textseg_default_int8{suffix}_{method}.onnx"
         report = quantize_model(fp32, path, CAMVID / "train", method, args.frames,
-                                exclude=tuple(args.keep_float))
+                                exclude=tuple(args.keep_float), target=args.target)
         results["int8"][method] = {**score(bag, path), **latency(path),
                                    "quantize_seconds": round(report.seconds, 1),
                                    "quantized_nodes": report.quantized_nodes}
         print(method, results["int8"][method]["miou"], results["int8"][method]["p50_ms"])
     best = max(args.methods, key=lambda m: results["int8"][m]["miou"])
     results["chosen"] = best
-    chosen = work / f"textseg_default_int8_{best}.onnx"
-    atomic_write_bytes(ROOT / "models" / "textseg_default_int8.onnx", chosen.read_bytes())
-    atomic_write_bytes(ROOT / "training" / "results" / "int8_default_model.json",
+    chosen = work / f"textseg_default_int8{suffix}_{best}.onnx"
+    atomic_write_bytes(ROOT / "models" / f"textseg_default_int8{suffix}.onnx",
+                       chosen.read_bytes())
+    atomic_write_bytes(ROOT / "training" / "results" / f"int8{suffix}_default_model.json",
                        (json.dumps(results, indent=1) + "\n").encode())
     fp = results["fp32"]
     print(f"\n| model | val mIoU % | ORT p50 ms | ORT p99 ms |\n|---|---:|---:|---:|\n"

@@ -35,6 +35,48 @@ def test_quantize_writes_a_qdq_model_that_keeps_the_contract(tiny_model_path, ca
     assert (got.labels == want.labels).mean() > 0.5  # the same network, in int8
 
 
+def test_the_cpu_target_folds_each_relu6_into_its_quantize_and_tensorrt_refuses_it(
+        tiny_model_path, camvid_dir, camvid_frames, tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    output = tmp_path / "tiny_int8_cpu.onnx"
+    assert main(["quantize", str(tiny_model_path), "--calibration", str(camvid_dir / "val"),
+                 "--frames", "3", "--target", "cpu", "--output", str(output)]) == 0
+    assert "ONNX Runtime CPU only" in capsys.readouterr().out
+    source = [n.op_type for n in onnx.load(str(tiny_model_path)).graph.node]
+    proto = onnx.load(str(output))
+    ops = [n.op_type for n in proto.graph.node]
+    inits = {t.name: t for t in proto.graph.initializer}
+    activation_zero_points = {n.input[2] for n in proto.graph.node
+                              if n.op_type == "QuantizeLinear"}
+    assert activation_zero_points and all(
+        inits[z].data_type == onnx.TensorProto.UINT8 for z in activation_zero_points)
+    activations = source.count("Clip") + source.count("Relu")
+    assert activations > 0 and ops.count("Clip") + ops.count("Relu") < activations
+    quant = json.loads(next(p.value for p in proto.metadata_props if p.key == "quantization"))
+    assert quant["target"] == "onnxruntime-cpu" and quant["activations"] == "uint8 asymmetric"
+    assert quant["activations_folded_into_quantize"] == (
+        activations - ops.count("Clip") - ops.count("Relu"))
+    problems = check_tensorrt_rules(output)
+    assert "quantized for onnxruntime-cpu only" in str(problems[0])
+    assert main(["bake", str(output)]) == 2  # refused before TensorRT is looked for
+    assert "quantized for onnxruntime-cpu only" in capsys.readouterr().err
+    int8, fp32 = load_backend(output), load_backend(tiny_model_path)
+    assert int8.info.class_names == fp32.info.class_names
+    (_, rgb), = camvid_frames(1)
+    got, want = int8.infer(rgb, want_confidence=True), fp32.infer(rgb)
+    assert got.labels.shape == rgb.shape[:2] and got.confidence.dtype == np.uint8
+    assert (got.labels == want.labels).mean() > 0.5  # the same network, in int8
+
+
+def test_an_unknown_quantization_target_is_refused(tiny_model_path, camvid_dir, tmp_path):
+    from textseg.engine.quantize import quantize_model
+
+    with pytest.raises(ValueError, match="target 'gpu'"):
+        quantize_model(tiny_model_path, tmp_path / "x.onnx", camvid_dir / "val", frames=1,
+                       target="gpu")
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_unreadable_calibration_images_are_errors_not_a_shorter_set(tmp_path):
     (tmp_path / "a.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="a.png"):

@@ -33,8 +33,12 @@ def test_every_export_variant_passes(tmp_path, confidence):
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "models").glob("*.onnx")), ids=lambda p: p.name)
-def test_every_shipped_model_passes(path):
-    assert check_tensorrt_rules(path) == []
+def test_every_shipped_model_passes_unless_it_is_the_cpu_only_form(path):
+    problems = check_tensorrt_rules(path)
+    if path.name.endswith("_int8_cpu.onnx"):  # textseg quantize --target cpu: refused, plainly
+        assert problems and "quantized for onnxruntime-cpu only" in str(problems[0])
+    else:
+        assert problems == []
 
 
 def test_the_old_export_graph_is_refused_with_both_reasons(tmp_path):

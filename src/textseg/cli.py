@@ -5,7 +5,7 @@
   textseg bake MODEL.onnx      build (or verify) the TensorRT engine for this machine
   textseg bench MODEL          backend and node throughput, latency and node overhead
   textseg overload MODEL       frames at 3x capacity: bounded latency, flat memory
-  textseg quantize MODEL.onnx --calibration DIR   static int8 Q/DQ model (CPU and TensorRT)
+  textseg quantize MODEL.onnx --calibration DIR   static int8 Q/DQ model (TensorRT or CPU)
   textseg fp16 MODEL.onnx      float16 model for TensorRT's strongly typed builds
   textseg bag-from-dataset DIR BAG   an image folder (+ labels) as a ROS 2 bag
   textseg replay BAG           play a bag through the node over DDS, score it, report
@@ -153,12 +153,15 @@ def _quantize(args: argparse.Namespace) -> int:
     from textseg.engine.quantize import quantize_model
 
     model = Path(args.model)
-    output = Path(args.output) if args.output else model.with_name(f"{model.stem}_int8.onnx")
+    suffix = "_int8" if args.target == "tensorrt" else "_int8_cpu"
+    output = Path(args.output) if args.output else model.with_name(f"{model.stem}{suffix}.onnx")
     report = quantize_model(model, output, args.calibration, args.method, args.frames,
-                            tuple(args.ops), tuple(args.keep_float))
+                            tuple(args.ops), tuple(args.keep_float), args.target)
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB): {report.quantized_nodes} "
           f"activations quantized around {', '.join(report.ops)}, {report.method} "
-          f"calibration on {report.frames} frames, in {report.seconds:.1f} s")
+          f"calibration on {report.frames} frames, in {report.seconds:.1f} s, for "
+          + ("TensorRT and ONNX Runtime" if report.target == "tensorrt"
+             else "ONNX Runtime CPU only (TensorRT refuses it)"))
     print(f"next: textseg eval-offline BAG --model {report.path}  (accuracy), "
           f"textseg bench {report.path} --no-node  (speed)")
     return 0
@@ -281,20 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     overload.add_argument("--warmup", type=float, default=5.0)
     overload.set_defaults(func=_overload)
 
-    from textseg.engine.quantize import CALIBRATION_METHODS, DEFAULT_OPS
+    from textseg.engine.quantize import CALIBRATION_METHODS, DEFAULT_OPS, TARGETS
 
     quantize = sub.add_parser(
-        "quantize", help="static int8 Q/DQ model for ONNX Runtime CPU and TensorRT",
+        "quantize", help="static int8 Q/DQ model for TensorRT and ONNX Runtime, or CPU only",
         description="Write an int8 copy of a textseg model with ONNX Runtime's static "
-        "quantization: Q/DQ nodes around --ops, per-channel symmetric int8 weights, symmetric "
-        "int8 activations calibrated on frames from a camera folder (the form TensorRT's "
-        "explicit quantization takes, so the same file is baked without a calibrator). "
-        "Metadata is carried over plus what was quantized and how; the result is checked "
-        "against TensorRT's parser rules. Needs the onnx package.",
+        "quantization: Q/DQ nodes around --ops, per-channel symmetric int8 weights, "
+        "activations calibrated on frames from a camera folder. --target tensorrt: symmetric "
+        "int8 activations, the form TensorRT's explicit quantization takes (baked without a "
+        "calibrator; also runs on ONNX Runtime), checked against TensorRT's parser rules. "
+        "--target cpu: asymmetric uint8 activations, with each ReLU6 folded into its "
+        "QuantizeLinear, faster on ONNX Runtime's CPU kernels; TensorRT refuses it. "
+        "Metadata is carried over plus what was quantized and how. Needs the onnx package.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     quantize.add_argument("model", help="fp32 textseg ONNX model")
     quantize.add_argument("--calibration", required=True, type=Path,
                           help="folder of camera frames (png/jpg) like those the model sees")
+    quantize.add_argument("--target", default="tensorrt", choices=TARGETS,
+                          help="tensorrt: one file for the vehicle's GPU and the CPU; "
+                          "cpu: the fastest file for ONNX Runtime's CPU kernels")
     quantize.add_argument("--method", default="minmax", choices=CALIBRATION_METHODS)
     quantize.add_argument("--frames", type=int, default=32,
                           help="calibration frames, spread evenly over the folder")
@@ -303,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--keep-float", nargs="+", default=[], metavar="NODE",
                           help="node names left in float (the layers whose quantization "
                           "costs the most accuracy, e.g. the first convolution)")
-    quantize.add_argument("--output", default="", help="default: MODEL_int8.onnx")
+    quantize.add_argument("--output", default="",
+                          help="default: MODEL_int8.onnx (tensorrt), MODEL_int8_cpu.onnx (cpu)")
     quantize.set_defaults(func=_quantize)
 
     profile = sub.add_parser(

@@ -1,12 +1,21 @@
-"""`textseg quantize`: a static int8 Q/DQ model for ONNX Runtime (CPU, VNNI) and TensorRT.
+"""`textseg quantize`: a static int8 Q/DQ model for TensorRT and ONNX Runtime, or for the CPU only.
 
 ONNX Runtime's quantization tools insert QuantizeLinear/DequantizeLinear pairs around the
 chosen operators (Conv by default), with per-channel weight scales and activation ranges
-calibrated on frames from a camera folder. Both activations and weights are signed int8 with
-zero point 0 (symmetric): the only Q/DQ form TensorRT's explicit quantization accepts, so the
-same file runs on ONNX Runtime here and is baked by TensorRT 10/11 without a calibrator. The
-image input, the network-size resize and the label outputs stay as they are, so the artifact
-keeps the contract; its metadata is carried over, plus what was quantized and how.
+calibrated on frames from a camera folder. Two targets:
+
+- `tensorrt` (default): activations and weights signed int8 with zero point 0 (symmetric), the
+  only Q/DQ form TensorRT's explicit quantization accepts, so the same file is baked by
+  TensorRT 10/11 without a calibrator and also runs on ONNX Runtime's CPU kernels.
+- `cpu`: activations uint8 with a zero point (asymmetric), int32 biases. A ReLU6 (Clip 0..6)
+  or ReLU in front of a QuantizeLinear then has nothing left to do, since the Q's own
+  saturation to [0, 255] covers a calibrated range of [0, <= 6], so ONNX Runtime's quantizer
+  drops it and every convolution with its activation becomes one QLinearConv. The
+  Clip -> Q -> DQ chains that the symmetric form keeps (its range holds negatives) were a
+  third of its CPU time. TensorRT refuses this form (uint8, non-zero zero points).
+
+The image input, the network-size resize and the label outputs stay as they are, so the
+artifact keeps the contract; its metadata is carried over, plus what was quantized and how.
 
 Needs the `onnx` package (ONNX Runtime's quantization tools import it); the vehicle runtime
 does not.
@@ -28,7 +37,12 @@ from textseg.engine.contract import INPUT_NAME
 from textseg.fileio import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+TARGETS = ("tensorrt", "cpu")
 DEFAULT_OPS = ("Conv",)
+# With asymmetric activations ONNX Runtime's quantizer removes these when they feed a
+# quantized tensor (its QDQRemovableActivation); listed so that it considers them.
+CPU_REMOVABLE_ACTIVATIONS = ("Clip", "Relu")
+CPU_ONLY = "onnxruntime-cpu"  # the metadata's quantization target for the cpu form
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,7 @@ class QuantizeReport:
     ops: tuple[str, ...]
     quantized_nodes: int
     seconds: float
+    target: str = "tensorrt"
 
 
 def calibration_frames(folder: str | Path, limit: int) -> list[np.ndarray]:
@@ -67,9 +82,11 @@ def calibration_frames(folder: str | Path, limit: int) -> list[np.ndarray]:
 def quantize_model(model: str | Path, output: str | Path, calibration: str | Path,
                    method: str = "minmax", frames: int = 32,
                    ops: tuple[str, ...] = DEFAULT_OPS,
-                   exclude: tuple[str, ...] = ()) -> QuantizeReport:
+                   exclude: tuple[str, ...] = (), target: str = "tensorrt") -> QuantizeReport:
     """Write a static int8 Q/DQ copy of `model` to `output` (atomically). `exclude`: node
-    names kept in float (layers whose quantization costs the most accuracy)."""
+    names kept in float (layers whose quantization costs the most accuracy); `target`:
+    `tensorrt` (symmetric int8, also runs on the CPU) or `cpu` (asymmetric uint8, faster
+    on ONNX Runtime's CPU kernels, refused by TensorRT)."""
     try:
         import onnx
         from onnxruntime.quantization import (
@@ -85,6 +102,8 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
                            "pip install onnx") from None
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method {method!r}: choose from {CALIBRATION_METHODS}")
+    if target not in TARGETS:
+        raise ValueError(f"quantization target {target!r}: choose from {TARGETS}")
     from textseg.engine.onnx_file import describe_model
 
     model, output = Path(model), Path(output)
@@ -105,27 +124,45 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
     with tempfile.TemporaryDirectory(prefix="textseg_quantize_") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quantized = Path(scratch) / "quantized.onnx"
-        # Shape inference first, as ONNX Runtime recommends for QDQ; its graph optimiser is
-        # skipped because it merges the labels' ArgMax -> float -> uint8 casts into one
-        # int64 -> uint8 Cast, which TensorRT does not take (tensorrt_rules [cast]).
+        # Shape inference first, as ONNX Runtime recommends for QDQ. Its graph optimiser is
+        # skipped for TensorRT because it merges the labels' ArgMax -> float -> uint8 casts
+        # into one int64 -> uint8 Cast, which TensorRT does not take (tensorrt_rules [cast]).
+        # The CPU form needs it: it folds the constant text-side Clip, whose near-constant
+        # range the histogram calibrators cannot bin.
         quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True,
-                          skip_optimization=True)
-        names = {node.name for node in onnx.load(str(prepared)).graph.node}
+                          skip_optimization=target == "tensorrt")
+        graph = onnx.load(str(prepared)).graph
+        names = {node.name for node in graph.node}
         unknown = [name for name in exclude if name not in names]
         if unknown:
             raise ValueError(f"--keep-float: no node named {unknown} in {model.name} (node "
                              "names as `onnx` or Netron show them)")
+        auto_excluded: tuple[str, ...] = ()
+        if target == "tensorrt":
+            activations, options = QuantType.QInt8, {
+                "ActivationSymmetric": True, "WeightSymmetric": True,
+                "CalibTensorRangeSymmetric": True,
+                # Conv biases stay float: TensorRT has no int32 DequantizeLinear.
+                "QuantizeBias": False}
+            op_types = list(ops)
+        else:
+            activations, options = QuantType.QUInt8, {
+                "ActivationSymmetric": False, "WeightSymmetric": True,
+                "QDQKeepRemovableActivations": False}
+            op_types = list(ops) + [op for op in CPU_REMOVABLE_ACTIVATIONS if op not in ops]
+            # Only the activations of quantized nodes: a Clip elsewhere (the text guidance
+            # clamps cosines near 1) has no business being quantized.
+            auto_excluded = _unquantized_activations(graph, tuple(ops), exclude)
+            exclude = tuple(exclude) + auto_excluded
         quantize_static(
             str(prepared), str(quantized), Frames(), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(ops), per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            op_types_to_quantize=op_types, per_channel=True,
+            activation_type=activations, weight_type=QuantType.QInt8,
             calibrate_method=calibrate, nodes_to_exclude=list(exclude),
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                           "CalibTensorRangeSymmetric": True,
-                           # Conv biases stay float: TensorRT has no int32 DequantizeLinear.
-                           "QuantizeBias": False})
+            extra_options=options)
         proto = onnx.load(str(quantized))
     nodes = sum(1 for n in proto.graph.node if n.op_type == "QuantizeLinear")
+    kept_float = [name for name in exclude if name not in auto_excluded]
     meta = {p.key: p.value for p in proto.metadata_props}
     # The contract's metadata, carried over; the fp32 evaluation no longer describes this
     # file, so it is kept only under its own name.
@@ -133,9 +170,15 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
     if "evaluation" in extra:
         meta["source_evaluation"] = extra.pop("evaluation")
     meta.update(replace(source.info, eval_miou=None, extra=extra).to_metadata())
+    removed = sum(1 for n in _op_types(model) if n in CPU_REMOVABLE_ACTIVATIONS) - sum(
+        1 for n in proto.graph.node if n.op_type in CPU_REMOVABLE_ACTIVATIONS)
     meta["quantization"] = json.dumps({
-        "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 per-channel "
-        "symmetric", "ops": list(ops), "kept_float": list(exclude), "calibration": method,
+        "format": "QDQ", "target": "tensorrt" if target == "tensorrt" else CPU_ONLY,
+        "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
+        "weights": "int8 per-channel symmetric",
+        "biases": "float" if target == "tensorrt" else "int32",
+        "activations_folded_into_quantize": removed,
+        "ops": list(ops), "kept_float": kept_float, "calibration": method,
         "calibration_frames": len(images),
         "calibration_folder": Path(calibration).name, "source_sha256": source.sha256,
         "tool": "onnxruntime.quantization.quantize_static"})
@@ -145,9 +188,31 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
-    from textseg.engine.tensorrt_rules import require_tensorrt_rules
+    if target == "tensorrt":
+        from textseg.engine.tensorrt_rules import require_tensorrt_rules
 
-    require_tensorrt_rules(data, name=str(output))
+        require_tensorrt_rules(data, name=str(output))
     atomic_write_bytes(output, data)
     return QuantizeReport(output, len(data), method, len(images), tuple(ops), nodes,
-                          time.monotonic() - started)
+                          time.monotonic() - started, target)
+
+
+def _op_types(model: Path) -> list[str]:
+    """The operator type of every node of `model`."""
+    from textseg.engine.tensorrt_rules import read_graph
+
+    return [node.op_type for node in read_graph(model).nodes]
+
+
+def _unquantized_activations(graph, ops: tuple[str, ...],
+                             kept_float: tuple[str, ...]) -> tuple[str, ...]:
+    """Names of the Clip / Relu nodes whose input is not the output of a quantized node."""
+    producers = {out: node for node in graph.node for out in node.output}
+    names = []
+    for node in graph.node:
+        if node.op_type not in CPU_REMOVABLE_ACTIVATIONS:
+            continue
+        source = producers.get(node.input[0])
+        if source is None or source.op_type not in ops or source.name in kept_float:
+            names.append(node.name)
+    return tuple(names)

@@ -245,6 +245,12 @@ def check_tensorrt_rules(source: str | Path | bytes) -> list[RuleViolation]:
         label = node if isinstance(node, str) else f"{node.op_type} '{node.name or '?'}'"
         problems.append(RuleViolation(rule, label, message))
 
+    target = _quantization_target(graph)
+    if target not in ("", "tensorrt"):
+        # Said first and plainly: the hundreds of Q/DQ violations below follow from it.
+        bad("qdq", "model", f"quantized for {target} only (textseg quantize --target cpu: "
+            "uint8 activations with zero points); quantize the fp32 model with --target "
+            "tensorrt for TensorRT")
     low, high = OPSET_RANGE
     if not low <= graph.opset <= high:
         bad("opset", "model", f"opset {graph.opset} is outside TensorRT 10's {low}..{high}")
@@ -305,6 +311,16 @@ def check_tensorrt_rules(source: str | Path | bytes) -> list[RuleViolation]:
                 "converts to uint8 from float or half only")
     _check_static_size(graph, consumers, producers, bad)
     return problems
+
+
+def _quantization_target(graph: Graph) -> str:
+    """The `target` recorded by `textseg quantize` in the metadata ("" when none)."""
+    import json
+
+    try:
+        return str(json.loads(graph.metadata.get("quantization", "{}")).get("target", ""))
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _check_zero_point(node: GraphNode, graph: Graph, producers, bad) -> None:
