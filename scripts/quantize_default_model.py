@@ -82,7 +82,8 @@ def main() -> int:
         textseg(["bag-from-dataset", str(CAMVID / "val"), str(bag), "--force", "--quiet"])
     suffix = "" if args.target == "tensorrt" else "_cpu"
     results = {"command": "python scripts/quantize_default_model.py "
-                          f"--target {args.target} --frames {args.frames} --methods {' '.join(args.methods)} "
+                          f"--target {args.target} --frames {args.frames} "
+                          f"--methods {' '.join(args.methods)} "
                           f"--keep-float {' '.join(args.keep_float)}",
                "target": args.target, "kept_float": args.keep_float,
                "calibration": f"CamVid train, {args.frames} frames spread over the split",

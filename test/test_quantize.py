@@ -127,3 +127,17 @@ def test_keep_float_leaves_the_named_convolutions_in_float(tiny_model_path, camv
                  str(tmp_path / "never.onnx")]) == 2
     assert "no node named ['/no/such/Conv']" in capsys.readouterr().err
     assert not (tmp_path / "never.onnx").exists()
+
+
+def test_the_cpu_form_runs_on_onnx_runtime_whatever_auto_finds(tiny_model_path, camvid_dir,
+                                                               tmp_path):
+    from textseg.engine import choose_backend
+
+    output = tmp_path / "tiny_int8_cpu.onnx"
+    assert main(["quantize", str(tiny_model_path), "--calibration", str(camvid_dir / "val"),
+                 "--frames", "1", "--target", "cpu", "--output", str(output)]) == 0
+    name, why = choose_backend("auto", output)
+    assert name == "onnxruntime" and "CPU only" in why
+    with pytest.raises(ValueError, match="use backend onnxruntime"):
+        choose_backend("tensorrt", output)
+    assert choose_backend("onnxruntime", output) == ("onnxruntime", "requested")

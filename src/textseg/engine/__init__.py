@@ -64,6 +64,16 @@ def choose_backend(requested: str, model: str | Path = "") -> tuple[str, str]:
     if requested == "onnxruntime" and is_engine:
         raise ValueError(f"{model} is a TensorRT engine: use backend tensorrt (or auto), or "
                          "give the ONNX file to run it with ONNX Runtime")
+    if requested != "onnxruntime" and not is_engine and Path(str(model)).is_file():
+        from textseg.engine.onnx_file import CPU_ONLY_TARGET, quantization_target
+
+        if quantization_target(model) == CPU_ONLY_TARGET:
+            why = ("quantized for ONNX Runtime's CPU only (textseg quantize --target cpu: "
+                   "uint8 activations, which TensorRT does not take)")
+            if requested == "tensorrt":
+                raise ValueError(f"{model} is {why}: use backend onnxruntime, or the TensorRT "
+                                 "form (textseg quantize --target tensorrt)")
+            return "onnxruntime", f"auto: the model is {why}"
     if requested != "auto":
         return requested, "requested"
     problem = tensorrt_problem()

@@ -13,6 +13,7 @@ Large fields (initializers, nodes) are skipped by length, never decoded.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +180,22 @@ def read_onnx_summary(path: str | Path) -> OnnxSummary:
         raise ContractError(f"{path} is not an ONNX model (no ir_version or graph)")
     # Initializers may also be listed as graph inputs in old exports; they are not ours.
     return OnnxSummary(path, sha256, size, metadata, tuple(inputs), tuple(outputs))
+
+
+CPU_ONLY_TARGET = "onnxruntime-cpu"  # `textseg quantize --target cpu` records this
+
+
+def quantization_target(path: str | Path) -> str:
+    """The `target` that `textseg quantize` recorded in the model's metadata: "tensorrt",
+    CPU_ONLY_TARGET, or "" for a model it did not write (or one that is not a readable file)."""
+    try:
+        raw = read_onnx_summary(path).metadata.get("quantization", "")
+    except (FileNotFoundError, ValueError):
+        return ""
+    try:
+        return str(json.loads(raw).get("target", "")) if raw else ""
+    except (ValueError, AttributeError):
+        return ""
 
 
 def check_contract_interface(summary: OnnxSummary) -> bool:

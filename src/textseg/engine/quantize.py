@@ -34,6 +34,7 @@ import numpy as np
 
 from textseg.engine.calibration import IMAGE_SUFFIXES
 from textseg.engine.contract import INPUT_NAME
+from textseg.engine.onnx_file import CPU_ONLY_TARGET
 from textseg.fileio import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -42,7 +43,6 @@ DEFAULT_OPS = ("Conv",)
 # With asymmetric activations ONNX Runtime's quantizer removes these when they feed a
 # quantized tensor (its QDQRemovableActivation); listed so that it considers them.
 CPU_REMOVABLE_ACTIVATIONS = ("Clip", "Relu")
-CPU_ONLY = "onnxruntime-cpu"  # the metadata's quantization target for the cpu form
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
     removed = sum(1 for n in _op_types(model) if n in CPU_REMOVABLE_ACTIVATIONS) - sum(
         1 for n in proto.graph.node if n.op_type in CPU_REMOVABLE_ACTIVATIONS)
     meta["quantization"] = json.dumps({
-        "format": "QDQ", "target": "tensorrt" if target == "tensorrt" else CPU_ONLY,
+        "format": "QDQ", "target": "tensorrt" if target == "tensorrt" else CPU_ONLY_TARGET,
         "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
         "weights": "int8 per-channel symmetric",
         "biases": "float" if target == "tensorrt" else "int32",
