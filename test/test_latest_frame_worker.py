@@ -126,7 +126,7 @@ def test_error_without_handler_is_counted(workers):
 def test_stop_joins_thread():
     worker = LatestFrameWorker(lambda item: None)
     worker.stop(timeout=TIMEOUT)
-    assert not worker._thread.is_alive()
+    assert not worker.is_alive()
 
 
 def test_stop_waits_for_item_in_progress():
@@ -148,7 +148,7 @@ def test_stop_waits_for_item_in_progress():
     stopper.join(TIMEOUT)
     assert not stopper.is_alive()
     assert finished.is_set()
-    assert not worker._thread.is_alive()
+    assert not worker.is_alive()
 
 
 def test_several_sources_each_keep_their_newest_and_are_served_in_turn(workers):
@@ -253,3 +253,29 @@ def test_a_batch_that_raises_counts_every_frame_failed(workers):
     assert _wait_until(lambda: worker.processed + worker.failed == 4)
     assert (worker.processed, worker.failed) == (1, 3)
     assert str(worker.last_error) == "device lost"
+
+
+def test_several_threads_run_items_at_once_even_from_one_source(workers):
+    """threads=2: a camera's next frame starts while the previous one is still in progress."""
+    both_started = threading.Barrier(2, timeout=TIMEOUT)
+    names = set()
+
+    def process(item):
+        names.add(threading.current_thread().name)
+        both_started.wait()  # only returns when two items are in progress together
+
+    worker = LatestFrameWorker(process, name="infer", threads=2)
+    workers.append(worker)
+    worker.submit(1, source="front")
+    assert _wait_until(lambda: len(names) == 1)
+    worker.submit(2, source="front")
+    assert _wait_until(lambda: worker.processed == 2)
+    assert names == {"infer-0", "infer-1"}
+    assert (worker.dropped, worker.failed) == (0, 0)
+    worker.stop(timeout=TIMEOUT)
+    assert not worker.is_alive()
+
+
+def test_thread_count_must_be_positive():
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        LatestFrameWorker(lambda item: None, threads=0)

@@ -9,11 +9,17 @@ camera gets an equal share of the model.
 With `process_batch` and `max_batch` > 1, the worker hands over the newest frames of up to
 `max_batch` waiting sources at once (in the same turn order), so one inference can serve
 several cameras on a backend that gains from it.
+
+With `threads` > 1, that many threads take waiting items, so several inferences run at once
+(one camera's consecutive frames too): a CPU backend with one session per thread gets more
+frames through than one session using every core. Results may then finish out of order; the
+caller drops a result older than one it already published.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -24,9 +30,12 @@ class LatestFrameWorker:
                  on_error: Callable[[BaseException], None] | None = None,
                  name: str = "inference",
                  process_batch: Callable[[list[Any]], Sequence[BaseException | None]]
-                 | None = None, max_batch: int = 1) -> None:
+                 | None = None, max_batch: int = 1, threads: int = 1) -> None:
         """`process(item)` raises to count a failure; `process_batch(items)` returns, per item,
-        the exception it failed with or None. `max_batch` may be changed while running."""
+        the exception it failed with or None. `max_batch` may be changed while running;
+        `threads` items are processed at once."""
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self._process = process
         self._process_batch = process_batch
         self.max_batch = max_batch
@@ -40,8 +49,11 @@ class LatestFrameWorker:
         self.processed = 0
         self.failed = 0
         self.last_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, daemon=True,
+                                          name=name if threads == 1 else f"{name}-{i}")
+                         for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, item: Any, source: Hashable = None) -> None:
         """Hand over the newest item of `source`; cheap, never blocks on inference."""
@@ -51,6 +63,10 @@ class LatestFrameWorker:
                 self._count_drop(source)
             self._pending[source] = item  # a waiting source keeps its place in the turn order
             self._condition.notify()
+
+    def is_alive(self) -> bool:
+        """Whether any of the worker's threads still runs (after `stop`: one was stuck)."""
+        return any(thread.is_alive() for thread in self._threads)
 
     @property
     def dropped(self) -> int:
@@ -65,8 +81,10 @@ class LatestFrameWorker:
             for source in self._pending:  # never processed: count them so the books balance
                 self._count_drop(source)
             self._pending.clear()
-            self._condition.notify()
-        self._thread.join(timeout)
+            self._condition.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         while True:
@@ -91,11 +109,12 @@ class LatestFrameWorker:
                     outcomes = self._process_batch(items)
                 except Exception as exc:  # noqa: BLE001 - the whole batch failed
                     outcomes = [exc] * len(items)
-            for outcome in outcomes:
-                if outcome is None:
-                    self.processed += 1
-                    continue
-                self.failed += 1
-                self.last_error = outcome
+            failures = [outcome for outcome in outcomes if outcome is not None]
+            with self._condition:  # the counters are shared by the threads
+                self.processed += len(outcomes) - len(failures)
+                self.failed += len(failures)
+                if failures:
+                    self.last_error = failures[-1]
+            for outcome in failures:
                 if self._on_error is not None:
                     self._on_error(outcome)

@@ -75,12 +75,13 @@ class StatsSnapshot:
     seconds_since_input: float | None
     last_error: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    late: int = 0  # results not published: a newer frame's were out first (parallel inferences)
 
 
 class NodeStatistics:
     def __init__(self, window: int = 512, rate_window_s: float = 5.0) -> None:
         self._lock = threading.Lock()
-        self.received = self.processed = self.failed = self.skipped = 0
+        self.received = self.processed = self.failed = self.skipped = self.late = 0
         self.rejected: Counter[str] = Counter()
         self._inference = RollingSamples(window)
         self._end_to_end = RollingSamples(window)
@@ -109,6 +110,10 @@ class NodeStatistics:
         with self._lock:
             self.skipped += 1
 
+    def record_late(self) -> None:
+        with self._lock:
+            self.late += 1
+
     def record_frame(self, now: float, inference_s: float, overhead_s: float,
                      end_to_end_s: float) -> None:
         with self._lock:
@@ -133,7 +138,7 @@ class NodeStatistics:
                 inference_ms=ms(self._inference), end_to_end_ms=ms(self._end_to_end),
                 overhead_ms=ms(self._overhead),
                 seconds_since_input=None if self._last_input is None else now - self._last_input,
-                last_error=self.last_error)
+                last_error=self.last_error, late=self.late)
 
 
 def _ms(pair: tuple[float, float] | None) -> tuple[str, str]:
@@ -160,7 +165,8 @@ def diagnostic_values(snap: StatsSnapshot, context: dict[str, str]) -> list[tupl
     values += [(f"rejected: {reason}", str(count))
                for reason, count in sorted(snap.rejected_by_reason.items())]
     values += [("inference failures", str(snap.failed)),
-               ("frames skipped (no subscribers)", str(snap.skipped))]
+               ("frames skipped (no subscribers)", str(snap.skipped)),
+               ("results dropped as late (a newer frame's went out first)", str(snap.late))]
     if snap.last_error:
         values.append(("last error", snap.last_error))
     return values

@@ -227,6 +227,56 @@ def test_diagnostics_report_rates_latencies_and_rejections(running_node, tiny_mo
     assert stamp.sec > 0  # stamped with the node's clock (wall time here)
 
 
+def test_parallel_inferences_answer_every_frame_right_and_never_go_back_in_time(
+        tiny_model_path, ros_env, ros_context, reference_backend, camvid_frames):
+    """parallel_inferences 2 on 2 threads: two ONNX Runtime sessions of one thread each (so
+    bit-identical to the reference), labels arrive in stamp order, and every message is
+    accounted for (processed, dropped while waiting, or dropped as late)."""
+    node = NodeProcess({"model": str(tiny_model_path), "threads": 2, "parallel_inferences": 2,
+                        "diagnostics_period": 0.3}, env=ros_env, namespace="/parallel").start()
+    client = FrameClient(context=ros_context, image_topic="/parallel/image",
+                         labels_topic="/parallel/labels/image", name="parallel_client",
+                         diagnostics=True)
+    try:
+        client.wait_for_node(timeout=60.0, alive=node.alive)
+        frames = [rgb for _, rgb in camvid_frames(4)]
+        sent = {}
+        for i in range(24):
+            msg = client.image_message(frames[i % 4], "rgb8", _stamp(), "parallel")
+            client.publish(msg)
+            sent[stamp_key(msg)] = frames[i % 4]
+            client.spin_for(0.02)
+
+        client.spin_for(2.0)  # the last frames through
+
+        def settled(values) -> bool:  # every message that reached the node accounted for
+            received = int(values["messages received"])
+            return received >= 2 and received == sum(
+                int(values[key]) for key in ("frames processed", "frames dropped",
+                                             "results dropped as late (a newer frame's went "
+                                             "out first)"))
+
+        entry = _diagnostics_when(client, "/parallel/segmentation_node", settled, timeout=30.0)
+        last = client.node_diagnostics("/parallel/segmentation_node")
+        assert entry is not None, f"{last and last[0]}\n{node.log_text()[-3000:]}"
+        values = entry[0]
+        assert values["backend"].endswith("x 2 sessions in parallel"), values["backend"]
+        assert int(values["inference failures"]) == 0 and int(values["messages rejected"]) == 0
+        order = list(sent)
+        arrived = [order.index(key) for key in client.received]
+        assert arrived == sorted(arrived) and len(arrived) == int(values["frames processed"])
+        assert len(arrived) >= 2
+        for key, (msg, _) in client.received.items():
+            rgb = sent[key]
+            labels = np.frombuffer(msg.data, np.uint8).reshape(rgb.shape[:2])
+            np.testing.assert_array_equal(labels, reference_backend.infer(rgb).labels)
+        assert "2 inferences in parallel, 1 ONNX Runtime thread(s) each" in node.log_text()
+    finally:
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log_text()[-2000:]
+
+
 def test_outputs_are_skipped_without_subscribers_and_absent_when_disabled(
         tiny_model_path, ros_env, ros_context, camvid_frames):
     (_, rgb), = camvid_frames(1)
@@ -536,6 +586,7 @@ def _engine_with_sidecar(tmp_path, tiny):
     ({"overlay_alpha": 1}, "overlay_alpha must be a double"),
     ({"precision": "int8", "backend": "auto"}, "precision int8 needs calibration_dir"),
     ({"image_width": 640}, "image_width and image_height must be given together"),
+    ({"parallel_inferences": 0}, "parallel_inferences must be in 1..8"),
 ])
 def test_bad_start_up_gives_one_clear_error(parameters, message, tiny_model_path, ros_env,
                                             tmp_path):

@@ -36,7 +36,7 @@ class LifecycleSegmentationNode(SegmentationBehaviour, LifecycleNode):
         try:
             self._configure()
             self._configured = True
-            self._use_backend(self._open_backend())
+            self._use_backends(self._open_backends())
         except Exception as exc:  # noqa: BLE001 - any failure: report it, stay unconfigured
             self.get_logger().error(f"configure failed: {exc}")
             self._release()
