@@ -224,8 +224,10 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
               images: str | Path = DEFAULT_IMAGES, iterations: int = 30,
               duration: float = 15.0, warmup: float = 3.0, threads: int = 0,
               node: bool = True, rate_factor: float = 1.5, all_outputs: bool = False,
-              rounds: int = 3, spin_wait: bool = False, out: Out = print) -> list[BenchRow]:
-    """Per size, `rounds` alternations of backend alone / node over DDS on the same frames.
+              rounds: int = 3, spin_wait: bool = False, parallel: int = 1,
+              out: Out = print) -> list[BenchRow]:
+    """Per size, `rounds` alternations of backend alone / node over DDS on the same frames;
+    the node runs `parallel` inferences at once (its parameter parallel_inferences).
 
     This machine is shared with other work, which slows either phase at random; the table
     reports the best round of each (what the code can do undisturbed) and the medians."""
@@ -238,7 +240,8 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
         session = _RosSession({"model": str(model), "backend": backend,
                                "precision": precision, "threads": threads,
                                "image_width": size[1], "image_height": size[0],
-                               "diagnostics_period": 0.5, "spin_wait": spin_wait},
+                               "diagnostics_period": 0.5, "spin_wait": spin_wait,
+                               "parallel_inferences": parallel},
                               outputs=outputs) if node else None
         raws: list[RawResult] = []
         nodes: list[tuple[float, DriveResult]] = []

@@ -123,7 +123,7 @@ def _bench(args: argparse.Namespace) -> int:
                      args.frames, args.duration, args.warmup, args.threads,
                      node=not args.no_node, rate_factor=args.rate_factor,
                      all_outputs=args.all_outputs, rounds=args.rounds,
-                     spin_wait=args.spin_wait)
+                     spin_wait=args.spin_wait, parallel=args.parallel)
     print()
     print(format_bench_table(rows))
     return 0
@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-node", action="store_true", help="backend alone only")
     bench.add_argument("--spin-wait", action="store_true",
                        help="ONNX Runtime threads busy-wait (node parameter spin_wait)")
+    bench.add_argument("--parallel", type=int, default=1, metavar="N",
+                       help="the node runs N inferences at once, each ONNX Runtime session "
+                       "with threads / N threads (node parameter parallel_inferences)")
     bench.set_defaults(func=_bench)
 
     overload = sub.add_parser(
