@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from textseg.engine.contract import (
     ContractError,
     ModelInfo,
 )
+from textseg.engine.graph_prune import without_output
 from textseg.engine.qdq_cpu import uint8_activations
 
 # Preferred order; only those this onnxruntime build offers are used.
@@ -46,27 +48,54 @@ class OnnxRuntimeBackend:
                                          "1" if spin_wait else "0")
         available = ort.get_available_providers()
         chosen = providers or [p for p in _PROVIDER_PREFERENCE if p in available]
-        model: str | bytes = str(path)
-        self.uint8_activations = 0
-        if chosen and chosen[0] == "CPUExecutionProvider":
-            # A Q/DQ int8 model runs every convolution in int8 on the CPU only with its
-            # activations as uint8 (textseg.engine.qdq_cpu: the same numbers, the file
-            # unchanged); a float model is left as it is.
-            try:
-                data, self.uint8_activations = uint8_activations(path.read_bytes())
-            except ValueError:
-                data = None  # not readable as ONNX: InferenceSession says why below
-            if self.uint8_activations:
-                model = data
+        self.uint8_activations = self.pruned_nodes = 0
+        data = labels_only = None
         try:
-            self.session = ort.InferenceSession(model, options, providers=chosen)
+            data = path.read_bytes()
+            if chosen and chosen[0] == "CPUExecutionProvider":
+                # A Q/DQ int8 model runs every convolution in int8 on the CPU only with its
+                # activations as uint8 (textseg.engine.qdq_cpu: the same numbers, the file
+                # unchanged); a float model is left as it is.
+                data, self.uint8_activations = uint8_activations(data)
+            # Frames that want labels only run a graph without the confidence's nodes
+            # (textseg.engine.graph_prune); the whole graph opens on the first confidence.
+            labels_only, self.pruned_nodes = without_output(data, CONFIDENCE_OUTPUT)
+        except ValueError:
+            data = None  # not readable as ONNX: InferenceSession says why below
+        self._options, self._providers = options, chosen
+        self._whole_model = data if data is not None else str(path)
+        self._whole_session = None
+        self._whole_lock = threading.Lock()
+        self.model_path = path
+        try:
+            session = ort.InferenceSession(labels_only if self.pruned_nodes else
+                                           self._whole_model, options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ContractError(f"{path} is not a loadable ONNX model: {exc}") from None
-        self.model_path = path
+        self.session = session
+        if not self.pruned_nodes:
+            self._whole_session, self._whole_model = session, None
         self.providers = self.session.get_providers()
         self.info = ModelInfo.from_metadata(
             self.session.get_modelmeta().custom_metadata_map, source=str(path))
-        self.has_confidence = self._check_interface(path)
+        self.has_confidence = self._check_interface(path) or self.pruned_nodes > 0
+
+    def prepare_confidence(self) -> None:
+        """Open the whole graph now rather than on the first frame that wants confidence."""
+        self._confidence_session()
+
+    def _confidence_session(self):
+        with self._whole_lock:
+            if self._whole_session is None:
+                self._whole_session = ort.InferenceSession(self._whole_model, self._options,
+                                                           providers=self._providers)
+                self._whole_model = None  # the bytes are no longer needed
+            return self._whole_session
+
+    def _session_for(self, want_confidence: bool):
+        if want_confidence and self.has_confidence:
+            return self._confidence_session(), [LABELS_OUTPUT, CONFIDENCE_OUTPUT]
+        return self.session, [LABELS_OUTPUT]
 
     def _check_interface(self, path: Path) -> bool:
         inputs = self.session.get_inputs()
@@ -92,14 +121,12 @@ class OnnxRuntimeBackend:
         return f"onnxruntime {ort.__version__} ({', '.join(self.providers)}{int8})"
 
     def close(self) -> None:
-        self.session = None
+        self.session = self._whole_session = self._whole_model = None
 
     def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
         rgb = check_rgb(rgb)
-        names = [LABELS_OUTPUT]
-        if want_confidence and self.has_confidence:
-            names.append(CONFIDENCE_OUTPUT)
-        results = self.session.run(names, {INPUT_NAME: rgb[None]})
+        session, names = self._session_for(want_confidence)
+        results = session.run(names, {INPUT_NAME: rgb[None]})
         labels = results[0][0]
         confidence = results[1][0] if len(results) > 1 else None
         return SegmentationResult(labels=labels, confidence=confidence)
@@ -109,10 +136,8 @@ class OnnxRuntimeBackend:
         if len(frames) == 1:
             return [self.infer(frames[0], want_confidence)]
         batch = check_batch(frames, self.max_batch)
-        names = [LABELS_OUTPUT]
-        if want_confidence and self.has_confidence:
-            names.append(CONFIDENCE_OUTPUT)
-        results = self.session.run(names, {INPUT_NAME: batch})
+        session, names = self._session_for(want_confidence)
+        results = session.run(names, {INPUT_NAME: batch})
         return [SegmentationResult(labels=results[0][i],
                                    confidence=results[1][i] if len(results) > 1 else None)
                 for i in range(len(frames))]

@@ -314,6 +314,9 @@ class SegmentationBehaviour:
         if self._batch > 1:
             self.get_logger().info(f"cameras batched: up to {self._batch} frames of one size "
                                    "per inference")
+        if p["publish_confidence"]:
+            for b in backends:  # ONNX Runtime opens the whole graph now, not on a frame
+                getattr(b, "prepare_confidence", lambda: None)()
         pipelines = [SegmentationPipeline(b, self.info.palette, p["output_scale"],
                                           p["overlay_alpha"], p["max_image_pixels"])
                      for b in backends]
