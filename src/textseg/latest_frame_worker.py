@@ -13,7 +13,7 @@ several cameras on a backend that gains from it.
 With `threads` > 1, that many threads take waiting items, so several inferences run at once
 (one camera's consecutive frames too): a CPU backend with one session per thread gets more
 frames through than one session using every core. Results may then finish out of order; the
-caller drops a result older than one it already published.
+caller drops a result whose frame arrived before one it already published.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ PARAMETERS: dict[str, tuple] = {
                             "frames per second, more latency per frame (measured on 2 cores, "
                             "int8 CPU model: 2 sessions of 1 thread 43-46 FPS against 31-35 "
                             "for one of 2). A result that finishes after a newer frame's is "
-                            "dropped, so stamps never go back. TensorRT: always 1",
+                            "dropped, so labels keep the input's order. TensorRT: always 1",
                             f"1..{MAX_PARALLEL}"),
     "spin_wait": (False, BOOL, "ONNX Runtime threads busy-wait between operators (false: "
                   "they sleep and leave the cores to the rest of the vehicle)", ""),
@@ -156,9 +156,11 @@ class CameraChannel:
     camera_info_sub: object | None = None
     camera_info: CameraInfo | None = None
     previous_snapshot: object | None = None
-    # Publishing in stamp order when inferences run in parallel: the newest stamp out so far.
+    # Publishing in arrival order when inferences run in parallel: when the newest frame out
+    # so far arrived (perf_counter). Arrival, not the stamp, so a bag replayed again or a
+    # camera clock set back is not mistaken for late results.
     publish_lock: threading.Lock = field(default_factory=threading.Lock)
-    last_published_ns: int = -1
+    last_published_arrival: float = float("-inf")
 
     @property
     def prefix(self) -> str:
@@ -607,15 +609,15 @@ class SegmentationBehaviour:
         return PreparedFrame(channel, msg.header, rgb, wanted, received, started)
 
     def _publish(self, frame: PreparedFrame, result) -> None:
-        """Publish what is subscribed, every output with the input's header; a result older
-        than one already published (parallel inferences) is dropped, so stamps never go
-        back on a topic."""
-        with frame.channel.publish_lock:
-            stamp = frame.header.stamp.sec * 1_000_000_000 + frame.header.stamp.nanosec
-            if stamp < frame.channel.last_published_ns:
-                frame.channel.stats.record_late()
+        """Publish what is subscribed, every output with the input's header; the result of a
+        frame that arrived before one already published (overtaken by a parallel inference)
+        is dropped, so each topic keeps the input's order."""
+        channel = frame.channel
+        with channel.publish_lock:
+            if frame.received < channel.last_published_arrival:
+                channel.stats.record_late()
                 return
-            frame.channel.last_published_ns = stamp
+            channel.last_published_arrival = frame.received
             self._publish_outputs(frame, result)
 
     def _publish_outputs(self, frame: PreparedFrame, result) -> None:
