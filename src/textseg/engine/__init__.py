@@ -65,9 +65,13 @@ def choose_backend(requested: str, model: str | Path = "") -> tuple[str, str]:
         raise ValueError(f"{model} is a TensorRT engine: use backend tensorrt (or auto), or "
                          "give the ONNX file to run it with ONNX Runtime")
     if requested != "onnxruntime" and not is_engine and Path(str(model)).is_file():
-        from textseg.engine.onnx_file import CPU_ONLY_TARGET, quantization_target
+        from textseg.engine.onnx_file import CPU_ONLY_TARGET, quantization_target, read_onnx_summary
 
-        if quantization_target(model) == CPU_ONLY_TARGET:
+        try:
+            target = quantization_target(read_onnx_summary(model).metadata)
+        except ValueError:
+            target = ""  # not readable as ONNX: the backend says so when it opens it
+        if target == CPU_ONLY_TARGET:
             why = ("quantized for ONNX Runtime's CPU only (textseg quantize --target cpu: "
                    "uint8 activations, which TensorRT does not take)")
             if requested == "tensorrt":

@@ -185,15 +185,11 @@ def read_onnx_summary(path: str | Path) -> OnnxSummary:
 CPU_ONLY_TARGET = "onnxruntime-cpu"  # `textseg quantize --target cpu` records this
 
 
-def quantization_target(path: str | Path) -> str:
-    """The `target` that `textseg quantize` recorded in the model's metadata: "tensorrt",
-    CPU_ONLY_TARGET, or "" for a model it did not write (or one that is not a readable file)."""
+def quantization_target(metadata: dict[str, str]) -> str:
+    """The `target` that `textseg quantize` recorded in a model's metadata: "tensorrt",
+    CPU_ONLY_TARGET, or "" for a model it did not write."""
     try:
-        raw = read_onnx_summary(path).metadata.get("quantization", "")
-    except (FileNotFoundError, ValueError):
-        return ""
-    try:
-        return str(json.loads(raw).get("target", "")) if raw else ""
+        return str(json.loads(metadata.get("quantization") or "{}").get("target", ""))
     except (ValueError, AttributeError):
         return ""
 

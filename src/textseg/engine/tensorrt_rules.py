@@ -34,6 +34,7 @@ from textseg.engine.onnx_file import (
     _tensor_spec,
     _text,
     _WireError,
+    quantization_target,
 )
 
 OPSET_RANGE = (9, 20)  # [ops] TensorRT 10.x
@@ -245,7 +246,7 @@ def check_tensorrt_rules(source: str | Path | bytes) -> list[RuleViolation]:
         label = node if isinstance(node, str) else f"{node.op_type} '{node.name or '?'}'"
         problems.append(RuleViolation(rule, label, message))
 
-    target = _quantization_target(graph)
+    target = quantization_target(graph.metadata)
     if target not in ("", "tensorrt"):
         # Said first and plainly: the hundreds of Q/DQ violations below follow from it.
         bad("qdq", "model", f"quantized for {target} only (textseg quantize --target cpu: "
@@ -311,16 +312,6 @@ def check_tensorrt_rules(source: str | Path | bytes) -> list[RuleViolation]:
                 "converts to uint8 from float or half only")
     _check_static_size(graph, consumers, producers, bad)
     return problems
-
-
-def _quantization_target(graph: Graph) -> str:
-    """The `target` recorded by `textseg quantize` in the metadata ("" when none)."""
-    import json
-
-    try:
-        return str(json.loads(graph.metadata.get("quantization", "{}")).get("target", ""))
-    except (ValueError, AttributeError):
-        return ""
 
 
 def _check_zero_point(node: GraphNode, graph: Graph, producers, bad) -> None:

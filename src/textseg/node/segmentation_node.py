@@ -196,7 +196,7 @@ class SegmentationBehaviour:
         self.exit_code = 0
         self._p = self._declare_parameters()
         self._model_path = Path(self._p["model"]) if self._p["model"] else default_model_path()
-        self._backend = None
+        self._backends: list = []  # one, or one ONNX Runtime session per parallel inference
         self._channels: list[CameraChannel] = []
         self._stop_building = threading.Event()  # set at shutdown: cancels an engine build
 
@@ -217,7 +217,7 @@ class SegmentationBehaviour:
 
         self._log_limit = RateLimitedLog(5.0)
         self._state = "loading model"
-        self._backend = None
+        self._backends = []
         self._backend_description = "-"
         self._pipeline: SegmentationPipeline | None = None
         self._subscriptions_ready = False
@@ -300,7 +300,6 @@ class SegmentationBehaviour:
 
     def _use_backends(self, backends: list) -> None:
         backend = backends[0]
-        self._backend = backend
         self._backends = backends
         self._backend_description = backend.description + (
             f" x {len(backends)} sessions in parallel" if len(backends) > 1 else "")
@@ -345,10 +344,9 @@ class SegmentationBehaviour:
         if getattr(self, "_worker", None) is not None:
             self._worker.stop()
             self._worker = None
-        for backend in getattr(self, "_backends", None) or [self._backend]:
-            if backend is not None:
-                backend.close()
-        self._backend, self._backends = None, []
+        for backend in self._backends:
+            backend.close()
+        self._backends = []
         for channel in getattr(self, "_channels", []):
             for pub in channel.publishers():
                 self.destroy_publisher(pub)
