@@ -3,7 +3,7 @@
 # training/results/camvid_cpu_protocol.json, each run resumable (re-run the script; a finished
 # run only re-evaluates). Rows = a config file of training/configs/cpu_protocol/ + the
 # overrides below, recorded with each result.
-#   scripts/run_cpu_protocol.sh [main|sweep|stride|clip|bridge|all]   (default: main)
+#   scripts/run_cpu_protocol.sh [PART]   (default: main)
 #     main    rows 1-7 (baseline, stage 1/2 with text, the two controls, end-to-end), SEEDS
 #     sweep   stage 2 with M = 8 / 14 / 17 and M = 8 with weight decay on the prompts, seed 0
 #     stride  stage 1 with the paper's label-size L_text (text_loss_stride 1), seed 0
@@ -13,6 +13,9 @@
 #     bridge_sweep  the bridge's size N x d, stage 1, seed 0 (chooses BRIDGE_SIZE)
 #     bridge  the bidirectional fusion bridge rows (issue 12) at BRIDGE_SIZE, SEEDS
 #     bridge_backbone  stage 1 TGM and bridge on OTHER_BACKBONE (the model-agnostic claim), SEEDS
+#     same_machine  TGM and bridge, stages 1 and 2, rerun side by side in one session (rows
+#             *_rerun), SEEDS: a rerun on another machine is another draw (docs/experiment.md),
+#             so this pairs the two fusions on one machine
 # SEEDS="0 1 2" by default; BRIDGE_SIZE=NxD (default 2x128); OTHER_BACKBONE (default
 # efficientnet_lite1, the other backbone with ImageNet weights here); TEXTSEG_RUNS says where run folders go (default ./runs).
 # The table: .venv/bin/textseg-train results training/results/camvid_cpu_protocol.json --protocol
@@ -103,8 +106,17 @@ case "$what" in
         "backbone=$other_backbone"
     done
     ;;&
-  main|sweep|stride|clip|prompt_control|bridge_sweep|bridge|bridge_backbone|all) ;;
+  same_machine|all)
+    for seed in $seeds; do  # seed by seed, so that a cut chain leaves whole pairs
+      run stage1_text_rerun "$seed" stage1.yaml
+      run bridge_stage1_text_rerun "$seed" stage1.yaml "${bridge[@]}"
+      run stage2_text_rerun "$seed" stage2.yaml "init_from=$(stage1_of stage1_text_rerun "$seed")"
+      run bridge_stage2_text_rerun "$seed" stage2.yaml "${bridge[@]}" \
+        "init_from=$(stage1_of bridge_stage1_text_rerun "$seed")"
+    done
+    ;;&
+  main|sweep|stride|clip|prompt_control|bridge_sweep|bridge|bridge_backbone|same_machine|all) ;;
   *) echo "unknown part '$what': main, sweep, stride, clip, prompt_control, bridge_sweep," \
-       "bridge, bridge_backbone or all" >&2; exit 2 ;;
+       "bridge, bridge_backbone, same_machine or all" >&2; exit 2 ;;
 esac
 echo "== done ($(date -u +%H:%M:%S))"

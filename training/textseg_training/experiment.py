@@ -33,6 +33,8 @@ ROW_ORDER = (
     "bridge_sweep_n1_d64", "bridge_sweep_n1_d128", "bridge_sweep_n2_d128", "bridge_sweep_n2_d256",
     "bridge_stage1_text", "bridge_stage2_text", "bridge_stage1_random_embeddings",
     "stage1_text_efficientnet_lite1", "bridge_stage1_text_efficientnet_lite1",
+    "stage1_text_rerun", "bridge_stage1_text_rerun", "stage2_text_rerun",
+    "bridge_stage2_text_rerun",
     "clip_rn50_random_weights", "clip_rn50_random_weights_stage2",
 )
 ROW_NOTES: dict[str, str] = {
@@ -47,6 +49,10 @@ ROW_NOTES: dict[str, str] = {
     "bridge_sweep_n2_d256": "bridge size sweep, stage 1",
     "stage1_text_efficientnet_lite1": "the other backbone, TGM",
     "bridge_stage1_text_efficientnet_lite1": "the other backbone, bridge",
+    "stage1_text_rerun": "TGM and bridge rerun side by side on one machine",
+    "bridge_stage1_text_rerun": "TGM and bridge rerun side by side on one machine",
+    "stage2_text_rerun": "TGM and bridge rerun side by side on one machine",
+    "bridge_stage2_text_rerun": "TGM and bridge rerun side by side on one machine",
     "clip_rn50_random_weights": "smoke run of the CLIP path, not a result",
     "clip_rn50_random_weights_stage2": "smoke run of the CLIP path, not a result",
 }
@@ -73,6 +79,12 @@ COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
      ""),
     ("stage1_text_efficientnet_lite1", "bridge_stage1_text_efficientnet_lite1",
      "bridge vs TGM on EfficientNet-Lite1", ""),
+    ("stage1_text_rerun", "bridge_stage1_text_rerun", "bridge vs TGM, stage 1, on one machine",
+     ""),
+    ("stage2_text_rerun", "bridge_stage2_text_rerun", "bridge vs TGM, stage 2, on one machine",
+     ""),
+    ("stage1_text", "stage1_text_rerun", "the same TGM run, another machine", ""),
+    ("bridge_stage1_text", "bridge_stage1_text_rerun", "the same bridge run, another machine", ""),
 )
 THIN_CLASSES = ("pole", "traffic sign", "fence", "pedestrian", "bicyclist")
 # The thin-class gains are shown for these (row_a, row_b) pairs.
