@@ -14,8 +14,8 @@
 #     bridge  the bidirectional fusion bridge rows (issue 12) at BRIDGE_SIZE, SEEDS
 #     bridge_backbone  stage 1 TGM and bridge on OTHER_BACKBONE (the model-agnostic claim), SEEDS
 #     same_machine  TGM and bridge, stages 1 and 2, rerun side by side in one session (rows
-#             *_rerun), SEEDS: a rerun on another machine is another draw (docs/experiment.md),
-#             so this pairs the two fusions on one machine
+#             *_rerun), SEEDS: pairs the two fusions on one machine, since one earlier machine
+#             did not repeat the others' runs (docs/experiment.md)
 # SEEDS="0 1 2" by default; BRIDGE_SIZE=NxD (default 2x128); OTHER_BACKBONE (default
 # efficientnet_lite1, the other backbone with ImageNet weights here); TEXTSEG_RUNS says where run folders go (default ./runs).
 # The table: .venv/bin/textseg-train results training/results/camvid_cpu_protocol.json --protocol

@@ -25,6 +25,9 @@ PAPER_CAMVID: dict[str, str] = {
     "stage2_text_m17": "76.0",
     "stage2_text_m8_prompt_wd": "75.9",
 }
+# Rows 2 and 5 with the TGM and with the bridge again, side by side on one machine.
+RERUN_ROWS = ("stage1_text_rerun", "bridge_stage1_text_rerun", "stage2_text_rerun",
+              "bridge_stage2_text_rerun")
 ROW_ORDER = (
     "baseline", "stage1_text", "stage1_random_encoder", "stage1_random_embeddings",
     "stage2_text", "stage2_random_encoder", "e2e_text", "stage2_text_m8", "stage2_text_m14",
@@ -33,8 +36,7 @@ ROW_ORDER = (
     "bridge_sweep_n1_d64", "bridge_sweep_n1_d128", "bridge_sweep_n2_d128", "bridge_sweep_n2_d256",
     "bridge_stage1_text", "bridge_stage2_text", "bridge_stage1_random_embeddings",
     "stage1_text_efficientnet_lite1", "bridge_stage1_text_efficientnet_lite1",
-    "stage1_text_rerun", "bridge_stage1_text_rerun", "stage2_text_rerun",
-    "bridge_stage2_text_rerun",
+    *RERUN_ROWS,
     "clip_rn50_random_weights", "clip_rn50_random_weights_stage2",
 )
 ROW_NOTES: dict[str, str] = {
@@ -49,10 +51,7 @@ ROW_NOTES: dict[str, str] = {
     "bridge_sweep_n2_d256": "bridge size sweep, stage 1",
     "stage1_text_efficientnet_lite1": "the other backbone, TGM",
     "bridge_stage1_text_efficientnet_lite1": "the other backbone, bridge",
-    "stage1_text_rerun": "TGM and bridge rerun side by side on one machine",
-    "bridge_stage1_text_rerun": "TGM and bridge rerun side by side on one machine",
-    "stage2_text_rerun": "TGM and bridge rerun side by side on one machine",
-    "bridge_stage2_text_rerun": "TGM and bridge rerun side by side on one machine",
+    **dict.fromkeys(RERUN_ROWS, "TGM and bridge rerun side by side on one machine"),
     "clip_rn50_random_weights": "smoke run of the CLIP path, not a result",
     "clip_rn50_random_weights_stage2": "smoke run of the CLIP path, not a result",
 }
