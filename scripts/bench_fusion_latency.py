@@ -28,6 +28,7 @@ def main() -> int:
     import torch
 
     from textseg.benchmark import load_frames, parse_size
+    from textseg.cpu import with_cpu
     from textseg.engine import load_backend
     from textseg.engine.contract import ModelInfo
     from textseg.fileio import atomic_write_bytes
@@ -105,7 +106,7 @@ def main() -> int:
         report = {"command": "python scripts/bench_fusion_latency.py " + " ".join(sys.argv[1:]),
                   "backbone": args.backbone, "size": f"{args.size[1]}x{args.size[0]}",
                   "threads": args.threads, "rows": rows}
-        atomic_write_bytes(args.json, (json.dumps(report, indent=1) + "\n").encode())
+        atomic_write_bytes(args.json, (json.dumps(with_cpu(report), indent=1) + "\n").encode())
     return 0
 
 

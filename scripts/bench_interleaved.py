@@ -36,6 +36,7 @@ def main() -> int:
     import cv2
     import numpy as np
 
+    from textseg.cpu import with_cpu
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
     from textseg.fileio import atomic_write_bytes
 
@@ -72,7 +73,7 @@ def main() -> int:
         print(f"| {name} | {ms:.1f} | {figures['p50_ms']:.1f} | {figures['p99_ms']:.1f} | "
               f"{first / ms:.2f}x |")
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(results, indent=1) + "\n").encode())
+        atomic_write_bytes(args.json, (json.dumps(with_cpu(results), indent=1) + "\n").encode())
     return 0
 
 

@@ -38,6 +38,7 @@ def main() -> int:
     from lifecycle_msgs.msg import Transition
 
     from textseg.benchmark import load_frames
+    from textseg.cpu import with_cpu
     from textseg.fileio import atomic_write_bytes
     from textseg.node.frame_client import FrameClient
     from textseg.node.lifecycle_client import LifecycleClient
@@ -90,7 +91,7 @@ def main() -> int:
                   "model": Path(args.model).name, "cycles": args.cycles,
                   "unconfigured_rss_mib": round(statistics.median(rss["unconfigured"]) / 2**20, 1),
                   "steps": rows}
-        atomic_write_bytes(args.json, (json.dumps(report, indent=1) + "\n").encode())
+        atomic_write_bytes(args.json, (json.dumps(with_cpu(report), indent=1) + "\n").encode())
     return 0
 
 

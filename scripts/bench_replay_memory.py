@@ -204,9 +204,10 @@ def main() -> int:
               f"{r['growth_mb']:>7} MB  {'ok' if passed else 'FAIL'}")
     results["limit_mb"] = args.limit_mb
     results["passed"] = ok
+    from textseg.cpu import with_cpu
     from textseg.fileio import atomic_write_bytes
 
-    atomic_write_bytes(args.output, (json.dumps(results, indent=2) + "\n").encode())
+    atomic_write_bytes(args.output, (json.dumps(with_cpu(results), indent=2) + "\n").encode())
     print(f"\nbag on disk {results['bag']['bytes'] / 2**30:.2f} GiB; growth limit "
           f"{args.limit_mb:g} MB: {'passed' if ok else 'FAILED'} ({args.output})")
     return 0 if ok else 1

@@ -73,6 +73,7 @@ def main() -> int:
         print(f"CamVid not found at {CAMVID}", file=sys.stderr)
         return 2
     from textseg.cli import main as textseg
+    from textseg.cpu import with_cpu
     from textseg.engine.quantize import quantize_model
     from textseg.fileio import atomic_write_bytes
 
@@ -105,7 +106,7 @@ def main() -> int:
     atomic_write_bytes(ROOT / "models" / f"textseg_default_int8{suffix}.onnx",
                        chosen.read_bytes())
     atomic_write_bytes(ROOT / "training" / "results" / f"int8{suffix}_default_model.json",
-                       (json.dumps(results, indent=1) + "\n").encode())
+                       (json.dumps(with_cpu(results), indent=1) + "\n").encode())
     fp = results["fp32"]
     print(f"\n| model | val mIoU % | ORT p50 ms | ORT p99 ms |\n|---|---:|---:|---:|\n"
           f"| fp32 | {fp['miou']:.2f} | {fp['p50_ms']:.1f} | {fp['p99_ms']:.1f} |")

@@ -141,6 +141,7 @@ def markdown(report: dict, command: str) -> str:
 
 def main() -> int:
     from textseg.benchmark import parse_size
+    from textseg.cpu import with_cpu
     from textseg.fileio import atomic_write_bytes
     from textseg.node.process import use_local_ros_environment
 
@@ -170,7 +171,7 @@ def main() -> int:
     text = markdown(report, command.strip())
     print(text)
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(report, indent=1) + "\n").encode())
+        atomic_write_bytes(args.json, (json.dumps(with_cpu(report), indent=1) + "\n").encode())
     if args.markdown:
         atomic_write_bytes(args.markdown, text.encode())
     ok = report["soak"]["unexplained"] == 0 and report.get("fuzz", {}).get("passed", True)

@@ -223,9 +223,10 @@ class FakeCuda:
 
 
 def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: bool = False,
-                       parse_ok: bool = True):
+                       parse_ok: bool = True, compute_labels=None):
     """A `tensorrt` stand-in recording every builder call; its 'engines' are JSON that its
-    runtime turns into a context computing labels = R % 11, confidence = G. Optimisation
+    runtime turns into a context computing labels = R % 11 (or `compute_labels(images)`, e.g.
+    the model's own labels from ONNX Runtime), confidence = G. Optimisation
     profiles behave as TensorRT documents them: `add_optimization_profile` returns the
     profile's index, a context runs only the input shape its current profile allows, and
     after `set_optimization_profile_async` the input shape must be set again."""
@@ -350,7 +351,8 @@ def make_fake_tensorrt(cuda: FakeCuda, version: str = "10.3.0", build_garbage: b
             count = int(np.prod(self.shape))
             image = np.frombuffer(cuda.memory[self.addresses["image"]], np.uint8
                                   )[:count].reshape(self.shape)
-            labels = (image[..., 0] % 11).tobytes()
+            labels = (image[..., 0] % 11 if compute_labels is None
+                      else compute_labels(image)).astype(np.uint8).tobytes()
             cuda.memory[self.addresses["labels"]][:len(labels)] = labels
             confidence = image[..., 1].copy().tobytes()
             cuda.memory[self.addresses["confidence"]][:len(confidence)] = confidence
@@ -447,9 +449,13 @@ def fake_gpu():
 
 def _backend(model, cache, cuda, version="10.3.0", **kwargs):
     trt, calls = make_fake_tensorrt(cuda, version, **{k: kwargs.pop(k) for k in
-                                                      ("build_garbage", "parse_ok")
+                                                      ("build_garbage", "parse_ok",
+                                                       "compute_labels")
                                                       if k in kwargs})
     lines: list[str] = []
+    # The stand-in's labels (R % 11) are not the model's: the self-check has its own tests
+    # (test_self_check.py), with a stand-in that computes the model's labels.
+    kwargs.setdefault("self_check", "off")
     backend = TensorRTBackend(model, cache_dir=cache, trt=trt, cuda=cuda,
                               report=lines.append, **kwargs)
     return backend, calls, lines
@@ -880,7 +886,7 @@ def test_a_baked_batch_engine_keeps_its_batch_size_with_fake_tensorrt_module(
     engine = baked.engine_paths[(48, 64)]
     baked.close()
     trt, _ = make_fake_tensorrt(fake_gpu)
-    loaded = TensorRTBackend(engine, trt=trt, cuda=fake_gpu)
+    loaded = TensorRTBackend(engine, trt=trt, cuda=fake_gpu, self_check="off")
     assert loaded.max_batch == 2
     frames = [np.full((48, 64, 3), v, np.uint8) for v in (3, 7)]
     assert [int(r.labels[0, 0]) for r in loaded.infer_batch(frames)] == [3, 7]

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from textseg.cpu import cpu_features, with_cpu
 from textseg.engine import load_backend
 from textseg.malloc_tuning import keep_large_buffers_in_heap
 
@@ -217,6 +218,7 @@ class BenchRow:
     latency_p50_ms: float = float("nan")
     rounds: int = 1
     outputs: str = "labels"
+    self_check: str = ""  # what the backend's load-time self-check found
 
 
 def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
@@ -236,6 +238,7 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
         frames = load_frames(images, size)
         engine = load_backend(model, backend, threads, precision=precision, input_size=size,
                               spin_wait=spin_wait)
+        out(f"model   {getattr(engine, 'self_check_note', '-')}")
         outputs = ("labels/color", "labels/overlay") if all_outputs else ()
         session = _RosSession({"model": str(model), "backend": backend,
                                "precision": precision, "threads": threads,
@@ -266,13 +269,15 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
                     f"{d.get('frames dropped', '?')}")
         finally:
             code = session.close() if session is not None else None
+            engine_check = getattr(engine, "self_check_note", "")
             engine.close()
             del engine
         if code not in (0, None):
             raise RuntimeError(f"the node exited with {code}:\n"
                                f"{session.node.log_text()[-2000:]}")
         row = BenchRow(max(raws, key=lambda r: r.fps), rounds=rounds,
-                       raw_median_fps=float(np.median([r.fps for r in raws])))
+                       raw_median_fps=float(np.median([r.fps for r in raws])),
+                       self_check=engine_check)
         if nodes:
             fps, best = max(nodes, key=lambda item: item[0])
             d = best.diagnostics
@@ -305,7 +310,13 @@ def format_bench_table(rows: list[BenchRow]) -> str:
                  f"process fed over DDS; FPS and latency of the best of {rounds} alternating "
                  "rounds, median = ratio of the medians; overhead = the node's time per frame "
                  "outside inference, from its diagnostics)")
+    lines.append(f"CPU: {cpu_features().describe()}")
     return "\n".join(lines)
+
+
+def bench_json(rows: list[BenchRow], command: str) -> dict:
+    """The table's figures for a results file, with the CPU they were measured on."""
+    return with_cpu({"command": command, "rows": [asdict(r) for r in rows]})
 
 
 @dataclass

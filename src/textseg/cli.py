@@ -7,6 +7,7 @@
   textseg overload MODEL       frames at 3x capacity: bounded latency, flat memory
   textseg quantize MODEL.onnx --calibration DIR   static int8 Q/DQ model (TensorRT or CPU)
   textseg fp16 MODEL.onnx      float16 model for TensorRT's strongly typed builds
+  textseg self-check MODEL     run (or --embed) the model's load-time label check
   textseg bag-from-dataset DIR BAG   an image folder (+ labels) as a ROS 2 bag
   textseg replay BAG           play a bag through the node over DDS, score it, report
   textseg eval-offline BAG     the same scoring with the backend called directly (no ROS)
@@ -31,11 +32,18 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from textseg.cpu import cpu_features
     from textseg.engine import load_backend
 
-    backend = load_backend(args.model)
+    # warn, not refuse: `info` is where a user looks when a model is refused.
+    backend = load_backend(args.model, self_check="warn", report=print)
     info = backend.info
     print(f"model              {getattr(backend, 'model_path', args.model)}")
+    print(f"self-check         {backend.self_check_note}")
+    print(f"cpu                {cpu_features().describe()}")
+    int8 = _int8_summary(getattr(backend, "model_path", args.model))
+    if int8:
+        print(f"int8               {int8}")
     for name in ("architecture", "dataset", "text_encoder", "training_stage", "eval_miou",
                  "network_input_size", "contract_version"):
         print(f"{name:<19}{getattr(info, name)}")
@@ -54,6 +62,50 @@ def _info(args: argparse.Namespace) -> int:
     for i, (name, color) in enumerate(zip(info.class_names, info.palette, strict=True)):
         score = f"  {iou[name]:6.2f}" if iou.get(name) is not None else ""
         print(f"  {i:>3}  {name:<20} {'rgb' + str(tuple(color)):<18}{score}")
+    return 0
+
+
+def _int8_summary(model) -> str:
+    """Whether an int8 file's sums can saturate on a CPU without VNNI ('' for others)."""
+    from textseg.engine.int8_saturation import saturation_report
+
+    path = Path(str(model))
+    if path.suffix != ".onnx" or not path.is_file():
+        return ""
+    report = saturation_report(path)
+    return report.summary() if report.quantized_nodes else ""
+
+
+def _self_check(args: argparse.Namespace) -> int:
+    from textseg.engine import load_backend
+    from textseg.engine.self_check import SELF_CHECK_KEY, SelfCheckFailed, make_self_check, shrink
+
+    model = Path(args.model)
+    if args.embed:
+        from textseg.engine.onnx_file import read_onnx_summary, with_metadata
+        from textseg.engine.quantize import calibration_frames
+        from textseg.engine.tensorrt_rules import model_precision
+        from textseg.fileio import atomic_write_bytes
+
+        reference = Path(args.reference) if args.reference else model
+        if model_precision(reference) != "fp32":
+            raise ValueError(f"{reference} is not an fp32 model: the self-check's labels come "
+                             "from the fp32 reference (--reference FP32.onnx)")
+        read_onnx_summary(model)  # a clear error for a file that is not a model
+        frames = [shrink(f[0]) for f in calibration_frames(args.embed, args.frames)]
+        check = make_self_check(reference, frames)
+        atomic_write_bytes(model, with_metadata(model.read_bytes(),
+                                                {SELF_CHECK_KEY: check.to_metadata()}))
+        print(f"wrote the self-check into {model}: {len(frames)} frames of {args.embed} at "
+              f"{frames[0].shape[1]}x{frames[0].shape[0]}, labels from {check.reference}")
+    try:
+        backend = load_backend(model, args.backend, precision=args.precision,
+                               self_check="refuse", report=print)
+    except SelfCheckFailed as exc:
+        print(f"textseg self-check: {exc}", file=sys.stderr)
+        return 1
+    print(f"{model}: {backend.self_check_note}")
+    backend.close()
     return 0
 
 
@@ -126,6 +178,15 @@ def _bench(args: argparse.Namespace) -> int:
                      spin_wait=args.spin_wait, parallel=args.parallel)
     print()
     print(format_bench_table(rows))
+    if args.json:
+        import json
+
+        from textseg.benchmark import bench_json
+        from textseg.fileio import atomic_write_bytes
+
+        figures = bench_json(rows, "textseg bench " + " ".join(sys.argv[2:]))
+        atomic_write_bytes(args.json, (json.dumps(figures, indent=1) + "\n").encode())
+        print(f"figures written to {args.json}")
     return 0
 
 
@@ -156,12 +217,17 @@ def _quantize(args: argparse.Namespace) -> int:
     suffix = "_int8" if args.target == "tensorrt" else "_int8_cpu"
     output = Path(args.output) if args.output else model.with_name(f"{model.stem}{suffix}.onnx")
     report = quantize_model(model, output, args.calibration, args.method, args.frames,
-                            tuple(args.ops), tuple(args.keep_float), args.target)
+                            tuple(args.ops), tuple(args.keep_float), args.target,
+                            args.weight_bits)
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB): {report.quantized_nodes} "
           f"activations quantized around {', '.join(report.ops)}, {report.method} "
           f"calibration on {report.frames} frames, in {report.seconds:.1f} s, for "
           + ("TensorRT and ONNX Runtime" if report.target == "tensorrt"
              else "ONNX Runtime CPU only (TensorRT refuses it)"))
+    from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
+
+    check = OnnxRuntimeBackend(report.path, self_check="warn", report=print)
+    print(f"{check.self_check_note}; {_int8_summary(report.path)}")
     print(f"next: textseg eval-offline BAG --model {report.path}  (accuracy), "
           f"textseg bench {report.path} --no-node  (speed)")
     return 0
@@ -272,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--parallel", type=int, default=1, metavar="N",
                        help="the node runs N inferences at once, each ONNX Runtime session "
                        "with threads / N threads (node parameter parallel_inferences)")
+    bench.add_argument("--json", type=Path, default=None, metavar="FILE",
+                       help="also write the figures, with the CPU they came from, here")
     bench.set_defaults(func=_bench)
 
     overload = sub.add_parser(
@@ -287,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     overload.add_argument("--warmup", type=float, default=5.0)
     overload.set_defaults(func=_overload)
 
-    from textseg.engine.quantize import CALIBRATION_METHODS, DEFAULT_OPS, TARGETS
+    from textseg.engine.quantize import CALIBRATION_METHODS, DEFAULT_OPS, TARGETS, WEIGHT_BITS
 
     quantize = sub.add_parser(
         "quantize", help="static int8 Q/DQ model for TensorRT and ONNX Runtime, or CPU only",
@@ -314,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--keep-float", nargs="+", default=[], metavar="NODE",
                           help="node names left in float (the layers whose quantization "
                           "costs the most accuracy, e.g. the first convolution)")
+    quantize.add_argument("--weight-bits", type=int, default=7, choices=WEIGHT_BITS,
+                          help="7: weights in [-64, 64], right on every CPU; 8: the full "
+                          "range, silently wrong on x86 CPUs without VNNI (ONNX Runtime refuses "
+                          "it there)")
     quantize.add_argument("--output", default="",
                           help="default: MODEL_int8.onnx (tensorrt), MODEL_int8_cpu.onnx (cpu)")
     quantize.set_defaults(func=_quantize)
@@ -348,6 +420,26 @@ def build_parser() -> argparse.ArgumentParser:
     fp16.add_argument("--frames", type=int, default=20, help="0 = no agreement check")
     fp16.add_argument("--output", default="", help="default: MODEL_fp16.onnx")
     fp16.set_defaults(func=_fp16)
+
+    check = sub.add_parser(
+        "self-check", help="run (or embed) a model's load-time self-check",
+        description="Every textseg model carries a few small frames and the labels its fp32 "
+        "reference gave for them; every backend runs them when it opens the model and refuses "
+        "it when too few labels agree (fp32 99.5 %%, fp16 99 %%, int8 98 %% of the pixels "
+        "away from label boundaries). This runs the check on this machine and backend, exit "
+        "code 1 on failure. --embed DIR writes a self-check into MODEL (labels from MODEL, or "
+        "from --reference, an fp32 model) for files made before textseg 0.4.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    check.add_argument("model", help="textseg ONNX model or baked .engine")
+    check.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
+    check.add_argument("--precision", default="fp16", choices=PRECISION_CHOICES,
+                       help="TensorRT engine precision")
+    check.add_argument("--embed", type=Path, default=None, metavar="DIR",
+                       help="folder of camera frames: write a self-check into MODEL first")
+    check.add_argument("--frames", type=int, default=3, help="frames to embed")
+    check.add_argument("--reference", default="",
+                       help="fp32 model whose labels are the reference (default: MODEL)")
+    check.set_defaults(func=_self_check)
 
     from textseg.replay.commands import add_commands  # rosbag replay evaluation
 

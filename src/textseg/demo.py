@@ -37,10 +37,24 @@ def check_demo_data(images: Path) -> Path:
     return labels
 
 
+def textseg_main(argv: list[str]) -> int:
+    """One of the replay commands (`textseg bag-from-dataset` / `replay`), as the CLI runs it."""
+    import argparse
+
+    from textseg.replay.commands import add_commands
+
+    parser = argparse.ArgumentParser(prog="textseg")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"textseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def run_demo(images: Path, model: str, output: Path, bags: Path, limit: int | None,
              quiet: bool) -> int:
-    from textseg.cli import main as textseg_main
-
     check_demo_data(images)
     bag = bags / ("camvid_" + images.name + (f"_first{limit}" if limit else ""))
     if not (bag / "metadata.yaml").is_file():

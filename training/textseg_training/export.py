@@ -28,6 +28,7 @@ from textseg.engine.contract import (
     LABELS_OUTPUT,
     ModelInfo,
 )
+from textseg.engine.self_check import CHECK_FRAMES, SELF_CHECK_KEY, make_self_check, shrink
 from textseg.engine.tensorrt_rules import require_tensorrt_rules
 from textseg.fileio import atomic_write_bytes
 from textseg_training.results import portable
@@ -268,6 +269,13 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
         evaluation = evaluate_artifact(proto.SerializeToString(), evaluate_on, info)
         info = replace(info, eval_miou=evaluation["miou"],
                        extra={**info.extra, "evaluation": json.dumps(evaluation)})
+    images = check_images if check_images is not None else [frame.numpy() for frame in sample]
+    # The load-time self-check: the exported graph's own fp32 labels on a few of the check
+    # frames, shrunk (textseg.engine.self_check); every backend compares against them.
+    self_check = make_self_check(proto.SerializeToString(),
+                                 [shrink(image) for image in images[:CHECK_FRAMES]],
+                                 reference=path.name)
+    info = replace(info, extra={**info.extra, SELF_CHECK_KEY: self_check.to_metadata()})
     for key, value in info.to_metadata().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -276,7 +284,6 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
     # Every artifact must be one TensorRT's ONNX parser accepts (its documented rules).
     require_tensorrt_rules(data, name=str(path))
 
-    images = check_images if check_images is not None else [frame.numpy() for frame in sample]
     agreement, pixels = _parity(wrapper, data, images)
     _check_batch_axis(data, images)
     atomic_write_bytes(path, data)

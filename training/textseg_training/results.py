@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from textseg.cpu import cpu_features
 from textseg.fileio import atomic_write_bytes
 
 
@@ -51,6 +52,7 @@ def run_entry(row: str, config_file: str, overrides: list[str], config: dict[str
         "iterations": iterations,
         "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
         "config": portable(config),
+        "cpu": cpu_features().record(),
     }
 
 

@@ -96,8 +96,8 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
                  precision: str = "fp16", cache_dir: str | Path = "",
                  allow_build: bool = True, calibration_dir: str | Path = "",
                  input_size: tuple[int, int] | None = None, report=None,
-                 spin_wait: bool = False, cancel=None, max_batch: int = 1
-                 ) -> SegmentationBackend:
+                 spin_wait: bool = False, cancel=None, max_batch: int = 1,
+                 self_check: str = "refuse") -> SegmentationBackend:
     """Open `model` (default artifact when empty) with the requested backend.
 
     ONNX Runtime uses `threads` and `spin_wait` (busy-waiting worker threads); TensorRT uses
@@ -106,7 +106,9 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
     (height, width) now instead of on the first frame), `cancel` (a threading.Event that
     stops an engine build in progress, e.g. at shutdown) and `max_batch` (engines with one
     profile per batch size 1..max_batch, for several cameras in one inference). ONNX Runtime
-    takes any batch of a model whose batch axis is dynamic."""
+    takes any batch of a model whose batch axis is dynamic. `self_check`: what to do when the
+    model's stored self-check fails on this machine (textseg.engine.self_check): refuse (an
+    error), warn (through `report`) or off."""
     path = Path(model) if str(model) else default_model_path()
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
@@ -125,7 +127,8 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
                                allow_build=allow_build,
                                calibration_dir=calibration_dir or None,
                                input_size=input_size, report=report, cancel=cancel,
-                               max_batch=max_batch)
+                               max_batch=max_batch, self_check=self_check)
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(path, threads=threads, spin_wait=spin_wait)
+    return OnnxRuntimeBackend(path, threads=threads, spin_wait=spin_wait,
+                              self_check=self_check, report=report)

@@ -48,6 +48,7 @@ def convert_to_fp16(model: str | Path, output: str | Path,
         raise RuntimeError(f"textseg fp16 needs the onnx package ({exc}); pip install onnx"
                            ) from None
     from textseg.engine.onnx_file import describe_model
+    from textseg.engine.self_check import CHECK_FRAMES, SELF_CHECK_KEY, make_self_check, shrink
     from textseg.engine.tensorrt_rules import require_tensorrt_rules
 
     model, output = Path(model), Path(output)
@@ -62,6 +63,11 @@ def convert_to_fp16(model: str | Path, output: str | Path,
         "weights_and_activations": "float16", "kept_float32": list(KEEP_FLOAT32),
         "tool": "onnxruntime.transformers.float16.convert_float_to_float16",
         "source_sha256": source.sha256})
+    if SELF_CHECK_KEY not in meta and check_frames:
+        # The fp32 source's labels on the first frames: what the fp16 file must reproduce.
+        meta[SELF_CHECK_KEY] = make_self_check(
+            model, [shrink(f[0] if f.ndim == 4 else f) for f in check_frames[:CHECK_FRAMES]]
+        ).to_metadata()
     del half.metadata_props[:]
     for key, value in meta.items():
         entry = half.metadata_props.add()

@@ -100,6 +100,31 @@ def _fields(buf):
         yield number, wire, value
 
 
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(number: int, wire: int) -> bytes:
+    return _encode_varint(number << 3 | wire)
+
+
+def _field_bytes(number: int, wire: int, value) -> bytes:
+    """One field re-encoded exactly as read by `_fields`."""
+    if wire == 0:
+        return _key(number, 0) + _encode_varint(value)
+    if wire == 2:
+        return _key(number, 2) + _encode_varint(len(value)) + bytes(value)
+    return _key(number, wire) + bytes(value)  # fixed 64 / 32 bit
+
+
 def _text(value) -> str:
     return bytes(value).decode("utf-8")
 
@@ -224,3 +249,23 @@ def describe_model(path: str | Path) -> ModelDescription:
     image = next(i for i in summary.inputs if i.name == INPUT_NAME)
     return ModelDescription(summary.path, summary.sha256, info, has_confidence,
                             dynamic_batch=not isinstance(image.shape[0], int))
+
+
+def with_metadata(data: bytes, entries: dict[str, str]) -> bytes:
+    """The model bytes with `entries` set in its metadata_props (ModelProto field 14): existing
+    keys replaced in place, new ones appended; every other field is copied byte for byte."""
+    remaining = dict(entries)
+    parts = []
+    for number, wire, value in _fields(memoryview(data)):
+        if number == 14 and wire == 2:
+            key, _ = _metadata_entry(value)
+            if key in remaining:
+                value = _metadata_bytes(key, remaining.pop(key))
+        parts.append(_field_bytes(number, wire, value))
+    parts.extend(_field_bytes(14, 2, _metadata_bytes(key, value))
+                 for key, value in remaining.items())
+    return b"".join(parts)
+
+
+def _metadata_bytes(key: str, value: str) -> bytes:
+    return (_field_bytes(1, 2, key.encode("utf-8")) + _field_bytes(2, 2, value.encode("utf-8")))

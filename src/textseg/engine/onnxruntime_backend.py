@@ -18,6 +18,14 @@ from textseg.engine.contract import (
 )
 from textseg.engine.graph_prune import without_output
 from textseg.engine.qdq_cpu import uint8_activations
+from textseg.engine.self_check import (
+    POLICIES,
+    SelfCheckFailed,
+    SelfCheckResult,
+    enforce,
+    read_self_check,
+    run_self_check,
+)
 
 # Preferred order; only those this onnxruntime build offers are used.
 _PROVIDER_PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -34,10 +42,15 @@ class OnnxRuntimeBackend:
     batching_pays = False
 
     def __init__(self, model_path: str | Path, threads: int = 0,
-                 providers: list[str] | None = None, spin_wait: bool = False) -> None:
+                 providers: list[str] | None = None, spin_wait: bool = False,
+                 self_check: str = "refuse", report=None) -> None:
+        """`self_check`: refuse (default) to open a model whose stored self-check fails here
+        (or an int8 file whose sums can saturate on this CPU), warn through `report`, or off."""
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
+        if self_check not in POLICIES:
+            raise ValueError(f"self_check {self_check!r}: choose one of {', '.join(POLICIES)}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime picks the core count
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -50,9 +63,12 @@ class OnnxRuntimeBackend:
         chosen = providers or [p for p in _PROVIDER_PREFERENCE if p in available]
         self.uint8_activations = self.pruned_nodes = 0
         data = labels_only = None
+        on_cpu = bool(chosen) and chosen[0] == "CPUExecutionProvider"
+        if on_cpu:
+            _refuse_saturating_int8(path, self_check, report)
         try:
             data = path.read_bytes()
-            if chosen and chosen[0] == "CPUExecutionProvider":
+            if on_cpu:
                 # A Q/DQ int8 model runs every convolution in int8 on the CPU only with its
                 # activations as uint8 (textseg.engine.qdq_cpu: the same numbers, the file
                 # unchanged); a float model is left as it is.
@@ -79,6 +95,28 @@ class OnnxRuntimeBackend:
         self.info = ModelInfo.from_metadata(
             self.session.get_modelmeta().custom_metadata_map, source=str(path))
         self.has_confidence = self._check_interface(path) or self.pruned_nodes > 0
+        self.self_check: SelfCheckResult | None = None
+        self.self_check_note = "off"
+        if self_check != "off":
+            self._run_self_check(path, self_check, report, data)
+
+    def _run_self_check(self, path: Path, policy: str, report, data: bytes | None) -> None:
+        from textseg.engine.tensorrt_rules import model_precision
+
+        stored = read_self_check(self.session.get_modelmeta().custom_metadata_map, str(path))
+        if stored is None:
+            self.self_check_note = "none stored in the model (exported before textseg 0.4)"
+            return
+        precision = model_precision(data if data is not None else path)
+        result = run_self_check(
+            lambda frames: [r.labels for r in self.infer_batch(frames)], stored, precision,
+            f"onnxruntime {ort.__version__} {self.providers[0]}")
+        self.self_check, self.self_check_note = result, result.describe()
+        advice = ("use the fp32 model, or re-quantize it with `textseg quantize` on this "
+                  "version" if precision == "int8" else
+                  "check the file (its sha256 against the published one) and the ONNX "
+                  "Runtime version, or re-export it")
+        enforce(result, path, policy, advice, report)
 
     def prepare_confidence(self) -> None:
         """Open the whole graph now rather than on the first frame that wants confidence."""
@@ -141,3 +179,30 @@ class OnnxRuntimeBackend:
         return [SegmentationResult(labels=results[0][i],
                                    confidence=results[1][i] if len(results) > 1 else None)
                 for i in range(len(frames))]
+
+
+def _refuse_saturating_int8(path: Path, policy: str, report) -> None:
+    """An int8 file whose uint8 x int8 sums can overflow on this CPU (x86 without VNNI:
+    textseg.engine.int8_saturation) is refused, or reported, before it computes wrong labels."""
+    from textseg.cpu import cpu_features
+    from textseg.engine.int8_saturation import saturation_report
+
+    cpu = cpu_features()
+    if not cpu.int8_saturates or policy == "off":
+        return
+    try:
+        found = saturation_report(path)
+    except ValueError:
+        return  # not readable as ONNX: InferenceSession says why
+    if not found.could_saturate:
+        return
+    message = (f"{path}: this CPU ({cpu.describe()}) has no AVX512-VNNI / AVX-VNNI, so ONNX "
+               "Runtime adds each pair of uint8 x int8 products into a saturating int16, and "
+               f"this file's 8-bit weights overflow it ({found.summary()}): its labels would "
+               "be silently wrong here (CamVid val: 52-60 mIoU instead of 62). Use the fp32 "
+               "model, or an int8 file with 7-bit weights (`textseg quantize`, the default "
+               "since textseg 0.4; the shipped textseg_default_int8*.onnx are)")
+    if policy == "refuse":
+        raise SelfCheckFailed(message + " (self_check: warn runs it anyway)")
+    if report is not None:
+        report("WARNING " + message)

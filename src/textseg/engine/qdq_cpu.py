@@ -20,35 +20,10 @@ Works on the protobuf wire format (``ModelProto.graph`` 7; ``GraphProto.initiali
 
 from __future__ import annotations
 
-from textseg.engine.onnx_file import _fields, _text, _varint
+from textseg.engine.onnx_file import _field_bytes, _fields, _text, _varint
 from textseg.engine.tensorrt_rules import read_graph
 
 INT8, UINT8 = 3, 2  # onnx.TensorProto.DataType
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(number: int, wire: int) -> bytes:
-    return _encode_varint(number << 3 | wire)
-
-
-def _field_bytes(number: int, wire: int, value) -> bytes:
-    """One field re-encoded exactly as read by `_fields`."""
-    if wire == 0:
-        return _key(number, 0) + _encode_varint(value)
-    if wire == 2:
-        return _key(number, 2) + _encode_varint(len(value)) + bytes(value)
-    return _key(number, wire) + bytes(value)  # fixed 64 / 32 bit
 
 
 def _dims(tensor) -> list[int]:

@@ -35,10 +35,15 @@ import numpy as np
 from textseg.engine.calibration import IMAGE_SUFFIXES
 from textseg.engine.contract import INPUT_NAME
 from textseg.engine.onnx_file import CPU_ONLY_TARGET
+from textseg.engine.self_check import SELF_CHECK_KEY, make_self_check, shrink
 from textseg.fileio import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "cpu")
+# 7: weights in [-64, 64], so no pair of uint8 x int8 products can overflow the int16 sums of
+# x86 CPUs without VNNI (textseg.engine.int8_saturation); 8: the full int8 range, exact only on
+# VNNI CPUs, ARM and TensorRT.
+WEIGHT_BITS = (7, 8)
 DEFAULT_OPS = ("Conv",)
 # With asymmetric activations ONNX Runtime's quantizer removes these when they feed a
 # quantized tensor (its QDQRemovableActivation); listed so that it considers them.
@@ -82,7 +87,8 @@ def calibration_frames(folder: str | Path, limit: int) -> list[np.ndarray]:
 def quantize_model(model: str | Path, output: str | Path, calibration: str | Path,
                    method: str = "minmax", frames: int = 32,
                    ops: tuple[str, ...] = DEFAULT_OPS,
-                   exclude: tuple[str, ...] = (), target: str = "tensorrt") -> QuantizeReport:
+                   exclude: tuple[str, ...] = (), target: str = "tensorrt",
+                   weight_bits: int = 7) -> QuantizeReport:
     """Write a static int8 Q/DQ copy of `model` to `output` (atomically). `exclude`: node
     names kept in float (layers whose quantization costs the most accuracy); `target`:
     `tensorrt` (symmetric int8, also runs on the CPU) or `cpu` (asymmetric uint8, faster
@@ -104,6 +110,8 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
         raise ValueError(f"calibration method {method!r}: choose from {CALIBRATION_METHODS}")
     if target not in TARGETS:
         raise ValueError(f"quantization target {target!r}: choose from {TARGETS}")
+    if weight_bits not in WEIGHT_BITS:
+        raise ValueError(f"weight bits {weight_bits!r}: choose from {WEIGHT_BITS}")
     from textseg.engine.onnx_file import describe_model
 
     model, output = Path(model), Path(output)
@@ -159,7 +167,7 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
             op_types_to_quantize=op_types, per_channel=True,
             activation_type=activations, weight_type=QuantType.QInt8,
             calibrate_method=calibrate, nodes_to_exclude=list(exclude),
-            extra_options=options)
+            reduce_range=weight_bits == 7, extra_options=options)
         proto = onnx.load(str(quantized))
     nodes = sum(1 for n in proto.graph.node if n.op_type == "QuantizeLinear")
     kept_float = [name for name in exclude if name not in auto_excluded]
@@ -172,10 +180,19 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
     meta.update(replace(source.info, eval_miou=None, extra=extra).to_metadata())
     removed = sum(1 for n in _op_types(model) if n in CPU_REMOVABLE_ACTIVATIONS) - sum(
         1 for n in proto.graph.node if n.op_type in CPU_REMOVABLE_ACTIVATIONS)
+    if SELF_CHECK_KEY not in meta:
+        # The fp32 source's labels on a few calibration frames, shrunk: the reference every
+        # backend compares this file's labels with when it opens it.
+        meta[SELF_CHECK_KEY] = make_self_check(
+            model, [shrink(frame[0]) for frame in images[:: max(1, len(images) // 3)][:3]]
+        ).to_metadata()
     meta["quantization"] = json.dumps({
         "format": "QDQ", "target": "tensorrt" if target == "tensorrt" else CPU_ONLY_TARGET,
         "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
-        "weights": "int8 per-channel symmetric",
+        "weights": "int8 per-channel symmetric" + (
+            ", 7-bit range [-64, 64] (no int16 overflow without VNNI)"
+            if weight_bits == 7 else ", full 8-bit range (exact only with VNNI, Arm, TensorRT)"),
+        "weight_bits": weight_bits,
         "biases": "float" if target == "tensorrt" else "int32",
         "activations_folded_into_quantize": removed,
         "ops": list(ops), "kept_float": kept_float, "calibration": method,

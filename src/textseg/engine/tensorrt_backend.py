@@ -62,13 +62,20 @@ from textseg.engine.engine_cache import (
     verify_engine_file,
 )
 from textseg.engine.onnx_file import describe_model
-from textseg.engine.tensorrt_rules import read_graph, require_tensorrt_rules
+from textseg.engine.self_check import POLICIES as SELF_CHECK_POLICIES
+from textseg.engine.self_check import (
+    SelfCheckFailed,
+    SelfCheckResult,
+    enforce,
+    read_self_check,
+    run_self_check,
+)
+from textseg.engine.tensorrt_rules import model_precision, require_tensorrt_rules
 from textseg.fileio import atomic_write_bytes
 
 TENSORRT_MISSING = "TensorRT is not installed on this machine"
 DEFAULT_WORKSPACE_MIB = 0  # 0: TensorRT's default (the device's memory)
 SUPPORTED_MAJORS = (10, 11)
-FLOAT16 = 10  # onnx.TensorProto.FLOAT16
 
 Report = Callable[[str], None]
 
@@ -118,17 +125,6 @@ class BuildPlan:
     path: str
     flags: tuple[str, ...] = ()  # BuilderFlag names (builder-flags path)
     calibrate: bool = False  # implicit int8 with IInt8EntropyCalibrator2 (TensorRT 10)
-
-
-def model_precision(onnx_path: str | Path) -> str:
-    """'int8' for a Q/DQ model, 'fp16' for a model with float16 weights or casts, else 'fp32'."""
-    graph = read_graph(onnx_path)
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes):
-        return "int8"
-    if any(dtype == "float16" for dtype, _ in graph.initializers.values()) or any(
-            n.op_type == "Cast" and n.ints.get("to") == FLOAT16 for n in graph.nodes):
-        return "fp16"
-    return "fp32"
 
 
 def plan_build(major: int, precision: str, onnx_precision: str) -> BuildPlan:
@@ -524,8 +520,14 @@ class TensorRTBackend:
                  input_size: tuple[int, int] | None = None,
                  workspace_mib: int = DEFAULT_WORKSPACE_MIB, report: Report | None = None,
                  trt=None, cuda=None, cancel: threading.Event | None = None,
-                 max_batch: int = 1) -> None:
+                 max_batch: int = 1, self_check: str = "refuse") -> None:
         self._report = report or (lambda line: None)
+        if self_check not in SELF_CHECK_POLICIES:
+            raise ValueError(f"self_check {self_check!r}: choose one of "
+                             f"{', '.join(SELF_CHECK_POLICIES)}")
+        self._self_check_policy = self_check
+        self.self_check: SelfCheckResult | None = None
+        self.self_check_note = "off" if self_check == "off" else "no engine loaded yet"
         if not (isinstance(max_batch, int) and 1 <= max_batch <= MAX_BATCH):
             raise ValueError(f"max_batch must be an integer in 1..{MAX_BATCH}, got {max_batch}")
         self.max_batch = max_batch
@@ -627,6 +629,7 @@ class TensorRTBackend:
         self.max_batch = record.key.max_batch  # what the baked engine was built for
         self._runners[self._fixed_size] = runner
         self.engine_paths[self._fixed_size] = path
+        self._check_engine(runner, self._fixed_size, path)
 
     @property
     def description(self) -> str:
@@ -690,7 +693,37 @@ class TensorRTBackend:
             previous.close()
         self._runners[size] = runner
         self.engine_paths[size] = plan.engine_path
+        self._check_engine(runner, size, plan.engine_path)
         return runner
+
+    def _check_engine(self, runner: EngineRunner, size: tuple[int, int], engine: Path) -> None:
+        """The model's stored self-check on a freshly loaded engine, at the engine's size."""
+        if self._self_check_policy == "off":
+            return
+        stored = read_self_check(self._metadata, str(self.model_path))
+        if stored is None:
+            self.self_check_note = "none stored in the model (exported before textseg 0.4)"
+            return
+        onnx_precision = getattr(self, "onnx_precision", "fp32")
+        precision = ("int8" if "int8" in (self.precision, onnx_precision) else
+                     "fp16" if "fp16" in (self.precision, onnx_precision) else "fp32")
+        result = run_self_check(
+            lambda frames: [r.labels for r in runner.infer_batch(frames)], stored, precision,
+            f"tensorrt {getattr(self._trt, '__version__', '?')} {self.precision} "
+            f"({self.facts.describe()})", size)
+        self.self_check, self.self_check_note = result, result.describe()
+        self._report(f"engine {engine.name}: {result.describe()}")
+        advice = (f"the engine {engine} computes wrong labels. Rebuild it (`textseg bake "
+                  f"{self.onnx_path or 'MODEL.onnx'} --precision {self.precision} --force`; "
+                  "a corrupt cache or a bad int8 calibration is fixed that way); if a fresh "
+                  "engine fails too, this TensorRT build is wrong for the model at "
+                  f"{self.precision}: use precision fp32 or the fp32 model, and report it")
+        try:
+            enforce(result, engine, self._self_check_policy, advice, self._report)
+        except SelfCheckFailed:
+            self._runners.pop(size, None)  # never used for frames
+            runner.close()
+            raise
 
     def _build(self, engine_path: Path, key: EngineKey, reason: str) -> EngineRunner:
         # The parser's documented rules first: a clear list instead of a failed build.

@@ -33,6 +33,7 @@ from textseg.engine.onnx_file import (
     _metadata_entry,
     _tensor_spec,
     _text,
+    _varint,
     _WireError,
     quantization_target,
 )
@@ -93,13 +94,21 @@ class Graph:
     initializers: dict[str, tuple[str, bytes]]  # name -> (element type, raw bytes)
     opset: int
     metadata: dict[str, str]
+    dims: dict[str, tuple[int, ...]] = field(default_factory=dict)  # initializer shapes
 
 
-def _tensor_proto(buf) -> tuple[str, str, bytes]:
-    """(name, element type, raw data) of a TensorProto (int32_data packed too)."""
-    name, dtype, raw = "", "?", b""
+def _tensor_proto(buf) -> tuple[str, str, bytes, tuple[int, ...]]:
+    """(name, element type, raw data, dims) of a TensorProto (int32_data packed too)."""
+    name, dtype, raw, dims = "", "?", b"", []
     for number, wire, value in _fields(buf):
-        if number == 2 and wire == 0:
+        if number == 1 and wire == 0:
+            dims.append(value)
+        elif number == 1 and wire == 2:  # packed dims
+            pos, packed = 0, bytes(value)
+            while pos < len(packed):
+                dim, pos = _varint(packed, pos)
+                dims.append(dim)
+        elif number == 2 and wire == 0:
             dtype = ELEM_TYPES.get(value, f"type<{value}>")
         elif number == 8 and wire == 2:
             name = _text(value)
@@ -107,7 +116,7 @@ def _tensor_proto(buf) -> tuple[str, str, bytes]:
             raw = bytes(value)
         elif number == 5 and wire == 2:  # packed int32_data (int8 zero points land here)
             raw = bytes(value)
-    return name, dtype, raw
+    return name, dtype, raw, tuple(dims)
 
 
 def _node(buf) -> GraphNode:
@@ -161,6 +170,7 @@ def read_graph(source: str | Path | bytes) -> Graph:
     inputs: dict[str, str] = {}
     outputs: dict[str, str] = {}
     initializers: dict[str, tuple[str, bytes]] = {}
+    dims: dict[str, tuple[int, ...]] = {}
     metadata: dict[str, str] = {}
     opset = 0
     try:
@@ -182,8 +192,9 @@ def read_graph(source: str | Path | bytes) -> Graph:
                     if g_number == 1 and g_wire == 2:
                         nodes.append(_node(g_value))
                     elif g_number == 5 and g_wire == 2:
-                        name, dtype, raw = _tensor_proto(g_value)
+                        name, dtype, raw, shape = _tensor_proto(g_value)
                         initializers[name] = (dtype, raw)
+                        dims[name] = shape
                     elif g_number == 11 and g_wire == 2:
                         name, dtype = _value_type(g_value)
                         inputs[name] = dtype
@@ -195,7 +206,21 @@ def read_graph(source: str | Path | bytes) -> Graph:
                             ) from None
     for name in initializers:
         inputs.pop(name, None)  # old exports list initializers as inputs too
-    return Graph(nodes, inputs, outputs, initializers, opset, metadata)
+    return Graph(nodes, inputs, outputs, initializers, opset, metadata, dims)
+
+
+FLOAT16 = 10  # onnx.TensorProto.FLOAT16
+
+
+def model_precision(source: str | Path | bytes | Graph) -> str:
+    """'int8' for a Q/DQ model, 'fp16' for a model with float16 weights or casts, else 'fp32'."""
+    graph = source if isinstance(source, Graph) else read_graph(source)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes):
+        return "int8"
+    if any(dtype == "float16" for dtype, _ in graph.initializers.values()) or any(
+            n.op_type == "Cast" and n.ints.get("to") == FLOAT16 for n in graph.nodes):
+        return "fp16"
+    return "fp32"
 
 
 def infer_types(graph: Graph) -> dict[str, str]:

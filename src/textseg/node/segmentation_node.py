@@ -50,6 +50,7 @@ from textseg.engine import BACKENDS, PRECISIONS, choose_backend, default_model_p
 from textseg.engine.contract import ContractError, ModelInfo
 from textseg.engine.engine_cache import MAX_BATCH, EngineCacheError, read_record
 from textseg.engine.onnx_file import describe_model
+from textseg.engine.self_check import POLICIES as SELF_CHECK_POLICIES
 from textseg.imaging import (
     DEFAULT_MAX_PIXELS,
     ImageRejected,
@@ -98,6 +99,11 @@ PARAMETERS: dict[str, tuple] = {
     "image_width": (0, INTEGER, "Camera width: with image_height, the TensorRT engine is "
                     "prepared at start; 0 = on the first frame", ">= 0"),
     "image_height": (0, INTEGER, "Camera height (see image_width)", ">= 0"),
+    "self_check": ("refuse", STRING, "When the model opens, its stored frames run and their "
+                   "labels are compared with the fp32 reference's (and an int8 file whose sums "
+                   "would saturate on this CPU is caught): refuse = stop with an error naming "
+                   "the agreement and what to do, warn = log it and run anyway, off = skip",
+                   " | ".join(SELF_CHECK_POLICIES)),
     "threads": (0, INTEGER, "ONNX Runtime CPU threads; 0 = all cores", ">= 0"),
     "parallel_inferences": (1, INTEGER, "ONNX Runtime: this many frames in inference at once, "
                             "each in its own session with threads / N CPU threads: more "
@@ -219,6 +225,7 @@ class SegmentationBehaviour:
         self._state = "loading model"
         self._backends = []
         self._backend_description = "-"
+        self._self_check_note = "-"
         self._pipeline: SegmentationPipeline | None = None
         self._subscriptions_ready = False
         self._channels = [self._make_channel(name) for name in (p["cameras"] or [""])]
@@ -281,6 +288,7 @@ class SegmentationBehaviour:
                     cache_dir=p["engine_cache_dir"], allow_build=p["engine_build"] == "auto",
                     calibration_dir=p["calibration_dir"], report=self._report_progress,
                     spin_wait=p["spin_wait"], cancel=self._stop_building,
+                    self_check=p["self_check"],
                     input_size=None if size is None else scaled_size(*size, p["output_scale"]),
                     max_batch=self._requested_batch(name)))
         except BaseException:
@@ -301,6 +309,8 @@ class SegmentationBehaviour:
     def _use_backends(self, backends: list) -> None:
         backend = backends[0]
         self._backends = backends
+        self._self_check_note = getattr(backend, "self_check_note", "-")
+        self.get_logger().info(f"model {backend.info.training_stage}: {self._self_check_note}")
         self._backend_description = backend.description + (
             f" x {len(backends)} sessions in parallel" if len(backends) > 1 else "")
         p = self._p
@@ -382,7 +392,8 @@ class SegmentationBehaviour:
         v = values
         for name, allowed in (("backend", BACKENDS), ("precision", PRECISIONS),
                               ("engine_build", ENGINE_BUILD), ("transport", TRANSPORTS),
-                              ("qos_reliability", tuple(RELIABILITY))):
+                              ("qos_reliability", tuple(RELIABILITY)),
+                              ("self_check", SELF_CHECK_POLICIES)):
             if v[name] not in allowed:
                 problems.append(f"{name} '{v[name]}' is not one of {allowed}")
         for name, minimum in (("qos_depth", 1), ("threads", 0), ("max_image_pixels", 1),
@@ -665,6 +676,7 @@ class SegmentationBehaviour:
             context = {"state": self._state, "backend": self._backend_description,
                        "model": str(self._model_path),
                        "model classes": str(self.info.num_classes),
+                       "self-check": self._self_check_note,
                        "frames per inference (max)": str(self._batch),
                        "batched inferences": str(self._batched_inferences),
                        "input": f"{p['transport']} ({p['qos_reliability']}, depth "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textseg.cpu import with_cpu
 from textseg.fileio import atomic_write_bytes
 from textseg.replay import charts
 from textseg.replay.scoring import Scorer
@@ -56,7 +57,7 @@ def write_report(output: Path, data: dict, scorer: Scorer, kind: str) -> dict[st
             for r in sorted(scorer.strip, key=lambda r: r.index)]
     atomic_write_bytes(paths["frames"], charts.png_bytes(charts.frame_strip(rows, headers)))
     data["files"] = {name: path.name for name, path in paths.items()}
-    text = json.dumps(jsonable(data), indent=2, allow_nan=False)
+    text = json.dumps(jsonable(with_cpu(data)), indent=2, allow_nan=False)
     atomic_write_bytes(paths["json"], (text + "\n").encode())
     atomic_write_bytes(paths["markdown"], render_markdown(data, kind).encode())
     return paths

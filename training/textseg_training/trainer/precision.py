@@ -19,29 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
+from textseg.cpu import cpu_features, parse_cpuinfo
+
 PRECISIONS = ("auto", "fp32", "bf16", "amp")
-
-
-NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # x86 /proc/cpuinfo flags
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """True when this CPU executes bf16 arithmetic natively: AVX-512 BF16 or AMX on x86, the
-    BF16 extension on Arm. Read from /proc/cpuinfo (torch 2.13 exposes no such query); other
-    systems count as without."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            tokens = set(value.split())
-            return bool(tokens & NATIVE_BF16_FLAGS) or (key.strip() == "Features"
-                                                        and "bf16" in tokens)
-    return False
+    BF16 extension on Arm (`cpuinfo`: the text of /proc/cpuinfo; default this machine's)."""
+    features = cpu_features() if cpuinfo is None else parse_cpuinfo(cpuinfo)
+    return features.has_native_bf16
 
 
 @dataclass(frozen=True)

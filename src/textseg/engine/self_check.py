@@ -1,0 +1,202 @@
+"""A model that checks its own numbers when it loads.
+
+A machine, an ONNX Runtime version, a TensorRT build (fp16 overflow, a bad int8 engine, a
+corrupt cache) or an int8 kernel without VNNI can change what a model computes without any
+error. So every artifact carries, in its metadata (key `self_check`), a few small real frames
+and the labels the fp32 reference model gave for them; every backend runs them when it opens
+the model and compares.
+
+Agreement is counted on the *interior* pixels of the reference labels (pixels whose 5x5
+neighbourhood has one label): a TensorRT engine runs the frames resized to its own input size,
+which moves label boundaries by a pixel without anything being wrong. What the check is for
+(saturated int8 sums, tampered weights, a broken engine) changes whole regions.
+
+Thresholds per precision of what runs (measured, docs/engines.md#self-check): fp32 and fp16
+agree with the reference on >= 99.99 % of those pixels on every machine tried, the 7-bit int8
+files on >= 99.3 %; the 8-bit int8 files on a CPU without VNNI fell to 96.6 % / 83.9 %.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from textseg.engine.contract import ContractError
+
+SELF_CHECK_KEY = "self_check"
+CHECK_SIZE = (120, 160)  # (height, width) of the stored frames: small, still real scenes
+CHECK_FRAMES = 3
+# The least interior-pixel agreement with the fp32 reference that each precision must reach.
+THRESHOLDS = {"fp32": 0.995, "fp16": 0.99, "int8": 0.98}
+POLICIES = ("refuse", "warn", "off")
+BOUNDARY_KERNEL = 5
+
+
+class SelfCheckFailed(ContractError):
+    """The model computed labels that disagree with the ones it was shipped with."""
+
+
+@dataclass(frozen=True)
+class SelfCheckData:
+    frames: tuple[np.ndarray, ...]  # uint8 RGB [h, w, 3]
+    labels: tuple[np.ndarray, ...]  # uint8 [h, w]: the reference model's labels
+    reference: str  # what computed the labels
+
+    def to_metadata(self) -> str:
+        def png(image: np.ndarray) -> str:
+            if image.ndim == 3:
+                image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+            if not ok:
+                raise ValueError("cannot encode a self-check image as PNG")
+            return base64.b64encode(encoded.tobytes()).decode("ascii")
+
+        return json.dumps({"version": 1, "reference": self.reference,
+                           "frames": [png(f) for f in self.frames],
+                           "labels": [png(lab) for lab in self.labels]})
+
+    @classmethod
+    def from_metadata(cls, text: str, source: str = "model") -> SelfCheckData:
+        def decode(item: str, color: bool) -> np.ndarray:
+            raw = np.frombuffer(base64.b64decode(item, validate=True), np.uint8)
+            image = cv2.imdecode(raw, cv2.IMREAD_COLOR if color else cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise ValueError("an image does not decode")
+            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color else image
+
+        try:
+            data = json.loads(text)
+            frames = tuple(decode(f, True) for f in data["frames"])
+            labels = tuple(decode(lab, False) for lab in data["labels"])
+            reference = str(data.get("reference", ""))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ContractError(f"{source}: metadata '{SELF_CHECK_KEY}' is malformed ({exc})"
+                                ) from None
+        if not frames or len(frames) != len(labels) or any(
+                f.shape[:2] != lab.shape for f, lab in zip(frames, labels, strict=True)):
+            raise ContractError(f"{source}: metadata '{SELF_CHECK_KEY}' has frames and labels "
+                                "that do not pair up")
+        return cls(frames, labels, reference)
+
+
+@dataclass(frozen=True)
+class SelfCheckResult:
+    agreement: float  # fraction of interior reference pixels with the same label
+    per_frame: tuple[float, ...]
+    pixels: int
+    threshold: float
+    precision: str
+    seconds: float
+    backend: str
+    size: tuple[int, int] | None = None  # (h, w) the frames ran at, when resized
+
+    @property
+    def passed(self) -> bool:
+        return self.agreement >= self.threshold
+
+    def describe(self) -> str:
+        at = f" at {self.size[1]}x{self.size[0]}" if self.size else ""
+        verdict = "passed" if self.passed else "FAILED"
+        return (f"self-check {verdict}: {100 * self.agreement:.2f} % of {self.pixels} pixels "
+                f"agree with the reference (needs {100 * self.threshold:.1f} % for "
+                f"{self.precision}; {self.backend}{at}; {1000 * self.seconds:.0f} ms)")
+
+    def record(self) -> dict:
+        return {"passed": self.passed, "agreement": round(self.agreement, 6),
+                "per_frame": [round(a, 6) for a in self.per_frame], "pixels": self.pixels,
+                "threshold": self.threshold, "precision": self.precision,
+                "backend": self.backend, "ms": round(1000 * self.seconds, 1),
+                "size": list(self.size) if self.size else None}
+
+
+def read_self_check(metadata: dict[str, str], source: str = "model") -> SelfCheckData | None:
+    text = metadata.get(SELF_CHECK_KEY)
+    return None if not text else SelfCheckData.from_metadata(text, source)
+
+
+def shrink(rgb: np.ndarray, size: tuple[int, int] = CHECK_SIZE) -> np.ndarray:
+    height, width = size
+    if rgb.shape[:2] == (height, width):
+        return np.ascontiguousarray(rgb)
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def make_self_check(model: str | Path | bytes, frames: Sequence[np.ndarray],
+                    reference: str = "") -> SelfCheckData:
+    """The self-check of `model` (an fp32 contract model, path or bytes): its labels on
+    `frames` from ONNX Runtime's CPU kernels in fp32."""
+    import onnxruntime as ort
+
+    from textseg.engine.contract import INPUT_NAME, LABELS_OUTPUT
+
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    frames = tuple(np.ascontiguousarray(f, dtype=np.uint8) for f in frames)
+    labels = tuple(session.run([LABELS_OUTPUT], {INPUT_NAME: f[None]})[0][0] for f in frames)
+    name = reference or (Path(model).name if not isinstance(model, bytes) else "model")
+    return SelfCheckData(frames, labels,
+                         f"{name}, fp32, onnxruntime {ort.__version__} CPU")
+
+
+def interior(labels: np.ndarray, kernel: int = BOUNDARY_KERNEL) -> np.ndarray:
+    """Pixels whose kernel x kernel neighbourhood holds one label."""
+    element = np.ones((kernel, kernel), np.uint8)
+    return cv2.dilate(labels, element) == cv2.erode(labels, element)
+
+
+def run_self_check(infer_batch: Callable[[list[np.ndarray]], list[np.ndarray]],
+                   data: SelfCheckData, precision: str, backend: str,
+                   size: tuple[int, int] | None = None) -> SelfCheckResult:
+    """Run the stored frames through `infer_batch` (frames -> label images) and compare.
+    `size`: run the frames resized to (h, w) (an engine with one input size); labels are
+    brought back with nearest-neighbour."""
+    if precision not in THRESHOLDS:
+        raise ValueError(f"self-check precision {precision!r}: one of {sorted(THRESHOLDS)}")
+    started = time.perf_counter()
+    frames = list(data.frames)
+    resized = size is not None and tuple(size) != frames[0].shape[:2]
+    if resized:
+        frames = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                  for f in frames]
+    same = sizes = 0
+    per_frame = []
+    for frame, reference in zip(frames, data.labels, strict=True):
+        labels = infer_batch([frame])[0]
+        if labels.shape != reference.shape:
+            labels = cv2.resize(labels, (reference.shape[1], reference.shape[0]),
+                                interpolation=cv2.INTER_NEAREST)
+        mask = interior(reference)
+        count = int(mask.sum())
+        agree = int((labels[mask] == reference[mask]).sum())
+        per_frame.append(agree / max(count, 1))
+        same, sizes = same + agree, sizes + count
+    return SelfCheckResult(same / max(sizes, 1), tuple(per_frame), sizes,
+                           THRESHOLDS[precision], precision,
+                           time.perf_counter() - started, backend,
+                           tuple(size) if resized else None)
+
+
+def failure_message(result: SelfCheckResult, model: str | Path, advice: str) -> str:
+    return (f"{model}: {result.describe()}. The labels this machine computes are not the ones "
+            f"the model was shipped with: {advice}")
+
+
+def enforce(result: SelfCheckResult, model: str | Path, policy: str, advice: str,
+            report: Callable[[str], None] | None = None) -> None:
+    """Raise SelfCheckFailed (policy refuse) or report a warning (warn) when it failed."""
+    if policy not in POLICIES:
+        raise ValueError(f"self_check policy {policy!r}: choose one of {', '.join(POLICIES)}")
+    if result.passed or policy == "off":
+        return
+    message = failure_message(result, model, advice)
+    if policy == "refuse":
+        raise SelfCheckFailed(message + " (self_check: warn runs it anyway)")
+    if report is not None:
+        report("WARNING " + message)

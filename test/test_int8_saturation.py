@@ -1,0 +1,150 @@
+"""int8 files that compute the same labels on every CPU.
+
+Without VNNI, ONNX Runtime's x86 int8 kernels add each pair of uint8 x int8 products into a
+saturating int16 (textseg.engine.int8_saturation). This machine may have VNNI and never show
+it, so the checks here read the files' own weights: they fail on every machine alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from textseg.cpu import parse_cpuinfo
+from textseg.engine import default_model_path
+from textseg.engine.int8_saturation import INT16_MAX, UINT8_MAX, saturation_report
+
+MODELS = default_model_path().parent
+SHIPPED_INT8 = ("textseg_default_int8.onnx", "textseg_default_int8_cpu.onnx")
+
+
+def _pairs_saturate(activations: np.ndarray, weights: np.ndarray) -> bool:
+    """An exact emulation of `vpmaddubsw`: uint8 a[k] * int8 w[k] + a[k+1] * w[k+1] summed in
+    int32, then compared with what an int16 can hold."""
+    a = activations.astype(np.int32).reshape(-1, 2)
+    w = weights.astype(np.int32).reshape(-1, 2)
+    pair_sums = (a * w).sum(axis=1)
+    return bool((np.abs(pair_sums) > INT16_MAX).any() or (pair_sums < -INT16_MAX - 1).any())
+
+
+@pytest.mark.parametrize(("weights", "overflows"), [
+    ((127, 2), True),    # 255 * 129 = 32895
+    ((127, 1), False),   # 255 * 128 = 32640
+    ((64, 64), False),   # 7-bit weights, the worst pair
+    ((-128, -1), True),
+    ((-64, -64), False),
+])
+def test_the_bound_is_the_emulated_worst_case(weights, overflows):
+    w = np.array(weights, np.int8)
+    # The worst activations for a pair: 255 where the product adds to the magnitude.
+    worst = np.array([255, 255], np.uint8)
+    assert _pairs_saturate(worst, w) == overflows
+    assert (UINT8_MAX * int(np.abs(w.astype(np.int32)).sum()) > INT16_MAX) == overflows
+
+
+@pytest.mark.parametrize("name", SHIPPED_INT8)
+def test_shipped_int8_files_cannot_saturate(name):
+    path = MODELS / name
+    report = saturation_report(path)
+    assert report.quantized_nodes >= 50, report.summary()
+    assert not report.could_saturate, report.summary()
+    assert report.max_abs_weight <= 64
+
+
+def _quantized(tiny_model_path, tmp_path, camvid_dir, target, bits):
+    pytest.importorskip("onnx", reason="the onnx package (training requirements) is needed")
+    from textseg.engine.quantize import quantize_model
+
+    output = tmp_path / f"tiny_{target}_{bits}.onnx"
+    quantize_model(tiny_model_path, output, camvid_dir / "train", frames=4, target=target,
+                   weight_bits=bits)
+    return output
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_8_bit_weights_fail_and_7_bit_pass(tiny_model_path, tmp_path, camvid_dir, target):
+    full = saturation_report(_quantized(tiny_model_path, tmp_path, camvid_dir, target, 8))
+    reduced = saturation_report(_quantized(tiny_model_path, tmp_path, camvid_dir, target, 7))
+    assert full.could_saturate and full.max_abs_weight == 127
+    assert "can overflow int16 pair sums" in full.summary()
+    assert reduced.quantized_nodes == full.quantized_nodes > 0
+    assert not reduced.could_saturate and reduced.max_abs_weight <= 64
+
+
+def test_real_activations_overflow_with_8_bit_weights_only(tiny_model_path, tmp_path,
+                                                           camvid_dir):
+    """A real frame's uint8 activations into a quantized 1x1 convolution, paired over input
+    channels as the kernels pack them: 8-bit weights overflow an int16 pair sum, 7-bit never."""
+    onnx = pytest.importorskip("onnx", reason="the onnx package is needed")
+    import cv2
+    import onnxruntime as ort
+
+    from textseg.engine.tensorrt_rules import read_graph
+
+    frame = cv2.cvtColor(cv2.imread(str(sorted((camvid_dir / "val").glob("*.png"))[0])),
+                         cv2.COLOR_BGR2RGB)
+    found = {}
+    for bits in (8, 7):
+        path = _quantized(tiny_model_path, tmp_path, camvid_dir, "cpu", bits)
+        graph = read_graph(path)
+        producers = {out: node for node in graph.nodes for out in node.outputs}
+        conv = next(n for n in graph.nodes if n.op_type == "Conv"
+                    and graph.dims.get(producers[n.inputs[1]].inputs[0], (0, 0, 0))[2:] == (1, 1)
+                    and producers[n.inputs[0]].op_type == "DequantizeLinear")
+        activation_q = producers[conv.inputs[0]].inputs[0]  # the uint8 tensor
+        weight_name = producers[conv.inputs[1]].inputs[0]
+        proto = onnx.load(str(path))
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(
+            activation_q, onnx.TensorProto.UINT8, None))
+        session = ort.InferenceSession(proto.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        activations = session.run([activation_q], {"image": frame[None]})[0][0]  # [C, H, W]
+        weights = np.frombuffer(graph.initializers[weight_name][1], np.int8).reshape(
+            graph.dims[weight_name])[:, :, 0, 0]  # [C_out, C_in]
+        channels = activations.shape[0] - activations.shape[0] % 2
+        pixels = activations[:channels].reshape(channels, -1).T.astype(np.int32)  # [P, C_in]
+        pairs = (pixels[:, None, :] * weights[None, :, :channels].astype(np.int32))
+        pair_sums = pairs.reshape(pairs.shape[0], pairs.shape[1], -1, 2).sum(axis=3)
+        found[bits] = int((np.abs(pair_sums) > INT16_MAX).sum())
+    assert found[8] > 0, "8-bit weights: no real pair sum overflowed (the emulation is off)"
+    assert found[7] == 0
+
+
+def test_cpu_features_from_cpuinfo():
+    avx2 = parse_cpuinfo("model name\t: AMD EPYC 7B12\nflags\t\t: fpu avx2 fma\n", "x86_64")
+    assert avx2.int8_saturates and not avx2.has_vnni and avx2.model == "AMD EPYC 7B12"
+    assert "no VNNI" in avx2.describe()
+    vnni = parse_cpuinfo("model name : Xeon\nflags : avx2 avx512f avx512_vnni\n", "x86_64")
+    assert vnni.has_vnni and not vnni.int8_saturates
+    assert parse_cpuinfo("flags : avx2 avx_vnni\n", "x86_64").has_vnni  # Alder Lake and later
+    arm = parse_cpuinfo("Features : fp asimd asimddp bf16\n", "aarch64")
+    assert not arm.int8_saturates and arm.has_native_bf16
+    record = avx2.record()
+    assert record["vnni"] is False and record["flags"] == ["avx2"]
+
+
+def test_onnxruntime_refuses_a_saturating_file_on_a_cpu_without_vnni(
+        tiny_model_path, tmp_path, camvid_dir, monkeypatch):
+    """This machine's CPU description replaced by an AVX2-only one (the real cpuinfo of such
+    a machine): the 8-bit file is refused naming the CPU feature and the file to use, the
+    7-bit file opens; with VNNI both open."""
+    import textseg.cpu
+    from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
+    from textseg.engine.self_check import SelfCheckFailed
+
+    full = _quantized(tiny_model_path, tmp_path, camvid_dir, "cpu", 8)
+    reduced = _quantized(tiny_model_path, tmp_path, camvid_dir, "cpu", 7)
+    monkeypatch.setattr(textseg.cpu, "_CURRENT", parse_cpuinfo(
+        "model name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx2 fma\n", "x86_64"))
+    with pytest.raises(SelfCheckFailed) as refused:
+        OnnxRuntimeBackend(full)
+    message = str(refused.value)
+    assert "AMD EPYC 7B12" in message and "VNNI" in message and str(full) in message
+    assert "fp32 model" in message and "7-bit weights" in message
+    lines: list[str] = []
+    OnnxRuntimeBackend(full, self_check="warn", report=lines.append).close()
+    assert lines and lines[0].startswith("WARNING") and "saturating int16" in lines[0]
+    OnnxRuntimeBackend(reduced).close()
+    monkeypatch.setattr(textseg.cpu, "_CURRENT", parse_cpuinfo(
+        "model name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni\n", "x86_64"))
+    OnnxRuntimeBackend(full).close()

@@ -1,0 +1,194 @@
+"""A model that checks its own numbers when it loads (textseg.engine.self_check)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from textseg.engine import default_model_path, load_backend
+from textseg.engine.contract import ContractError
+from textseg.engine.onnx_file import read_onnx_summary, with_metadata
+from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
+from textseg.engine.self_check import (
+    SELF_CHECK_KEY,
+    THRESHOLDS,
+    SelfCheckData,
+    SelfCheckFailed,
+    interior,
+    read_self_check,
+    run_self_check,
+)
+from textseg.engine.tensorrt_backend import TensorRTBackend
+
+MODELS = default_model_path().parent
+SHIPPED = ("textseg_default.onnx", "textseg_default_int8.onnx", "textseg_default_int8_cpu.onnx")
+
+
+def _tampered(source, output):
+    """`source` with its class-score convolution's output channels reversed (weights and
+    bias), its metadata (and so its stored self-check) untouched: a model whose numbers
+    changed without any error."""
+    onnx = pytest.importorskip("onnx", reason="the onnx package is needed to edit a model")
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(source))
+    inits = {t.name: t for t in proto.graph.initializer}
+    classes = len(json.loads(read_onnx_summary(source).metadata["textseg.class_names"]))
+    conv = [n for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in inits
+            and numpy_helper.to_array(inits[n.input[1]]).shape[0] == classes][-1]
+    for name in conv.input[1:]:
+        values = numpy_helper.to_array(inits[name])[::-1].copy()
+        inits[name].CopyFrom(numpy_helper.from_array(values, name))
+    output.write_bytes(proto.SerializeToString())
+    return output
+
+
+def test_metadata_round_trip_is_exact():
+    rng = np.random.default_rng(0)
+    frames = tuple(rng.integers(0, 256, (12, 16, 3), np.uint8) for _ in range(2))
+    labels = tuple(rng.integers(0, 11, (12, 16), np.uint8) for _ in range(2))
+    back = SelfCheckData.from_metadata(SelfCheckData(frames, labels, "ref").to_metadata())
+    assert back.reference == "ref"
+    for a, b in zip(frames + labels, back.frames + back.labels, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("text", ["{", '{"frames": ["!!"], "labels": ["!!"]}',
+                                  '{"frames": [], "labels": []}'])
+def test_malformed_self_check_is_a_clear_error(text):
+    with pytest.raises(ContractError, match="self_check"):
+        read_self_check({SELF_CHECK_KEY: text}, "m.onnx")
+
+
+def test_interior_excludes_label_boundaries():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[:, 10:] = 1
+    mask = interior(labels)
+    assert not mask[:, 8:12].any() and mask[:, :8].all() and mask[:, 12:].all()
+
+
+def test_an_exported_model_carries_and_passes_its_self_check(tiny_model_path):
+    stored = read_self_check(read_onnx_summary(tiny_model_path).metadata)
+    assert stored is not None and 1 <= len(stored.frames) <= 3  # at most CHECK_FRAMES
+    backend = OnnxRuntimeBackend(tiny_model_path)
+    assert backend.self_check.passed and backend.self_check.agreement == 1.0
+    assert backend.self_check.precision == "fp32"
+    assert "self-check passed" in backend.self_check_note
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_pass_their_self_check_here(name):
+    backend = load_backend(MODELS / name, "onnxruntime")
+    assert backend.self_check is not None, f"{name} carries no self-check"
+    assert backend.self_check.passed, backend.self_check_note
+    precision = "fp32" if name == "textseg_default.onnx" else "int8"
+    assert backend.self_check.precision == precision
+
+
+def test_a_tampered_model_fails_its_self_check(tiny_model_path, tmp_path):
+    tampered = _tampered(tiny_model_path, tmp_path / "tampered.onnx")
+    with pytest.raises(SelfCheckFailed) as failed:
+        OnnxRuntimeBackend(tampered)
+    message = str(failed.value)
+    assert str(tampered) in message and "FAILED" in message and "agree" in message
+    assert "self_check: warn" in message
+    lines: list[str] = []
+    warned = OnnxRuntimeBackend(tampered, self_check="warn", report=lines.append)
+    assert not warned.self_check.passed and lines[0].startswith("WARNING")
+    assert warned.infer(np.zeros((40, 60, 3), np.uint8)).labels.shape == (40, 60)
+    skipped = OnnxRuntimeBackend(tampered, self_check="off")
+    assert skipped.self_check is None and skipped.self_check_note == "off"
+
+
+def test_a_model_from_before_the_self_check_opens_and_says_so(tiny_model_path, tmp_path):
+    onnx = pytest.importorskip("onnx", reason="the onnx package is needed")
+    proto = onnx.load(str(tiny_model_path))
+    kept = [p for p in proto.metadata_props if p.key != SELF_CHECK_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    old = tmp_path / "old.onnx"
+    old.write_bytes(proto.SerializeToString())
+    assert "none stored" in OnnxRuntimeBackend(old).self_check_note
+
+
+def test_quantized_file_carries_the_fp32_reference(tiny_model_path, tmp_path, camvid_dir):
+    pytest.importorskip("onnx", reason="the onnx package is needed")
+    from textseg.engine.quantize import quantize_model
+
+    output = quantize_model(tiny_model_path, tmp_path / "q.onnx", camvid_dir / "train",
+                            frames=4, target="cpu").path
+    metadata = read_onnx_summary(output).metadata
+    assert metadata[SELF_CHECK_KEY] == read_onnx_summary(tiny_model_path).metadata[
+        SELF_CHECK_KEY]
+    backend = OnnxRuntimeBackend(output)
+    assert backend.self_check.precision == "int8"
+    assert backend.self_check.threshold == THRESHOLDS["int8"]
+
+
+def test_embedding_a_self_check_changes_nothing_else(tmp_path, camvid_dir):
+    from textseg.cli import main
+
+    source = MODELS / "textseg_default.onnx"
+    copy = tmp_path / "m.onnx"
+    copy.write_bytes(with_metadata(source.read_bytes(), {SELF_CHECK_KEY: "stale"}))
+    assert main(["self-check", str(copy), "--embed", str(camvid_dir / "train"),
+                 "--frames", "2", "--backend", "onnxruntime"]) == 0
+    before, after = read_onnx_summary(source), read_onnx_summary(copy)
+    assert len(read_self_check(after.metadata).frames) == 2
+    assert {k: v for k, v in before.metadata.items() if k != SELF_CHECK_KEY} == \
+        {k: v for k, v in after.metadata.items() if k != SELF_CHECK_KEY}
+    assert main(["self-check", str(copy), "--backend", "onnxruntime"]) == 0
+
+
+def test_resized_run_counts_interior_pixels_only(tiny_model_path):
+    """A TensorRT engine has one input size: the frames run resized to it and the labels come
+    back with nearest-neighbour; boundary pixels moved by the resizing do not count."""
+    backend = OnnxRuntimeBackend(tiny_model_path)
+    stored = read_self_check(read_onnx_summary(tiny_model_path).metadata)
+    result = run_self_check(lambda frames: [r.labels for r in backend.infer_batch(frames)],
+                            stored, "fp16", "onnxruntime", size=(360, 640))
+    assert result.size == (360, 640) and result.passed, result.describe()
+
+
+# --- TensorRT's stand-in (no TensorRT on these machines) --------------------------------
+
+
+def _stand_in_engine(model, tmp_path, compute_labels, **kwargs):
+    from test_tensorrt_backend import FakeCuda, make_fake_tensorrt
+
+    cuda = FakeCuda()
+    trt, _ = make_fake_tensorrt(cuda, compute_labels=compute_labels)
+    lines: list[str] = []
+    backend = TensorRTBackend(model, cache_dir=tmp_path / "engines", trt=trt, cuda=cuda,
+                              report=lines.append, input_size=(240, 320), **kwargs)
+    return backend, lines
+
+
+def _model_labels(model):
+    """What a correct engine computes: the model's labels (ONNX Runtime on the CPU)."""
+    reference = OnnxRuntimeBackend(model, self_check="off")
+    return lambda images: np.stack([r.labels for r in reference.infer_batch(list(images))])
+
+
+def test_tensorrt_stand_in_runs_the_check_on_each_engine_it_loads(tiny_model_path, tmp_path):
+    backend, lines = _stand_in_engine(tiny_model_path, tmp_path, _model_labels(tiny_model_path))
+    assert backend.self_check.passed and backend.self_check.size == (240, 320)
+    assert backend.self_check.precision == "fp16"  # the engine's precision, not the file's
+    assert any("self-check passed" in line for line in lines)
+    backend.close()
+
+
+def test_tensorrt_stand_in_with_a_bad_engine_is_refused(tiny_model_path, tmp_path):
+    """An engine computing wrong labels (the stand-in's R % 11): refused with what a vehicle
+    user needs: the engine file, the agreement, the rebuild command and the fallback."""
+    with pytest.raises(SelfCheckFailed) as failed:
+        _stand_in_engine(tiny_model_path, tmp_path, None)
+    message = str(failed.value)
+    assert ".engine" in message and "FAILED" in message
+    assert "textseg bake" in message and "--force" in message and "fp32" in message
+    backend, lines = _stand_in_engine(tiny_model_path, tmp_path, None, self_check="warn")
+    assert not backend.self_check.passed
+    assert any(line.startswith("WARNING") for line in lines)
+    backend.close()
