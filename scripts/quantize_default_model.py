@@ -3,6 +3,10 @@ CamVid val (ONNX Runtime, the same bag the demo replays), keep the best, write t
 
   .venv/bin/python scripts/quantize_default_model.py [--target tensorrt|cpu] [--frames 32]
 
+Only files with 7-bit weights are kept (right on every CPU: textseg.engine.int8_saturation);
+`--weight-bits 7 8` also scores the full-range 8-bit files of earlier versions beside them, to
+show what the 7th bit costs on this CPU (the JSON records which CPU that is).
+
 Calibration frames come from CamVid *train* (never the val frames that are scored). Writes,
 per target, the model and its figures (every method's mIoU, per-class IoU and ONNX Runtime
 latency p50/p99 against the fp32 model's):
@@ -65,15 +69,21 @@ def main() -> int:
     parser.add_argument("--target", default="tensorrt", choices=["tensorrt", "cpu"])
     parser.add_argument("--frames", type=int, default=32, help="calibration frames")
     parser.add_argument("--methods", nargs="+", default=["minmax", "entropy", "percentile"])
+    parser.add_argument("--weight-bits", nargs="+", type=int, default=[7], choices=[7, 8],
+                        help="7 is kept; 8 is scored for comparison only")
     parser.add_argument("--keep-float", nargs="*", default=list(KEEP_FLOAT), metavar="NODE",
                         help="node names left in float (default: the two first convolutions, "
                         "the layers whose quantization cost the most accuracy)")
     args = parser.parse_args()
+    if 7 not in args.weight_bits:
+        parser.error("--weight-bits must include 7: only 7-bit files are kept")
     if not (CAMVID / "val").is_dir():
         print(f"CamVid not found at {CAMVID}", file=sys.stderr)
         return 2
     from textseg.cli import main as textseg
     from textseg.cpu import with_cpu
+    from textseg.engine.int8_saturation import saturation_report
+    from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
     from textseg.engine.quantize import quantize_model
     from textseg.fileio import atomic_write_bytes
 
@@ -85,6 +95,7 @@ def main() -> int:
     results = {"command": "python scripts/quantize_default_model.py "
                           f"--target {args.target} --frames {args.frames} "
                           f"--methods {' '.join(args.methods)} "
+                          f"--weight-bits {' '.join(map(str, args.weight_bits))} "
                           f"--keep-float {' '.join(args.keep_float)}",
                "target": args.target, "kept_float": args.keep_float,
                "calibration": f"CamVid train, {args.frames} frames spread over the split",
@@ -92,17 +103,25 @@ def main() -> int:
                              "(textseg eval-offline scoring)",
                "fp32": {**score(bag, fp32), **latency(fp32)}, "int8": {}}
     work = ROOT / "out" / "int8"
-    for method in args.methods:
-        path = work / f"textseg_default_int8{suffix}_{method}.onnx"
-        report = quantize_model(fp32, path, CAMVID / "train", method, args.frames,
-                                exclude=tuple(args.keep_float), target=args.target)
-        results["int8"][method] = {**score(bag, path), **latency(path),
-                                   "quantize_seconds": round(report.seconds, 1),
-                                   "quantized_nodes": report.quantized_nodes}
-        print(method, results["int8"][method]["miou"], results["int8"][method]["p50_ms"])
+    for bits in args.weight_bits:
+        table = results["int8"] if bits == 7 else results.setdefault("int8_8bit_weights", {})
+        for method in args.methods:
+            path = work / f"textseg_default_int8{suffix}_{method}_w{bits}.onnx"
+            report = quantize_model(fp32, path, CAMVID / "train", method, args.frames,
+                                    exclude=tuple(args.keep_float), target=args.target,
+                                    weight_bits=bits)
+            # warn, not refuse: an 8-bit file on a CPU without VNNI is scored as it computes.
+            check = OnnxRuntimeBackend(path, self_check="warn", report=print).self_check
+            table[method] = {**score(bag, path), **latency(path),
+                             "weight_bits": bits,
+                             "saturation": saturation_report(path).summary(),
+                             "self_check": check.record() if check else None,
+                             "quantize_seconds": round(report.seconds, 1),
+                             "quantized_nodes": report.quantized_nodes}
+            print(f"{bits}-bit {method}", table[method]["miou"], table[method]["p50_ms"])
     best = max(args.methods, key=lambda m: results["int8"][m]["miou"])
     results["chosen"] = best
-    chosen = work / f"textseg_default_int8{suffix}_{best}.onnx"
+    chosen = work / f"textseg_default_int8{suffix}_{best}_w7.onnx"
     atomic_write_bytes(ROOT / "models" / f"textseg_default_int8{suffix}.onnx",
                        chosen.read_bytes())
     atomic_write_bytes(ROOT / "training" / "results" / f"int8{suffix}_default_model.json",
@@ -110,10 +129,11 @@ def main() -> int:
     fp = results["fp32"]
     print(f"\n| model | val mIoU % | ORT p50 ms | ORT p99 ms |\n|---|---:|---:|---:|\n"
           f"| fp32 | {fp['miou']:.2f} | {fp['p50_ms']:.1f} | {fp['p99_ms']:.1f} |")
-    for method, r in results["int8"].items():
-        mark = " (chosen)" if method == best else ""
-        print(f"| int8 {method}{mark} | {r['miou']:.2f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} |")
+    for bits, table in ((7, results["int8"]), (8, results.get("int8_8bit_weights", {}))):
+        for method, r in table.items():
+            mark = " (chosen)" if method == best and bits == 7 else ""
+            print(f"| int8 {bits}-bit {method}{mark} | {r['miou']:.2f} | {r['p50_ms']:.1f} | "
+                  f"{r['p99_ms']:.1f} |")
     return 0
 
 

@@ -7,6 +7,9 @@ it, so the checks here read the files' own weights: they fail on every machine a
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -148,3 +151,61 @@ def test_onnxruntime_refuses_a_saturating_file_on_a_cpu_without_vnni(
     monkeypatch.setattr(textseg.cpu, "_CURRENT", parse_cpuinfo(
         "model name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni\n", "x86_64"))
     OnnxRuntimeBackend(full).close()
+
+
+EMULATED = """
+import sys
+import shutil
+from pathlib import Path
+
+import numpy as np
+from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
+from textseg.engine.self_check import SelfCheckFailed
+frame = np.load(sys.argv[1])
+for model, out in zip(sys.argv[2::2], sys.argv[3::2]):
+    np.save(out, OnnxRuntimeBackend(model, self_check="off").infer(frame).labels)
+try:
+    OnnxRuntimeBackend(sys.argv[2])
+    print("REFUSED: no")
+except SelfCheckFailed as exc:
+    print("REFUSED:", exc)
+"""
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
+                    reason="qemu-user is not installed (apt-get install qemu-user): no CPU "
+                    "without VNNI to emulate")
+def test_on_an_emulated_cpu_without_vnni(tiny_model_path, tmp_path, camvid_dir):
+    """The tiny model's int8 files on an emulated AVX2 CPU (scripts/emulate_cpu.sh): 7-bit
+    weights give the host's labels, 8-bit weights are refused naming the missing feature, and
+    when forced they compute other labels than the host."""
+    import subprocess
+
+    import cv2
+
+    from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
+
+    frame = cv2.cvtColor(cv2.imread(str(sorted((camvid_dir / "val").glob("*.png"))[3])),
+                         cv2.COLOR_BGR2RGB)
+    np.save(tmp_path / "frame.npy", frame)
+    models = {bits: _quantized(tiny_model_path, tmp_path, camvid_dir, "tensorrt", bits)
+              for bits in (8, 7)}
+    script = tmp_path / "emulated.py"
+    script.write_text(EMULATED)
+    args = [str(tmp_path / "frame.npy")]
+    for bits, model in models.items():
+        args += [str(model), str(tmp_path / f"labels{bits}.npy")]
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([str(root / "scripts" / "emulate_cpu.sh"), str(script), *args],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "REFUSED: " in run.stdout and "emulated by QEMU" in run.stdout
+    assert "no AVX512-VNNI / AVX-VNNI" in run.stdout
+    agreement = {}
+    for bits, model in models.items():
+        host = OnnxRuntimeBackend(model, self_check="off").infer(frame).labels
+        emulated = np.load(tmp_path / f"labels{bits}.npy")
+        agreement[bits] = float((host == emulated).mean())
+    print("agreement host vs emulated", agreement)
+    assert agreement[7] >= 0.999, agreement
+    assert agreement[8] < agreement[7], agreement

@@ -940,12 +940,15 @@ def test_bake_cli_bakes_batch_profiles_with_fake_tensorrt_module(tiny_model_path
     from textseg import cli
     from textseg.engine import cuda_runtime, tensorrt_backend
 
-    trt, calls = make_fake_tensorrt(fake_gpu)
+    # The stand-in computes the model's own labels, so the bake's self-check passes.
+    reference = load_backend(tiny_model_path, "onnxruntime", self_check="off")
+    trt, calls = make_fake_tensorrt(fake_gpu, compute_labels=lambda images: np.stack(
+        [r.labels for r in reference.infer_batch(list(images))]))
     monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda: trt)
     monkeypatch.setattr(cuda_runtime, "load_cuda_runtime", lambda: fake_gpu)
     assert cli.main(["bake", str(tiny_model_path), "--size", "64x48", "--max-batch", "2",
                      "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "ready (fp16 64x48, batch 1-2)" in out
+    assert "ready (fp16 64x48, batch 1-2)" in out and "self-check passed" in out
     assert [c[2] for c in calls if c[0] == "set_shape"] == [(1, 48, 64, 3), (2, 48, 64, 3)]
     assert len(list(tmp_path.glob("*.b2.*.engine"))) == 1

@@ -78,11 +78,16 @@ def _int8_summary(model) -> str:
 
 def _self_check(args: argparse.Namespace) -> int:
     from textseg.engine import load_backend
-    from textseg.engine.self_check import SELF_CHECK_KEY, SelfCheckFailed, make_self_check, shrink
+    from textseg.engine.self_check import (
+        SELF_CHECK_KEY,
+        SelfCheckFailed,
+        check_images,
+        make_self_check,
+    )
 
     model = Path(args.model)
     if args.embed:
-        from textseg.engine.onnx_file import read_onnx_summary, with_metadata
+        from textseg.engine.onnx_file import describe_model, read_onnx_summary, with_metadata
         from textseg.engine.quantize import calibration_frames
         from textseg.engine.tensorrt_rules import model_precision
         from textseg.fileio import atomic_write_bytes
@@ -92,7 +97,8 @@ def _self_check(args: argparse.Namespace) -> int:
             raise ValueError(f"{reference} is not an fp32 model: the self-check's labels come "
                              "from the fp32 reference (--reference FP32.onnx)")
         read_onnx_summary(model)  # a clear error for a file that is not a model
-        frames = [shrink(f[0]) for f in calibration_frames(args.embed, args.frames)]
+        size = describe_model(reference).info.network_input_size
+        frames = check_images(calibration_frames(args.embed, args.frames), size, args.frames)
         check = make_self_check(reference, frames)
         atomic_write_bytes(model, with_metadata(model.read_bytes(),
                                                 {SELF_CHECK_KEY: check.to_metadata()}))
@@ -421,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     fp16.add_argument("--output", default="", help="default: MODEL_fp16.onnx")
     fp16.set_defaults(func=_fp16)
 
+    from textseg.engine.self_check import CHECK_FRAMES
+
     check = sub.add_parser(
         "self-check", help="run (or embed) a model's load-time self-check",
         description="Every textseg model carries a few small frames and the labels its fp32 "
@@ -436,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TensorRT engine precision")
     check.add_argument("--embed", type=Path, default=None, metavar="DIR",
                        help="folder of camera frames: write a self-check into MODEL first")
-    check.add_argument("--frames", type=int, default=3, help="frames to embed")
+    check.add_argument("--frames", type=int, default=CHECK_FRAMES,
+                       help="frames to embed (stored at the network's input size)")
     check.add_argument("--reference", default="",
                        help="fp32 model whose labels are the reference (default: MODEL)")
     check.set_defaults(func=_self_check)

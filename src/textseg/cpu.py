@@ -10,6 +10,7 @@ Arm's BF16. Read from /proc/cpuinfo (Linux); elsewhere the fields say "unknown".
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict, dataclass
 
@@ -92,11 +93,13 @@ _CURRENT: CpuFeatures | None = None
 
 
 def cpu_features() -> CpuFeatures:
-    """This machine's CPU (read once)."""
+    """This machine's CPU (read once). $TEXTSEG_CPUINFO names a file to read instead of
+    /proc/cpuinfo: under a CPU emulator (scripts/emulate_cpu.sh) /proc/cpuinfo is the host's."""
     global _CURRENT
     if _CURRENT is None:
+        source = os.environ.get("TEXTSEG_CPUINFO") or "/proc/cpuinfo"
         try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            with open(source, encoding="utf-8", errors="replace") as handle:
                 text = handle.read()
         except OSError:
             text = ""

@@ -28,7 +28,8 @@ from textseg.engine.contract import (
     LABELS_OUTPUT,
     ModelInfo,
 )
-from textseg.engine.self_check import CHECK_FRAMES, SELF_CHECK_KEY, make_self_check, shrink
+from textseg.engine.self_check import SELF_CHECK_KEY, make_self_check
+from textseg.engine.self_check import check_images as self_check_frames
 from textseg.engine.tensorrt_rules import require_tensorrt_rules
 from textseg.fileio import atomic_write_bytes
 from textseg_training.results import portable
@@ -271,9 +272,9 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
                        extra={**info.extra, "evaluation": json.dumps(evaluation)})
     images = check_images if check_images is not None else [frame.numpy() for frame in sample]
     # The load-time self-check: the exported graph's own fp32 labels on a few of the check
-    # frames, shrunk (textseg.engine.self_check); every backend compares against them.
+    # frames at the network's size (textseg.engine.self_check); every backend compares.
     self_check = make_self_check(proto.SerializeToString(),
-                                 [shrink(image) for image in images[:CHECK_FRAMES]],
+                                 self_check_frames(images, info.network_input_size),
                                  reference=path.name)
     info = replace(info, extra={**info.extra, SELF_CHECK_KEY: self_check.to_metadata()})
     for key, value in info.to_metadata().items():

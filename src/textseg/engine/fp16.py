@@ -48,7 +48,7 @@ def convert_to_fp16(model: str | Path, output: str | Path,
         raise RuntimeError(f"textseg fp16 needs the onnx package ({exc}); pip install onnx"
                            ) from None
     from textseg.engine.onnx_file import describe_model
-    from textseg.engine.self_check import CHECK_FRAMES, SELF_CHECK_KEY, make_self_check, shrink
+    from textseg.engine.self_check import SELF_CHECK_KEY, check_images, make_self_check
     from textseg.engine.tensorrt_rules import require_tensorrt_rules
 
     model, output = Path(model), Path(output)
@@ -66,7 +66,7 @@ def convert_to_fp16(model: str | Path, output: str | Path,
     if SELF_CHECK_KEY not in meta and check_frames:
         # The fp32 source's labels on the first frames: what the fp16 file must reproduce.
         meta[SELF_CHECK_KEY] = make_self_check(
-            model, [shrink(f[0] if f.ndim == 4 else f) for f in check_frames[:CHECK_FRAMES]]
+            model, check_images(check_frames, source.info.network_input_size)
         ).to_metadata()
     del half.metadata_props[:]
     for key, value in meta.items():

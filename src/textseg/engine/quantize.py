@@ -35,7 +35,7 @@ import numpy as np
 from textseg.engine.calibration import IMAGE_SUFFIXES
 from textseg.engine.contract import INPUT_NAME
 from textseg.engine.onnx_file import CPU_ONLY_TARGET
-from textseg.engine.self_check import SELF_CHECK_KEY, make_self_check, shrink
+from textseg.engine.self_check import SELF_CHECK_KEY, check_images, make_self_check
 from textseg.fileio import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -184,7 +184,7 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
         # The fp32 source's labels on a few calibration frames, shrunk: the reference every
         # backend compares this file's labels with when it opens it.
         meta[SELF_CHECK_KEY] = make_self_check(
-            model, [shrink(frame[0]) for frame in images[:: max(1, len(images) // 3)][:3]]
+            model, check_images(images, source.info.network_input_size)
         ).to_metadata()
     meta["quantization"] = json.dumps({
         "format": "QDQ", "target": "tensorrt" if target == "tensorrt" else CPU_ONLY_TARGET,
