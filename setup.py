@@ -8,7 +8,7 @@ PACKAGE = "textseg"
 
 setup(
     name=PACKAGE,
-    version="0.3.0",
+    version="0.4.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
     data_files=[

@@ -4,4 +4,4 @@ Never imports torch or open_clip: the training side lives in the sibling package
 ``textseg_training``.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -427,15 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
     fp16.add_argument("--output", default="", help="default: MODEL_fp16.onnx")
     fp16.set_defaults(func=_fp16)
 
-    from textseg.engine.self_check import CHECK_FRAMES
+    from textseg.engine.self_check import CHECK_FRAMES, THRESHOLDS
 
+    needs = ", ".join(f"{name} {100 * value:g} %" for name, value in THRESHOLDS.items())
     check = sub.add_parser(
         "self-check", help="run (or embed) a model's load-time self-check",
-        description="Every textseg model carries a few small frames and the labels its fp32 "
+        description="Every textseg model carries a few frames and the labels its fp32 "
         "reference gave for them; every backend runs them when it opens the model and refuses "
-        "it when too few labels agree (fp32 99.5 %%, fp16 99 %%, int8 98 %% of the pixels "
-        "away from label boundaries). This runs the check on this machine and backend, exit "
-        "code 1 on failure. --embed DIR writes a self-check into MODEL (labels from MODEL, or "
+        f"it when too few labels agree ({needs} of the pixels away from label boundaries). "
+        "This runs the check on this machine and backend, exit code 1 on failure. --embed "
+        "DIR writes a self-check into MODEL (labels from MODEL, or "
         "from --reference, an fp32 model) for files made before textseg 0.4.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     check.add_argument("model", help="textseg ONNX model or baked .engine")

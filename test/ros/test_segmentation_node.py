@@ -570,8 +570,27 @@ def _engine_with_sidecar(tmp_path, tiny):
     return path
 
 
+def _tampered_model(tmp_path, tiny):
+    """The tiny model with its class scores permuted and its stored self-check kept."""
+    onnx = pytest.importorskip("onnx", reason="the onnx package is needed to edit a model")
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(tiny))
+    inits = {t.name: t for t in proto.graph.initializer}
+    conv = [n for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in inits
+            and numpy_helper.to_array(inits[n.input[1]]).shape[0] == 11][-1]
+    for name in conv.input[1:]:
+        inits[name].CopyFrom(numpy_helper.from_array(
+            numpy_helper.to_array(inits[name])[::-1].copy(), name))
+    path = tmp_path / "tampered.onnx"
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
 @pytest.mark.parametrize("parameters, message", [
     ({"model": "does/not/exist.onnx"}, "model file not found: does/not/exist.onnx"),
+    ({"model": _tampered_model}, "self-check FAILED"),
+    ({"self_check": "maybe"}, "self_check 'maybe' is not one of"),
     ({"model": _text_file}, "is not an ONNX model"),
     ({"model": _onnx_without_metadata}, "is not a textseg model"),
     ({"model": _float_input_model}, "expected a uint8 input 'image'"),
@@ -606,3 +625,28 @@ def test_bad_start_up_gives_one_clear_error(parameters, message, tiny_model_path
     assert message in log
     assert "Traceback" not in log
     assert log.count("[FATAL]") == 1, log
+
+
+def test_self_check_warn_runs_a_failing_model_and_says_so(tiny_model_path, ros_env,
+                                                           ros_context, camvid_frames,
+                                                           tmp_path):
+    """self_check: warn: the node serves frames, logs the failed check and reports it on
+    /diagnostics; a passing model reports its agreement there too."""
+    tampered = _tampered_model(tmp_path, tiny_model_path)
+    node = NodeProcess({"model": str(tampered), "self_check": "warn", "threads": 1,
+                        "diagnostics_period": 0.3}, env=ros_env, namespace="/warned").start()
+    client = FrameClient(context=ros_context, image_topic="/warned/image",
+                         labels_topic="/warned/labels/image", diagnostics=True)
+    try:
+        client.wait_for_node(timeout=60.0, alive=node.alive)
+        (_, rgb), = camvid_frames(1)
+        assert client.exchange(client.image_message(rgb, "rgb8", _stamp(), "w"), 20.0)
+        entry = _diagnostics_when(client, "/warned/segmentation_node",
+                                  lambda v: v.get("self-check", "-") != "-")
+        assert entry is not None, node.log_text()[-2000:]
+        assert entry[0]["self-check"].startswith("self-check FAILED")
+    finally:
+        client.close()
+        assert node.stop() == 0, node.log_text()[-2000:]
+    log = node.log_text()
+    assert "WARNING" in log and "self-check FAILED" in log and str(tampered) in log

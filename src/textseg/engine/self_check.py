@@ -11,9 +11,12 @@ neighbourhood has one label): a TensorRT engine runs the frames resized to its o
 which moves label boundaries by a pixel without anything being wrong. What the check is for
 (saturated int8 sums, tampered weights, a broken engine) changes whole regions.
 
-Thresholds per precision of what runs (measured, docs/engines.md#self-check): fp32 and fp16
-agree with the reference on >= 99.99 % of those pixels on every machine tried, the 7-bit int8
-files on >= 99.3 %; the 8-bit int8 files on a CPU without VNNI fell to 96.6 % / 83.9 %.
+Thresholds per precision of what runs, from the default model's measured agreement
+(docs/engines.md#the-load-time-self-check): fp32 and fp16 agree on 100.00 % of those pixels,
+the shipped 7-bit int8 files on 99.73 % (TensorRT form) and 99.84 % (CPU form), identically on
+an emulated CPU without VNNI; there the old 8-bit files fell to 94.89 % and 98.74 % (CamVid val
+-10.8 and -2.3 mIoU). The int8 threshold sits between the two. Saturating files are refused
+before this check by their weights (textseg.engine.int8_saturation); this is the second line.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ SELF_CHECK_KEY = "self_check"
 # (the 8-bit CPU file without VNNI: 99.64 % agreement at 160x120, 99.02 % at 480x360).
 CHECK_FRAMES = 2
 # The least interior-pixel agreement with the fp32 reference that each precision must reach.
-THRESHOLDS = {"fp32": 0.995, "fp16": 0.99, "int8": 0.98}
+THRESHOLDS = {"fp32": 0.995, "fp16": 0.99, "int8": 0.99}
 POLICIES = ("refuse", "warn", "off")
 BOUNDARY_KERNEL = 5
 
