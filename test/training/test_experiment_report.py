@@ -1,4 +1,4 @@
-"""The text experiment's report (textseg_training/experiment.py) and the README block it owns."""
+"""The text experiment's report (textseg_training/experiment.py) and the docs block it owns."""
 
 from __future__ import annotations
 
@@ -71,6 +71,6 @@ def test_the_readme_block_is_the_report_of_the_committed_results():
     if not RESULTS.is_file():
         pytest.skip(f"{RESULTS.name} not recorded yet (scripts/run_cpu_protocol.sh)")
     runs = json.loads(RESULTS.read_text())["runs"]
-    assert marked_block(ROOT / "README.md") == protocol_report(runs), (
-        "README's experiment table is stale: run textseg-train results "
-        "training/results/camvid_cpu_protocol.json --protocol --update README.md")
+    assert marked_block(ROOT / "docs" / "experiment.md") == protocol_report(runs), (
+        "docs/experiment.md's table is stale: run textseg-train results "
+        "training/results/camvid_cpu_protocol.json --protocol --update docs/experiment.md")

@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print a markdown table of the runs recorded in FILE: per row id, val "
         "mIoU mean ± sample std over seeds and each seed's value; --compare A:B adds the "
         "paired difference B - A by seed and whether it exceeds the seed-to-seed spread. "
-        "README tables are made with this command, never typed.")
+        "The tables in docs/ are made with this command, never typed.")
     results.add_argument("file", type=Path, help="results JSON (e.g. training/results/*.json)")
     results.add_argument("--rows", nargs="+", default=[], help="row ids in this order")
     results.add_argument("--classes", default="",
