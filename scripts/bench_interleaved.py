@@ -66,6 +66,9 @@ def main() -> int:
                                  "inferences": len(times[name])}
                           for name, r in rounds.items()}}
     first = next(iter(results["models"].values()))["median_of_round_medians_ms"]
+    from textseg.cpu import cpu_features
+
+    print(f"CPU: {cpu_features().describe()}")
     print("| model | median of round medians ms | p50 | p99 | vs the first |\n"
           "|---|---:|---:|---:|---:|")
     for name, figures in results["models"].items():

@@ -113,8 +113,11 @@ def fuzz(messages: int) -> dict:
 
 def markdown(report: dict, command: str) -> str:
     s = report["soak"]
+    from textseg.cpu import cpu_features
+
     lines = ["# Soak test", "", f"Command: `{command}` (this machine: "
-             f"{os.cpu_count()} cores, CPU only, ONNX Runtime).", "",
+             f"{os.cpu_count()} cores of {cpu_features().describe()}, CPU only, ONNX Runtime).",
+             "",
              f"{s['model']} at {s['size']}, {s['minutes']:g} min at {s['factor']:g}x the "
              f"backend's capacity ({s['capacity_fps']} FPS, published at {s['rate_hz']} Hz), "
              "every output subscribed.", "",
