@@ -142,7 +142,7 @@ def test_embedding_a_self_check_changes_nothing_else(tmp_path, camvid_dir):
     assert main(["self-check", str(copy), "--backend", "onnxruntime"]) == 0
 
 
-@pytest.mark.parametrize("size", [(720, 1280), (240, 320)])
+@pytest.mark.parametrize("size", [(720, 1280), (240, 320), (120, 160)])
 def test_resized_run_counts_interior_pixels_only(size):
     """A TensorRT engine has one input size: the frames run resized to it and the labels come
     back with nearest-neighbour; boundary pixels moved by the resizing do not count (the

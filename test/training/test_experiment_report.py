@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from textseg_training.experiment import (
+pytest.importorskip("textseg_training.experiment",
+                    reason="training package not installed (runtime-only environment)")
+
+from textseg_training.experiment import (  # noqa: E402
     BEGIN,
     END,
     comparisons_table,

@@ -272,9 +272,12 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
                        extra={**info.extra, "evaluation": json.dumps(evaluation)})
     images = check_images if check_images is not None else [frame.numpy() for frame in sample]
     # The load-time self-check: the exported graph's own fp32 labels on a few of the check
-    # frames at the network's size (textseg.engine.self_check); every backend compares.
+    # frames at the network's size (textseg.engine.self_check); every backend compares. Without
+    # real frames, blocks of colour: unlike noise, their labels survive the resizing to a
+    # TensorRT engine's input size.
+    stored = check_images if check_images is not None else block_frames(info.network_input_size)
     self_check = make_self_check(proto.SerializeToString(),
-                                 self_check_frames(images, info.network_input_size),
+                                 self_check_frames(stored, info.network_input_size),
                                  reference=path.name)
     info = replace(info, extra={**info.extra, SELF_CHECK_KEY: self_check.to_metadata()})
     for key, value in info.to_metadata().items():
@@ -290,6 +293,35 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
     atomic_write_bytes(path, data)
     return ExportReport(path=path, size_bytes=len(data), parity_pixels=pixels,
                         parity_agreement=agreement, evaluation=evaluation)
+
+
+def block_frames(size: tuple[int, int], count: int = 2, seed: int = 0) -> list[np.ndarray]:
+    """Synthetic frames of random colour blocks (6 x 8 of them): stand-ins for camera frames
+    whose labels, unlike those of noise, keep their regions when the frame is resized."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    frames = []
+    for _ in range(count):
+        cells = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        rows = np.arange(height) * 6 // height
+        cols = np.arange(width) * 8 // width
+        frames.append(np.ascontiguousarray(cells[rows][:, cols]))
+    return frames
+
+
+def training_frames(config: dict[str, Any], count: int = 2) -> list[np.ndarray] | None:
+    """`count` raw frames spread over the training split a checkpoint was trained on, or None
+    when that data cannot be read here."""
+    from textseg_training.trainer.config import TrainConfig
+    from textseg_training.trainer.data_setup import build_datasets
+
+    try:
+        train_config = TrainConfig.from_dict(config, source="checkpoint config")
+        train_set, _, _ = build_datasets(train_config, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        picks = np.linspace(0, len(train_set) - 1, count).round().astype(int)
+        return [np.ascontiguousarray(train_set.load_raw(int(i))[0]) for i in picks]
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
 
 
 def evaluate_artifact(data: bytes, dataset: Any, info: ModelInfo) -> dict[str, Any]:
@@ -406,6 +438,9 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool
                      extra={"training_config": json.dumps(portable(data["config"])),
                             **(metadata or {})})
     val_set = _validation_set(data["config"], model) if evaluate else None
+    if check_images is None:
+        # Real frames of the training split for the checks and the stored self-check.
+        check_images = training_frames(data["config"])
     return export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,
                        with_confidence=confidence, check_images=check_images,
                        evaluate_on=val_set)
