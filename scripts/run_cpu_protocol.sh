@@ -16,6 +16,13 @@
 #     same_machine  TGM and bridge, stages 1 and 2, rerun side by side in one session (rows
 #             *_rerun), SEEDS: pairs the two fusions on one machine, since one earlier machine
 #             did not repeat the others' runs (docs/experiment.md)
+#     prompt_pilot  issue 21's pilots for the prompts' learning-rate budget: stage 1 on the
+#             prompts' initial embeddings (seed 0), then the new stage 2 (TGM projection
+#             frozen) for 100 iterations at each of PILOT_MULTS (default "1 10 50 135");
+#             rows in training/results/prompt_lr_pilot.json, movement by `textseg-train prompts`
+#     prompts  issue 21's rows, SEEDS: stage1_initial_prompts, stage2_prompts (the new stage 2
+#             at prompt_lr_mult=PROMPT_LR_MULT), stage2_prompts_frozen (prompts kept at init),
+#             stage2_prompts_only (everything but the prompts frozen: the paper's words)
 # SEEDS="0 1 2" by default; BRIDGE_SIZE=NxD (default 2x128); OTHER_BACKBONE (default
 # efficientnet_lite1, the other backbone with ImageNet weights here); TEXTSEG_RUNS says where run folders go (default ./runs).
 # The table: .venv/bin/textseg-train results training/results/camvid_cpu_protocol.json --protocol
@@ -31,6 +38,8 @@ train="$root/.venv/bin/textseg-train"
 what="${1:-main}"
 bridge_size="${BRIDGE_SIZE:-2x128}"
 other_backbone="${OTHER_BACKBONE:-efficientnet_lite1}"
+pilot_mults="${PILOT_MULTS:-1 10 50 135}"
+prompt_lr_mult="${PROMPT_LR_MULT:-}"
 bridge=(text_fusion=bridge "bridge_layers=${bridge_size%x*}" "bridge_width=${bridge_size#*x}")
 
 run() {  # ROW SEED CONFIG [KEY=VALUE ...]
@@ -115,8 +124,30 @@ case "$what" in
         "init_from=$(stage1_of bridge_stage1_text_rerun "$seed")"
     done
     ;;&
+  prompt_pilot)
+    results="$root/training/results/prompt_lr_pilot.json"
+    run stage1_initial_prompts 0 stage1.yaml stage1_text=initial_prompts
+    for mult in $pilot_mults; do
+      run "pilot_prompt_lr_mult_$mult" 0 stage2.yaml stage2_trains=heads iterations=100 \
+        "prompt_lr_mult=$mult" "init_from=$(stage1_of stage1_initial_prompts 0)"
+    done
+    ;;
+  prompts)
+    if [ -z "$prompt_lr_mult" ]; then
+      echo "part prompts: set PROMPT_LR_MULT (chosen with part prompt_pilot)" >&2; exit 2
+    fi
+    for seed in $seeds; do
+      run stage1_initial_prompts "$seed" stage1.yaml stage1_text=initial_prompts
+      from="init_from=$(stage1_of stage1_initial_prompts "$seed")"
+      run stage2_prompts "$seed" stage2.yaml stage2_trains=heads \
+        "prompt_lr_mult=$prompt_lr_mult" "$from"
+      run stage2_prompts_frozen "$seed" stage2.yaml stage2_trains=heads prompt_lr_mult=0 "$from"
+      run stage2_prompts_only "$seed" stage2.yaml stage2_trains=prompts \
+        "prompt_lr_mult=$prompt_lr_mult" "$from"
+    done
+    ;;
   main|sweep|stride|clip|prompt_control|bridge_sweep|bridge|bridge_backbone|same_machine|all) ;;
   *) echo "unknown part '$what': main, sweep, stride, clip, prompt_control, bridge_sweep," \
-       "bridge, bridge_backbone, same_machine or all" >&2; exit 2 ;;
+       "bridge, bridge_backbone, same_machine, prompt_pilot, prompts or all" >&2; exit 2 ;;
 esac
 echo "== done ($(date -u +%H:%M:%S))"

@@ -187,7 +187,7 @@ def test_encoder_is_frozen_and_stays_eval(clip_encoder):
 
 def test_context_too_short_is_a_clear_error(clip_encoder):
     with pytest.raises(ValueError, match="raise context_length"):
-        clip_encoder.prompt_learner(["a very long class name with many many words"], 11)
+        PromptLearner(clip_encoder, ["a very long class name with many many words"], 11)
 
 
 def test_phrase_prompts_reproduce_encode(clip_encoder):
@@ -205,7 +205,7 @@ def test_phrase_prompts_reproduce_encode(clip_encoder):
 
 @pytest.mark.parametrize("num_prompts", [3, 11])
 def test_gradient_reaches_prompts_only(clip_encoder, num_prompts):
-    learner = clip_encoder.prompt_learner(CAMVID_NAMES, num_prompts=num_prompts)
+    learner = PromptLearner(clip_encoder, CAMVID_NAMES, num_prompts=num_prompts)
     assert learner.prompts.shape == (11, num_prompts, 512)
     assert list(learner.state_dict()) == ["prompts"]
     assert [name for name, _ in learner.named_parameters()] == ["prompts"]

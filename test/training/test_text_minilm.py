@@ -66,7 +66,7 @@ def test_phrase_prompts_reproduce_encode(minilm):
 
 @pytest.mark.parametrize("num_prompts", [2, 11])
 def test_gradient_reaches_prompts_only(minilm, num_prompts):
-    learner = minilm.prompt_learner(CAMVID_NAMES, num_prompts=num_prompts, init_std=0.02)
+    learner = PromptLearner(minilm, CAMVID_NAMES, num_prompts=num_prompts, init_std=0.02)
     assert learner.prompts.shape == (11, num_prompts, 384)
     out = learner()
     assert out.shape == (11, 384)

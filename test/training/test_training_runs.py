@@ -111,6 +111,60 @@ def test_stage2_leaves_the_backbone_bit_identical_and_learns_prompts(
     assert not torch.equal(final, first)
 
 
+@pytest.fixture(scope="module")
+def stage1_on_initial_prompts(tiny_dataset, tmp_path_factory):
+    """Stage 1 trained on the embeddings stage 2's prompts start from (M = 4, seed 0), with
+    its final evaluation."""
+    pytest.importorskip("transformers", reason="MiniLM text encoder needs transformers")
+    out = tmp_path_factory.mktemp("stage1_initial_prompts")
+    trainer = Trainer(_config(tiny_dataset, out, stage="stage1", stage1_text="initial_prompts",
+                              num_prompts=4), progress=False)
+    trainer.fit()
+    return out / "last.pt", trainer.evaluate()
+
+
+def _stage2(tiny_dataset, checkpoint, out, **overrides):
+    return Trainer(_config(tiny_dataset, out, stage="stage2", init_from=str(checkpoint),
+                           iterations=2, num_prompts=4, **overrides), progress=False)
+
+
+def test_prompts_only_stage2_at_iteration_0_is_stage1_exactly(tiny_dataset,
+                                                              stage1_on_initial_prompts,
+                                                              tmp_path):
+    checkpoint, stage1_eval = stage1_on_initial_prompts
+    trainer = _stage2(tiny_dataset, checkpoint, tmp_path, stage2_trains="prompts")
+    embeddings = trainer.model.tgm.text_embeddings.clone()
+    with torch.no_grad():
+        assert torch.equal(trainer.prompt_learner().float().cpu(), embeddings.cpu())
+    at_start = trainer.evaluate()
+    assert at_start.miou == stage1_eval.miou
+    assert (at_start.confusion == stage1_eval.confusion).all()
+
+
+@pytest.mark.parametrize(("trains", "frozen", "learning"), [
+    ("heads", ("backbone.", "detail_head.", "tgm.proj."), ("conv_out.",)),
+    ("prompts", ("",), ()),  # every tensor of the model, BN statistics included
+    ("heads+projection", ("backbone.", "detail_head."), ("conv_out.", "tgm.proj.")),
+])
+def test_stage2_changes_only_what_it_trains(tiny_dataset, stage1_on_initial_prompts, tmp_path,
+                                            trains, frozen, learning):
+    checkpoint, _ = stage1_on_initial_prompts
+    trainer = _stage2(tiny_dataset, checkpoint, tmp_path, stage2_trains=trains)
+    before = _state(trainer.model)
+    prompts_before = trainer.prompt_learner.prompts.detach().clone()
+    trainer.fit()
+    after = _state(trainer.model)
+    for prefix in frozen:
+        changed = [k for k in before if k.startswith(prefix) and
+                   not k.endswith("text_embeddings") and not torch.equal(before[k], after[k])]
+        assert not changed, f"stage2_trains {trains}: {changed[:3]} changed"
+    for prefix in learning:
+        assert any(not torch.equal(before[k], after[k]) for k in before
+                   if k.startswith(prefix)), f"stage2_trains {trains}: {prefix} did not learn"
+    # The loss reaches the prompts whatever else is frozen.
+    assert not torch.equal(trainer.prompt_learner.prompts.detach(), prompts_before)
+
+
 def test_frozen_prompts_stay_at_their_initial_values_while_the_head_trains(
         tiny_dataset, stage1_checkpoint, tmp_path):
     """prompt_lr_mult 0: the control that tells prompt learning from stage 2's extra head
@@ -476,3 +530,23 @@ def test_random_embeddings_control_is_fixed_unit_vectors_of_the_encoder_width(
 def test_text_control_misuse_is_refused_by_name(tiny_dataset, tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
         _config(tiny_dataset, tmp_path, **settings)
+
+
+def test_prompt_report_measures_how_far_the_prompts_moved(tiny_dataset,
+                                                          stage1_on_initial_prompts, tmp_path):
+    from textseg_training.prompt_report import movement_table, prompt_movement
+
+    checkpoint, _ = stage1_on_initial_prompts
+    moved = _stage2(tiny_dataset, checkpoint, tmp_path / "moved", prompt_lr_mult=50.0)
+    moved.fit()
+    kept = _stage2(tiny_dataset, checkpoint, tmp_path / "kept", prompt_lr_mult=0.0)
+    kept.fit()
+    report = prompt_movement(tmp_path / "moved" / "last.pt")
+    still = prompt_movement(tmp_path / "kept" / "last.pt")
+    assert still["prompt_relative_change"] == 0.0 and still["embedding_cosine_min"] == 1.0
+    assert report["prompt_relative_change"] > 0.0 and report["embedding_cosine_min"] < 1.0
+    assert report["prompt_std_initial"] == still["prompt_std_initial"]  # the same seeded draw
+    assert report["text_loss_last20"] is not None
+    assert "| moved | 50 | 2 |" in movement_table([report])
+    with pytest.raises(ValueError, match="has no prompts"):
+        prompt_movement(checkpoint)

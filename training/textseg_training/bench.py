@@ -61,7 +61,7 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
                          context_length: int | None, num_classes: int = 11,
                          ignore_index: int = 11, rounds: int = 3,
                          modes: tuple[str, ...] = ("fp32",)) -> list[StepTiming]:
-    from textseg_training.text import build_text_encoder
+    from textseg_training.text import PromptLearner, build_text_encoder
 
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
@@ -93,7 +93,8 @@ def bench_training_steps(stages: tuple[str, ...], backbone: str, batch: int,
             model.set_text_embeddings(encoder.encode(names))
         elif stage == "stage2":
             model.freeze_backbone()
-            prompts = encoder.prompt_learner(names)
+            model.freeze_text_projection()  # stage 2 as it trains since textseg 0.4
+            prompts = PromptLearner(encoder, names)
         groups = model.param_groups(0.01, 5e-4)
         if prompts is not None:
             groups.append({"params": list(prompts.parameters()), "lr": 0.01,

@@ -190,6 +190,21 @@ def _check_data(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _prompts(args: argparse.Namespace) -> int:
+    import json
+
+    from textseg.cpu import with_cpu
+    from textseg.fileio import atomic_write_bytes
+    from textseg_training.prompt_report import movement_table, prompt_movement
+
+    rows = [prompt_movement(path) for path in args.checkpoints]
+    print(movement_table(rows))
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(with_cpu({"runs": rows}), indent=1)
+                                       + "\n").encode())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from textseg_training.bench import MODES as BENCH_MODES
     from textseg_training.bench import STAGES as BENCH_STAGES
@@ -332,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "<!-- cpu-protocol:begin --> and <!-- cpu-protocol:end --> lines")
     results.set_defaults(func=_results)
 
+    prompts = sub.add_parser(
+        "prompts", help="how far a stage-2 run's prompts moved", formatter_class=fmt,
+        description="For stage-2 (or e2e) checkpoints: the prompts' std at init and at the "
+        "end, their relative change, the cosine between each class's initial and final "
+        "embedding (through the run's frozen encoder) and the mean L_text of the last logged "
+        "iterations. The initial prompts are drawn again from the run's seed. Example: "
+        "textseg-train prompts runs/cpu_protocol/pilot_*/last.pt --json pilot.json")
+    prompts.add_argument("checkpoints", nargs="+", type=Path)
+    prompts.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    prompts.set_defaults(func=_prompts)
     check = sub.add_parser("check-data", help="validate a dataset before training",
                            formatter_class=fmt)
     check.add_argument("config", type=Path, help=CONFIG_HELP)

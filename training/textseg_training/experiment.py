@@ -41,12 +41,17 @@ ROW_ORDER = (
     *RERUN_ROWS,
     "clip_rn50_random_weights", "clip_rn50_random_weights_stage2",
 )
+# Every stage-2 row above was trained before textseg 0.4: the TGM projection trained with
+# the head, the prompts at a budget some 135x below the paper's (issue 21).
+EARLIER_STAGE2 = "earlier stage 2 (projection trained, short prompt budget)"
 ROW_NOTES: dict[str, str] = {
+    **dict.fromkeys(("stage2_text", "stage2_text_m8", "stage2_text_m14", "stage2_text_m17",
+                     "stage2_text_m8_prompt_wd", "bridge_stage2_text"), EARLIER_STAGE2),
     "stage1_random_encoder": "control a: MiniLM architecture, random weights",
     "stage1_random_embeddings": "control b: fixed random unit vectors",
-    "stage2_random_encoder": "prompts through the random encoder",
+    "stage2_random_encoder": f"prompts through the random encoder; {EARLIER_STAGE2}",
     "stage1_text_stride1": "the paper's label-size L_text",
-    "stage2_text_frozen_prompts": "stage 2 with the prompts frozen at their initial values",
+    "stage2_text_frozen_prompts": f"prompts frozen at their initial values; {EARLIER_STAGE2}",
     "bridge_sweep_n1_d64": "bridge size sweep (N layers x width d), stage 1",
     "bridge_sweep_n1_d128": "bridge size sweep, stage 1",
     "bridge_sweep_n2_d128": "bridge size sweep, stage 1 (the default size)",
@@ -54,8 +59,11 @@ ROW_NOTES: dict[str, str] = {
     "stage1_text_efficientnet_lite1": "the other backbone, TGM",
     "bridge_stage1_text_efficientnet_lite1": "the other backbone, bridge",
     **dict.fromkeys(RERUN_ROWS, "TGM and bridge rerun side by side on one machine"),
+    **dict.fromkeys(("stage2_text_rerun", "bridge_stage2_text_rerun"),
+                    f"rerun side by side on one machine; {EARLIER_STAGE2}"),
     "clip_rn50_random_weights": "smoke run of the CLIP path, not a result",
-    "clip_rn50_random_weights_stage2": "smoke run of the CLIP path, not a result",
+    "clip_rn50_random_weights_stage2": "smoke run of the CLIP path, not a result (CLIP "
+                                       "needs no projection)",
 }
 # (row_a, row_b, what row_b - row_a asks, the paper's difference or "")
 COMPARISONS: tuple[tuple[str, str, str, str], ...] = (

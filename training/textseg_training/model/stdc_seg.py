@@ -235,9 +235,34 @@ class STDCSeg(nn.Module):
     def backbone_frozen(self) -> bool:
         return self._backbone_frozen
 
+    def freeze_text_projection(self) -> None:
+        """Freeze the TGM's 1x1 projection (F32 -> text width) with the backbone.
+
+        The authors' backbone ends at the text width (STDC's 1024 = CLIP RN50's), so in their
+        stage 2 the visual side of the cosine is fixed and only the prompts move the score map.
+        Here the projection stands for that last backbone width; trained in stage 2 it can make
+        any change to the score map the prompts could, and the text is ignored. The bridge has
+        no such single layer and is left as it is."""
+        proj = getattr(self.tgm, "proj", None) if isinstance(self.tgm, TextGuidance) else None
+        if proj is not None:
+            for p in proj.parameters():
+                p.requires_grad_(False)
+
+    def freeze_all(self) -> None:
+        """Every parameter frozen and every BN in inference mode: stage 2 where only the
+        prompts learn (the paper's "fix the STDC backbone and adjust the learnable prompts")."""
+        self.freeze_backbone()
+        self._all_frozen = True
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.train(self.training)
+
     def train(self, mode: bool = True) -> STDCSeg:
         super().train(mode)
-        if self._backbone_frozen:
+        if getattr(self, "_all_frozen", False):
+            for module in self.children():
+                module.eval()  # BN statistics never move; the loss still reaches the prompts
+        elif self._backbone_frozen:
             # A frozen backbone is always in inference mode (BN uses, never updates, its stats).
             self.backbone.eval()
         return self

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import Tensor, nn
 
-from .prompts import PromptLearner
 from .torchvision_compat import ensure_torchvision_importable
 
 _LOG = logging.getLogger(__name__)
@@ -95,12 +94,6 @@ class TextEncoder(nn.Module):
         # The plain text is the prompt path with zero learnable vectors.
         no_prompts = torch.zeros(len(names), 0, self.token_width, device=self.device)
         return self.forward_prompts(no_prompts, tokens).float()
-
-    def prompt_learner(
-        self, class_names: Sequence[str], num_prompts: int = 11, init_std: float = 0.02
-    ) -> PromptLearner:
-        """K x M class-specific learnable prompt vectors (CoOp "CSC") for this encoder."""
-        return PromptLearner(self, class_names, num_prompts=num_prompts, init_std=init_std)
 
     def prompt_tokens(self, class_names: Sequence[str], num_prompts: int) -> PromptTokens:
         """Token ids (and masks) for the names, with room for `num_prompts` vectors; on CPU."""

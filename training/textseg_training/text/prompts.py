@@ -33,6 +33,7 @@ class PromptLearner(nn.Module):
         num_prompts: int = 11,
         init_std: float = 0.02,
         init: Tensor | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if num_prompts < 1:
@@ -45,7 +46,9 @@ class PromptLearner(nn.Module):
 
         shape = (len(self.class_names), num_prompts, encoder.token_width)
         if init is None:
-            init = torch.randn(shape) * init_std
+            # A seed of its own: the same context in stage 1 (initial_prompts) and stage 2.
+            generator = None if seed is None else torch.Generator().manual_seed(seed)
+            init = torch.randn(shape, generator=generator) * init_std
         elif tuple(init.shape) != shape:
             raise ValueError(f"prompt init has shape {tuple(init.shape)}, expected {shape}")
         self.prompts = nn.Parameter(init.detach().clone().float())

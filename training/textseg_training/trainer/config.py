@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 STAGES = ("baseline", "stage1", "stage2", "e2e")
+STAGE1_TEXTS = ("class_names", "initial_prompts")
+STAGE2_TRAINS = ("heads", "prompts", "heads+projection")
 CPU_TEXT_LOSS_STRIDE = 8  # text_loss_stride: null on a CPU
 
 
@@ -50,6 +52,17 @@ class TrainConfig:
     # The prompts' LR is lr * prompt_lr_mult; 0 keeps them at their initial values (the control
     # that tells prompt learning from stage 2's extra head training).
     prompt_lr_mult: float = 1.0
+    # The prompts' random context is drawn from this seed (None: `seed`), so stage 1 can train
+    # on exactly the embeddings stage 2's prompts start from.
+    prompt_init_seed: int | None = None
+    # Stage 1's fixed embeddings: class_names (the plain names) | initial_prompts (what stage
+    # 2's prompts produce at their initial values, so stage 2 starts where stage 1 ended).
+    stage1_text: str = "class_names"
+    # What stage 2 trains besides the prompts (backbone and detail head are always frozen):
+    # heads (the TGM projection frozen too, as the backbone it stands for; head and auxiliary
+    # heads train: the authors' code) | prompts (everything frozen: the paper's words) |
+    # heads+projection (the earlier stage 2 of this project, projection trained).
+    stage2_trains: str = "heads"
     text_context_length: int | None = None  # CLIP only: shorter than 77 saves compute
     # Optimisation
     iterations: int = 10_000
@@ -125,6 +138,14 @@ class TrainConfig:
 
         if self.precision not in PRECISIONS:
             problems.append(f"precision '{self.precision}' is not one of {PRECISIONS}")
+        if self.stage1_text not in STAGE1_TEXTS:
+            problems.append(f"stage1_text '{self.stage1_text}' is not one of {STAGE1_TEXTS}")
+        elif self.stage1_text == "initial_prompts" and self.text_control == "random_embeddings":
+            problems.append("stage1_text 'initial_prompts' needs an encoder to run the prompts "
+                            "through: not with text_control 'random_embeddings'")
+        if self.stage2_trains not in STAGE2_TRAINS:
+            problems.append(f"stage2_trains '{self.stage2_trains}' is not one of "
+                            f"{STAGE2_TRAINS}")
         if self.prompt_lr_mult < 0:
             problems.append(f"prompt_lr_mult must be >= 0, got {self.prompt_lr_mult}")
         if self.lr <= 0 or self.warmup_iterations < 0:
@@ -141,6 +162,10 @@ class TrainConfig:
     @property
     def uses_text(self) -> bool:
         return self.stage != "baseline"
+
+    @property
+    def resolved_prompt_init_seed(self) -> int:
+        return self.seed if self.prompt_init_seed is None else self.prompt_init_seed
 
     @property
     def learns_prompts(self) -> bool:

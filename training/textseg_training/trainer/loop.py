@@ -85,7 +85,7 @@ class Trainer:
         self.text_identity = "none"
         text_width = 0
         if config.uses_text:
-            from textseg_training.text import build_text_encoder
+            from textseg_training.text import PromptLearner, build_text_encoder
 
             options = ({"context_length": config.text_context_length}
                        if config.text_context_length else {})
@@ -101,9 +101,20 @@ class Trainer:
             text_width = encoder.width
             if config.learns_prompts:
                 self.text_encoder = encoder.to(self.device)
-                self.prompt_learner = encoder.prompt_learner(
-                    self.class_names, num_prompts=config.num_prompts,
-                    init_std=config.prompt_init_std).to(self.device)
+                self.prompt_learner = PromptLearner(
+                    encoder, self.class_names, num_prompts=config.num_prompts,
+                    init_std=config.prompt_init_std,
+                    seed=config.resolved_prompt_init_seed).to(self.device)
+            elif config.stage1_text == "initial_prompts":
+                # What stage 2's prompts produce at their initial values (same seed, M and
+                # std), once, in fp32: stage 2 then starts exactly where stage 1 ended.
+                learner = PromptLearner(encoder, self.class_names,
+                                        num_prompts=config.num_prompts,
+                                        init_std=config.prompt_init_std,
+                                        seed=config.resolved_prompt_init_seed)
+                with torch.no_grad():
+                    fixed = learner().float()
+                del encoder, learner
             else:
                 from textseg_training.text import class_embeddings
 
@@ -135,8 +146,18 @@ class Trainer:
             config, model.backbone.input_mean, model.backbone.input_std)
         if config.init_from:
             self._init_from(model, config.init_from)
+        if config.stage == "stage2" and self.prompt_learner is not None:
+            self._say(self._continuity(model))
         if config.stage == "stage2":
-            model.freeze_backbone()
+            if config.stage2_trains == "prompts":
+                model.freeze_all()
+            else:
+                model.freeze_backbone()
+                if config.stage2_trains == "heads":
+                    model.freeze_text_projection()
+            if self.dist.enabled and config.stage2_trains == "prompts":
+                raise ValueError("stage2_trains 'prompts' runs in one process: the model has "
+                                 "nothing for DistributedDataParallel to train")
         self.model = model.to(self.device)
         self.train_module: nn.Module = self.model
         self.prompt_module: nn.Module | None = self.prompt_learner
@@ -201,6 +222,20 @@ class Trainer:
         for group in groups:
             group["initial_lr"] = group["lr"]
         return groups
+
+    def _continuity(self, model: nn.Module) -> str:
+        """Whether stage 2's prompts start from the embeddings stage 1 trained on."""
+        ended = getattr(model.tgm, "text_embeddings", None)
+        if ended is None:
+            return "stage 2: no stage-1 embeddings to compare the prompts with"
+        with torch.no_grad():
+            start = self.prompt_learner().float().cpu()
+        cosine = torch.nn.functional.cosine_similarity(start, ended.float().cpu(), dim=1)
+        if torch.allclose(start, ended.float().cpu(), atol=1e-5):
+            return "stage 2 starts where stage 1 ended (the prompts' initial embeddings)"
+        return (f"stage 2's initial prompts are not stage 1's embeddings (cosine per class "
+                f"{cosine.min().item():.3f}-{cosine.max().item():.3f}): the head re-adapts "
+                "first (train stage 1 with stage1_text: initial_prompts to avoid it)")
 
     def _load_backbone_weights(self, model: nn.Module) -> None:
         """ImageNet weights: the given file, else the backbone's shipped ones, if it has any."""
@@ -286,8 +321,10 @@ class Trainer:
         images = images.to(self.device, non_blocking=True,
                            memory_format=self.memory_format)
         labels = labels.to(self.device, non_blocking=True)
+        # The prompts run through the frozen text encoder in fp32, outside the autocast.
+        embeddings = self.text_embeddings()
         with self.precision.autocast():
-            outputs = self.train_module(images, text_embeddings=self.text_embeddings())
+            outputs = self.train_module(images, text_embeddings=embeddings)
         # The loss (OHEM's sort and every reduction) runs in fp32 whatever the precision.
         outputs = {key: value.float() for key, value in outputs.items()}
         loss, parts = self.criterion(outputs, labels)
