@@ -122,7 +122,7 @@ def test_quantized_file_carries_the_fp32_reference(tiny_model_path, tmp_path, ca
     metadata = read_onnx_summary(output).metadata
     assert metadata[SELF_CHECK_KEY] == read_onnx_summary(tiny_model_path).metadata[
         SELF_CHECK_KEY]
-    backend = OnnxRuntimeBackend(output)
+    backend = OnnxRuntimeBackend(output, self_check="warn")  # a random model's margins
     assert backend.self_check.precision == "int8"
     assert backend.self_check.threshold == THRESHOLDS["int8"]
 
