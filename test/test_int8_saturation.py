@@ -209,3 +209,25 @@ def test_on_an_emulated_cpu_without_vnni(tiny_model_path, tmp_path, camvid_dir):
     print("agreement host vs emulated", agreement)
     assert agreement[7] >= 0.999, agreement
     assert agreement[8] < agreement[7], agreement
+
+
+@pytest.mark.parametrize("raw", [True, False])  # raw_data, or int32_data varints
+def test_weights_are_read_in_either_storage(raw):
+    pytest.importorskip("onnx", reason="the onnx package is needed to build a graph")
+    from onnx import TensorProto, helper
+
+    weights = np.array([[127, -3], [64, -64]], np.int8).reshape(2, 2, 1, 1)
+    inits = [helper.make_tensor("w", TensorProto.INT8, weights.shape,
+                                weights.tobytes() if raw else weights.flatten().tolist(), raw=raw),
+             helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+             helper.make_tensor("z", TensorProto.INT8, [], [0])]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wf"]),
+             helper.make_node("Conv", ["xf", "wf"], ["y"], name="conv")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.INT8, [1, 2, 1, 1])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], initializer=inits)
+    report = saturation_report(helper.make_model(graph).SerializeToString())
+    assert report.quantized_nodes == 1 and report.max_abs_weight == 127
+    assert [(r.node, r.channels, r.worst_pair_sum) for r in report.risks] == [
+        ("conv", 1, 255 * 130)]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textseg.engine.onnx_file import _packed_varints
 from textseg.engine.tensorrt_rules import Graph, GraphNode, read_graph
 
 INT16_MAX = 32767
@@ -77,25 +78,11 @@ def _int8_values(graph: Graph, name: str) -> np.ndarray | None:
     if len(raw) == count:
         values = np.frombuffer(raw, dtype=np.int8)
     else:  # stored as packed int32_data varints (small tensors)
-        values = np.array(_varints(raw), dtype=np.int64).astype(np.int8)
+        # int32_data holds each value as a varint; negatives as 64-bit two's complement.
+        values = np.array(_packed_varints(raw), dtype=np.uint64).astype(np.int8)
         if values.size != count:
             return None
     return values.reshape(dims) if dims else values
-
-
-def _varints(raw: bytes) -> list[int]:
-    out, pos = [], 0
-    while pos < len(raw):
-        value = shift = 0
-        while True:
-            byte = raw[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        out.append(value - (1 << 64) if value >= 1 << 63 else value)
-    return out
 
 
 def _reduction_rows(node: GraphNode, weights: np.ndarray) -> np.ndarray:

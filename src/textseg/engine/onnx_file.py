@@ -100,6 +100,26 @@ def _fields(buf):
         yield number, wire, value
 
 
+def _packed_varints(value) -> list[int]:
+    """The unsigned values of a packed repeated varint field."""
+    raw, pos, out = bytes(value), 0, []
+    while pos < len(raw):
+        number, pos = _varint(raw, pos)
+        out.append(number)
+    return out
+
+
+def _tensor_dims(tensor) -> list[int]:
+    """``TensorProto.dims`` (field 1), plain or packed."""
+    dims: list[int] = []
+    for number, wire, value in _fields(tensor):
+        if number == 1 and wire == 0:
+            dims.append(value)
+        elif number == 1 and wire == 2:
+            dims.extend(_packed_varints(value))
+    return dims
+
+
 def _encode_varint(value: int) -> bytes:
     out = bytearray()
     while True:

@@ -20,23 +20,10 @@ Works on the protobuf wire format (``ModelProto.graph`` 7; ``GraphProto.initiali
 
 from __future__ import annotations
 
-from textseg.engine.onnx_file import _field_bytes, _fields, _text, _varint
+from textseg.engine.onnx_file import _field_bytes, _fields, _tensor_dims, _text
 from textseg.engine.tensorrt_rules import read_graph
 
 INT8, UINT8 = 3, 2  # onnx.TensorProto.DataType
-
-
-def _dims(tensor) -> list[int]:
-    dims: list[int] = []
-    for number, wire, value in _fields(tensor):
-        if number == 1 and wire == 0:
-            dims.append(value)
-        elif number == 1 and wire == 2:  # packed
-            pos, raw = 0, bytes(value)
-            while pos < len(raw):
-                dim, pos = _varint(raw, pos)
-                dims.append(dim)
-    return dims
 
 
 def _uint8_zero_point(tensor) -> bytes:
@@ -48,7 +35,7 @@ def _uint8_zero_point(tensor) -> bytes:
             parts.append(_field_bytes(number, wire, value))
         elif number == 8 and wire == 2:
             parts.append(_field_bytes(number, wire, value))
-    for dim in _dims(tensor):
+    for dim in _tensor_dims(tensor):
         count *= dim
     parts.append(_field_bytes(2, 0, UINT8))
     parts.append(_field_bytes(9, 2, b"\x80" * count))

@@ -31,9 +31,9 @@ from textseg.engine.onnx_file import (
     ELEM_TYPES,
     _fields,
     _metadata_entry,
+    _tensor_dims,
     _tensor_spec,
     _text,
-    _varint,
     _WireError,
     quantization_target,
 )
@@ -99,16 +99,9 @@ class Graph:
 
 def _tensor_proto(buf) -> tuple[str, str, bytes, tuple[int, ...]]:
     """(name, element type, raw data, dims) of a TensorProto (int32_data packed too)."""
-    name, dtype, raw, dims = "", "?", b"", []
+    name, dtype, raw = "", "?", b""
     for number, wire, value in _fields(buf):
-        if number == 1 and wire == 0:
-            dims.append(value)
-        elif number == 1 and wire == 2:  # packed dims
-            pos, packed = 0, bytes(value)
-            while pos < len(packed):
-                dim, pos = _varint(packed, pos)
-                dims.append(dim)
-        elif number == 2 and wire == 0:
+        if number == 2 and wire == 0:
             dtype = ELEM_TYPES.get(value, f"type<{value}>")
         elif number == 8 and wire == 2:
             name = _text(value)
@@ -116,7 +109,7 @@ def _tensor_proto(buf) -> tuple[str, str, bytes, tuple[int, ...]]:
             raw = bytes(value)
         elif number == 5 and wire == 2:  # packed int32_data (int8 zero points land here)
             raw = bytes(value)
-    return name, dtype, raw, tuple(dims)
+    return name, dtype, raw, tuple(_tensor_dims(buf))
 
 
 def _node(buf) -> GraphNode:
