@@ -126,6 +126,22 @@ def test_cpu_features_from_cpuinfo():
     assert record["vnni"] is False and record["flags"] == ["avx2"]
 
 
+def test_cpuinfo_can_come_from_a_file(tmp_path, monkeypatch):
+    """$TEXTSEG_CPUINFO: what an emulated CPU's results record (scripts/emulate_cpu.sh)."""
+    from textseg.cpu import cpu_features
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: EPYC-Rome (emulated by QEMU)\nflags\t\t: avx2\n")
+    monkeypatch.setenv("TEXTSEG_CPUINFO", str(info))
+    cpu_features.cache_clear()
+    try:
+        assert cpu_features().model == "EPYC-Rome (emulated by QEMU)"
+        assert not cpu_features().has_vnni
+    finally:
+        monkeypatch.delenv("TEXTSEG_CPUINFO")
+        cpu_features.cache_clear()
+
+
 def test_onnxruntime_refuses_a_saturating_file_on_a_cpu_without_vnni(
         tiny_model_path, tmp_path, camvid_dir, monkeypatch):
     """This machine's CPU description replaced by an AVX2-only one (the real cpuinfo of such
@@ -137,8 +153,8 @@ def test_onnxruntime_refuses_a_saturating_file_on_a_cpu_without_vnni(
 
     full = _quantized(tiny_model_path, tmp_path, camvid_dir, "cpu", 8)
     reduced = _quantized(tiny_model_path, tmp_path, camvid_dir, "cpu", 7)
-    monkeypatch.setattr(textseg.cpu, "_CURRENT", parse_cpuinfo(
-        "model name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx2 fma\n", "x86_64"))
+    avx2 = parse_cpuinfo("model name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx2 fma\n", "x86_64")
+    monkeypatch.setattr(textseg.cpu, "cpu_features", lambda: avx2)
     with pytest.raises(SelfCheckFailed) as refused:
         OnnxRuntimeBackend(full)
     message = str(refused.value)
@@ -148,8 +164,8 @@ def test_onnxruntime_refuses_a_saturating_file_on_a_cpu_without_vnni(
     OnnxRuntimeBackend(full, self_check="warn", report=lines.append).close()
     assert lines and lines[0].startswith("WARNING") and "saturating int16" in lines[0]
     OnnxRuntimeBackend(reduced).close()
-    monkeypatch.setattr(textseg.cpu, "_CURRENT", parse_cpuinfo(
-        "model name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni\n", "x86_64"))
+    vnni = parse_cpuinfo("model name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni\n", "x86_64")
+    monkeypatch.setattr(textseg.cpu, "cpu_features", lambda: vnni)
     OnnxRuntimeBackend(full).close()
 
 

@@ -238,7 +238,7 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
         frames = load_frames(images, size)
         engine = load_backend(model, backend, threads, precision=precision, input_size=size,
                               spin_wait=spin_wait)
-        out(f"model   {getattr(engine, 'self_check_note', '-')}")
+        out(f"model   {engine.self_check_note}")
         outputs = ("labels/color", "labels/overlay") if all_outputs else ()
         session = _RosSession({"model": str(model), "backend": backend,
                                "precision": precision, "threads": threads,
@@ -269,7 +269,7 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
                     f"{d.get('frames dropped', '?')}")
         finally:
             code = session.close() if session is not None else None
-            engine_check = getattr(engine, "self_check_note", "")
+            engine_check = engine.self_check_note
             engine.close()
             del engine
         if code not in (0, None):

@@ -234,6 +234,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
     check = OnnxRuntimeBackend(report.path, self_check="warn", report=print)
     print(f"{check.self_check_note}; {_int8_summary(report.path)}")
+    check.close()
     print(f"next: textseg eval-offline BAG --model {report.path}  (accuracy), "
           f"textseg bench {report.path} --no-node  (speed)")
     return 0

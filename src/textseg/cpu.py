@@ -10,6 +10,7 @@ Arm's BF16. Read from /proc/cpuinfo (Linux); elsewhere the fields say "unknown".
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -89,22 +90,16 @@ def parse_cpuinfo(text: str, arch: str | None = None) -> CpuFeatures:
     return CpuFeatures(model or platform.processor() or "unknown", arch, flags, arm)
 
 
-_CURRENT: CpuFeatures | None = None
-
-
+@functools.cache
 def cpu_features() -> CpuFeatures:
     """This machine's CPU (read once). $TEXTSEG_CPUINFO names a file to read instead of
     /proc/cpuinfo: under a CPU emulator (scripts/emulate_cpu.sh) /proc/cpuinfo is the host's."""
-    global _CURRENT
-    if _CURRENT is None:
-        source = os.environ.get("TEXTSEG_CPUINFO") or "/proc/cpuinfo"
-        try:
-            with open(source, encoding="utf-8", errors="replace") as handle:
-                text = handle.read()
-        except OSError:
-            text = ""
-        _CURRENT = parse_cpuinfo(text)
-    return _CURRENT
+    source = os.environ.get("TEXTSEG_CPUINFO") or "/proc/cpuinfo"
+    try:
+        with open(source, encoding="utf-8", errors="replace") as handle:
+            return parse_cpuinfo(handle.read())
+    except OSError:
+        return parse_cpuinfo("")
 
 
 def with_cpu(results: dict) -> dict:

@@ -27,6 +27,8 @@ class SegmentationBackend(Protocol):
     # Whether one inference of N frames was measured to beat N inferences on this backend: the
     # node batches its cameras by default only then (docs/node.md, "Several cameras").
     batching_pays: bool
+    # What the model's load-time self-check found here (textseg.engine.self_check), one line.
+    self_check_note: str
 
     @property
     def description(self) -> str:

@@ -19,9 +19,10 @@ from textseg.engine.contract import (
 from textseg.engine.graph_prune import without_output
 from textseg.engine.qdq_cpu import uint8_activations
 from textseg.engine.self_check import (
-    POLICIES,
-    SelfCheckFailed,
+    NOT_STORED,
     SelfCheckResult,
+    act,
+    check_policy,
     enforce,
     read_self_check,
     run_self_check,
@@ -49,8 +50,7 @@ class OnnxRuntimeBackend:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
-        if self_check not in POLICIES:
-            raise ValueError(f"self_check {self_check!r}: choose one of {', '.join(POLICIES)}")
+        check_policy(self_check)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime picks the core count
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -62,12 +62,12 @@ class OnnxRuntimeBackend:
         available = ort.get_available_providers()
         chosen = providers or [p for p in _PROVIDER_PREFERENCE if p in available]
         self.uint8_activations = self.pruned_nodes = 0
-        data = labels_only = None
+        labels_only = None
+        data = path.read_bytes()  # read once: checked, rewritten and pruned below
         on_cpu = bool(chosen) and chosen[0] == "CPUExecutionProvider"
-        if on_cpu:
-            _refuse_saturating_int8(path, self_check, report)
+        if on_cpu and self_check != "off":
+            _refuse_saturating_int8(data, path, self_check, report)
         try:
-            data = path.read_bytes()
             if on_cpu:
                 # A Q/DQ int8 model runs every convolution in int8 on the CPU only with its
                 # activations as uint8 (textseg.engine.qdq_cpu: the same numbers, the file
@@ -105,7 +105,7 @@ class OnnxRuntimeBackend:
 
         stored = read_self_check(self.session.get_modelmeta().custom_metadata_map, str(path))
         if stored is None:
-            self.self_check_note = "none stored in the model (exported before textseg 0.4)"
+            self.self_check_note = NOT_STORED
             return
         precision = model_precision(data if data is not None else path)
         result = run_self_check(
@@ -181,28 +181,23 @@ class OnnxRuntimeBackend:
                 for i in range(len(frames))]
 
 
-def _refuse_saturating_int8(path: Path, policy: str, report) -> None:
+def _refuse_saturating_int8(data: bytes, path: Path, policy: str, report) -> None:
     """An int8 file whose uint8 x int8 sums can overflow on this CPU (x86 without VNNI:
     textseg.engine.int8_saturation) is refused, or reported, before it computes wrong labels."""
     from textseg.cpu import cpu_features
     from textseg.engine.int8_saturation import saturation_report
 
     cpu = cpu_features()
-    if not cpu.int8_saturates or policy == "off":
+    if not cpu.int8_saturates or b"QuantizeLinear" not in data:
         return
     try:
-        found = saturation_report(path)
+        found = saturation_report(data)
     except ValueError:
         return  # not readable as ONNX: InferenceSession says why
-    if not found.could_saturate:
-        return
-    message = (f"{path}: this CPU ({cpu.describe()}) has no AVX512-VNNI / AVX-VNNI, so ONNX "
-               "Runtime adds each pair of uint8 x int8 products into a saturating int16, and "
-               f"this file's 8-bit weights overflow it ({found.summary()}): its labels would "
-               "be silently wrong here (CamVid val: 52-60 mIoU instead of 62). Use the fp32 "
-               "model, or an int8 file with 7-bit weights (`textseg quantize`, the default "
-               "since textseg 0.4; the shipped textseg_default_int8*.onnx are)")
-    if policy == "refuse":
-        raise SelfCheckFailed(message + " (self_check: warn runs it anyway)")
-    if report is not None:
-        report("WARNING " + message)
+    if found.could_saturate:
+        act(f"{path}: this CPU ({cpu.describe()}) has no AVX512-VNNI / AVX-VNNI, so ONNX "
+            "Runtime adds each pair of uint8 x int8 products into a saturating int16, and "
+            f"this file's 8-bit weights overflow it ({found.summary()}): its labels would "
+            "be silently wrong here (CamVid val: 52-60 mIoU instead of 62). Use the fp32 "
+            "model, or an int8 file with 7-bit weights (`textseg quantize`, the default "
+            "since textseg 0.4; the shipped textseg_default_int8*.onnx are)", policy, report)

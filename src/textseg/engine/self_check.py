@@ -43,6 +43,7 @@ CHECK_FRAMES = 2
 THRESHOLDS = {"fp32": 0.995, "fp16": 0.99, "int8": 0.99}
 SHRINK_ALLOWANCE = 0.005  # agreement allowed to drop per halving of the input size
 POLICIES = ("refuse", "warn", "off")
+NOT_STORED = "none stored in the model (exported before textseg 0.4)"
 BOUNDARY_KERNEL = 5
 
 
@@ -181,7 +182,13 @@ def run_self_check(infer_batch: Callable[[list[np.ndarray]], list[np.ndarray]],
         raise ValueError(f"self-check precision {precision!r}: one of {sorted(THRESHOLDS)}")
     started = time.perf_counter()
     frames = list(data.frames)
-    resized = size is not None and tuple(size) != frames[0].shape[:2]
+    stored = frames[0].shape[:2]
+    resized = size is not None and tuple(size) != stored
+    # Below the stored size boundaries move by more than a pixel of the reference, and the
+    # network sees less (thin objects vanish: the fp32 default model agreed on 99.45 % at a
+    # third of its size): a wider margin, and half a point less required per halving.
+    shrink = max(stored[0] / size[0], stored[1] / size[1], 1.0) if resized else 1.0
+    kernel = BOUNDARY_KERNEL * math.ceil(shrink) | 1
     if resized:
         frames = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
                   for f in frames]
@@ -189,11 +196,7 @@ def run_self_check(infer_batch: Callable[[list[np.ndarray]], list[np.ndarray]],
     per_frame = []
     for frame, reference in zip(frames, data.labels, strict=True):
         labels = infer_batch([frame])[0]
-        kernel = BOUNDARY_KERNEL
         if labels.shape != reference.shape:
-            # A smaller engine size moves boundaries by more than a pixel of the reference.
-            shrink = max(reference.shape[0] / labels.shape[0], reference.shape[1] / labels.shape[1])
-            kernel = BOUNDARY_KERNEL * math.ceil(max(shrink, 1.0)) | 1
             labels = cv2.resize(labels, (reference.shape[1], reference.shape[0]),
                                 interpolation=cv2.INTER_NEAREST)
         mask = interior(reference, kernel)
@@ -201,31 +204,32 @@ def run_self_check(infer_batch: Callable[[list[np.ndarray]], list[np.ndarray]],
         agree = int((labels[mask] == reference[mask]).sum())
         per_frame.append(agree / max(count, 1))
         same, sizes = same + agree, sizes + count
-    # Below the stored size a network sees less: thin objects vanish (the fp32 default model
-    # agreed on 99.45 % at a third of its size). Half a point less per halving.
-    stored = data.labels[0].shape
-    shrink = 1.0 if not resized else max(stored[0] / size[0], stored[1] / size[1], 1.0)
     threshold = round(THRESHOLDS[precision] - SHRINK_ALLOWANCE * math.log2(shrink), 4)
-    return SelfCheckResult(same / max(sizes, 1), tuple(per_frame), sizes,
-                           threshold, precision,
+    return SelfCheckResult(same / max(sizes, 1), tuple(per_frame), sizes, threshold, precision,
                            time.perf_counter() - started, backend,
                            tuple(size) if resized else None)
 
 
-def failure_message(result: SelfCheckResult, model: str | Path, advice: str) -> str:
-    return (f"{model}: {result.describe()}. The labels this machine computes are not the ones "
-            f"the model was shipped with: {advice}")
+def check_policy(policy: str) -> str:
+    """`policy` when it is one of POLICIES, else a ValueError naming them."""
+    if policy not in POLICIES:
+        raise ValueError(f"self_check {policy!r}: choose one of {', '.join(POLICIES)}")
+    return policy
+
+
+def act(message: str, policy: str, report: Callable[[str], None] | None = None) -> None:
+    """What a failed check (or a file that would compute wrong labels here) leads to:
+    SelfCheckFailed under `refuse`, a warning through `report` under `warn`, nothing under
+    `off`."""
+    if check_policy(policy) == "refuse":
+        raise SelfCheckFailed(message + " (self_check: warn runs it anyway)")
+    if policy == "warn" and report is not None:
+        report("WARNING " + message)
 
 
 def enforce(result: SelfCheckResult, model: str | Path, policy: str, advice: str,
             report: Callable[[str], None] | None = None) -> None:
-    """Raise SelfCheckFailed (policy refuse) or report a warning (warn) when it failed."""
-    if policy not in POLICIES:
-        raise ValueError(f"self_check policy {policy!r}: choose one of {', '.join(POLICIES)}")
-    if result.passed or policy == "off":
-        return
-    message = failure_message(result, model, advice)
-    if policy == "refuse":
-        raise SelfCheckFailed(message + " (self_check: warn runs it anyway)")
-    if report is not None:
-        report("WARNING " + message)
+    """Act on `result` when it failed."""
+    if not result.passed:
+        act(f"{model}: {result.describe()}. The labels this machine computes are not the ones "
+            f"the model was shipped with: {advice}", policy, report)

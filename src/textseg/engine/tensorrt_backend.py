@@ -62,10 +62,11 @@ from textseg.engine.engine_cache import (
     verify_engine_file,
 )
 from textseg.engine.onnx_file import describe_model
-from textseg.engine.self_check import POLICIES as SELF_CHECK_POLICIES
 from textseg.engine.self_check import (
+    NOT_STORED,
     SelfCheckFailed,
     SelfCheckResult,
+    check_policy,
     enforce,
     read_self_check,
     run_self_check,
@@ -522,10 +523,7 @@ class TensorRTBackend:
                  trt=None, cuda=None, cancel: threading.Event | None = None,
                  max_batch: int = 1, self_check: str = "refuse") -> None:
         self._report = report or (lambda line: None)
-        if self_check not in SELF_CHECK_POLICIES:
-            raise ValueError(f"self_check {self_check!r}: choose one of "
-                             f"{', '.join(SELF_CHECK_POLICIES)}")
-        self._self_check_policy = self_check
+        self._self_check_policy = check_policy(self_check)
         self.self_check: SelfCheckResult | None = None
         self.self_check_note = "off" if self_check == "off" else "no engine loaded yet"
         if not (isinstance(max_batch, int) and 1 <= max_batch <= MAX_BATCH):
@@ -702,7 +700,7 @@ class TensorRTBackend:
             return
         stored = read_self_check(self._metadata, str(self.model_path))
         if stored is None:
-            self.self_check_note = "none stored in the model (exported before textseg 0.4)"
+            self.self_check_note = NOT_STORED
             return
         onnx_precision = getattr(self, "onnx_precision", "fp32")
         precision = ("int8" if "int8" in (self.precision, onnx_precision) else

@@ -225,7 +225,6 @@ class SegmentationBehaviour:
         self._state = "loading model"
         self._backends = []
         self._backend_description = "-"
-        self._self_check_note = "-"
         self._pipeline: SegmentationPipeline | None = None
         self._subscriptions_ready = False
         self._channels = [self._make_channel(name) for name in (p["cameras"] or [""])]
@@ -309,8 +308,7 @@ class SegmentationBehaviour:
     def _use_backends(self, backends: list) -> None:
         backend = backends[0]
         self._backends = backends
-        self._self_check_note = getattr(backend, "self_check_note", "-")
-        self.get_logger().info(f"model {backend.info.training_stage}: {self._self_check_note}")
+        self.get_logger().info(f"model {backend.info.training_stage}: {backend.self_check_note}")
         self._backend_description = backend.description + (
             f" x {len(backends)} sessions in parallel" if len(backends) > 1 else "")
         p = self._p
@@ -676,7 +674,8 @@ class SegmentationBehaviour:
             context = {"state": self._state, "backend": self._backend_description,
                        "model": str(self._model_path),
                        "model classes": str(self.info.num_classes),
-                       "self-check": self._self_check_note,
+                       "self-check": (self._backends[0].self_check_note if self._backends
+                                      else "-"),
                        "frames per inference (max)": str(self._batch),
                        "batched inferences": str(self._batched_inferences),
                        "input": f"{p['transport']} ({p['qos_reliability']}, depth "
