@@ -19,6 +19,7 @@ from textseg.imaging import (
     compressed_to_rgb,
     image_to_rgb,
     overlay,
+    resize_image,
     scaled_size,
 )
 
@@ -249,3 +250,12 @@ def test_scaled_size():
     assert scaled_size(720, 1280, 1.0) == (720, 1280)
     assert scaled_size(720, 1280, 0.5) == (360, 640)
     assert scaled_size(3, 3, 0.01) == (1, 1)
+
+
+@pytest.mark.parametrize(("size", "interpolation"), [((24, 32), cv2.INTER_AREA),
+                                                     ((96, 128), cv2.INTER_LINEAR)])
+def test_resize_image_shrinks_by_area_and_enlarges_bilinear(size, interpolation):
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+    expected = cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
+    np.testing.assert_array_equal(resize_image(image, size), expected)
+    assert resize_image(image, (48, 64)) is image

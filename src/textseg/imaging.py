@@ -207,3 +207,14 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     if scale == 1.0:
         return height, width
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` at `size` (height, width): area averaging to shrink, bilinear to enlarge, the
+    array itself when it already has that size."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = image.shape[0] * image.shape[1] > height * width
+    return cv2.resize(image, (width, height),
+                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)

@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from textseg.imaging import resize_image
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_LIMIT = 500  # TensorRT recommends roughly 500 images for entropy calibration
 
@@ -57,11 +59,7 @@ class CalibrationImages:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise CalibrationError(f"cannot read calibration image {path}")
-        height, width = self.input_size
-        if bgr.shape[:2] != (height, width):
-            shrink = bgr.shape[0] * bgr.shape[1] > height * width
-            bgr = cv2.resize(bgr, (width, height),
-                             interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        bgr = resize_image(bgr, self.input_size)
         return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None])
 
     def __iter__(self) -> Iterator[np.ndarray]:

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from textseg.engine.contract import ContractError
+from textseg.imaging import resize_image
 
 SELF_CHECK_KEY = "self_check"
 # Frames stored at the network's input size: the size the network computes at anyway, so
@@ -137,16 +138,7 @@ def check_images(frames: Sequence[np.ndarray], size: tuple[int, int],
     if not frames:
         raise ValueError("a self-check needs at least one frame")
     picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
-    height, width = size
-    out = []
-    for index in picks:
-        frame = frames[index]
-        if frame.shape[:2] != (height, width):
-            shrinking = frame.shape[0] * frame.shape[1] > height * width
-            frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA
-                               if shrinking else cv2.INTER_LINEAR)
-        out.append(np.ascontiguousarray(frame))
-    return out
+    return [np.ascontiguousarray(resize_image(frames[index], size)) for index in picks]
 
 
 def make_self_check(model: str | Path | bytes, frames: Sequence[np.ndarray],
