@@ -1,8 +1,8 @@
 """How far a stage-2 run's prompts moved: the figures that tell whether prompt learning did
 anything (issue 21), from a checkpoint alone.
 
-The initial prompts are drawn again from the run's `prompt_init_seed` (or `seed`), M and std,
-exactly as the trainer drew them; the final ones are in the checkpoint. Both run through the
+The initial prompts are drawn again by the same PromptLearner from the run's seed, M and std;
+the final ones are in the checkpoint. Both run through the
 run's frozen text encoder to compare the class embeddings the model actually used.
 """
 
@@ -54,12 +54,14 @@ def prompt_movement(checkpoint: str | Path) -> dict[str, Any]:
         raise ValueError(f"{checkpoint} has no prompts (a stage-2 or e2e checkpoint has)")
     config = TrainConfig.from_dict(data["config"], source=str(checkpoint))
     final = state["prompts"].float()
-    generator = torch.Generator().manual_seed(config.resolved_prompt_init_seed)
-    initial = torch.randn(final.shape, generator=generator) * config.prompt_init_std
     encoder = _encoder(config)
     names = data["class_names"]
+    # The trainer's own draw: the same learner, seed, M and std.
+    first = PromptLearner(encoder, names, final.shape[1], config.prompt_init_std,
+                          seed=config.resolved_prompt_init_seed)
+    initial = first.prompts.detach()
     with torch.no_grad():
-        start = PromptLearner(encoder, names, final.shape[1], init=initial)().float()
+        start = first().float()
         end = PromptLearner(encoder, names, final.shape[1], init=final)().float()
     cosine = torch.nn.functional.cosine_similarity(start, end, dim=1)
     return {

@@ -147,6 +147,7 @@ class STDCSeg(nn.Module):
         # Derived, not configured: the TGM adds exactly one score map per class.
         self.text_channels = num_classes if text_width > 0 else 0
         self._backbone_frozen = False
+        self._all_frozen = False  # freeze_all: stage 2 with the prompts alone learning
 
         self.backbone: Backbone = BACKBONE_BUILDERS[backbone]()
         _, _, c8, c16, c32 = self.backbone.feature_channels
@@ -259,7 +260,7 @@ class STDCSeg(nn.Module):
 
     def train(self, mode: bool = True) -> STDCSeg:
         super().train(mode)
-        if getattr(self, "_all_frozen", False):
+        if self._all_frozen:
             for module in self.children():
                 module.eval()  # BN statistics never move; the loss still reaches the prompts
         elif self._backbone_frozen:

@@ -99,22 +99,19 @@ class Trainer:
                     allow_random=config.allow_random_text_encoder, **options)
             self.text_identity = encoder.identity
             text_width = encoder.width
+            # Stage 2's prompts at their initial values: the seeded context, M and std.
+            initial_prompts = PromptLearner(
+                encoder, self.class_names, num_prompts=config.num_prompts,
+                init_std=config.prompt_init_std, seed=config.resolved_prompt_init_seed
+            ) if config.learns_prompts or config.stage1_text == "initial_prompts" else None
             if config.learns_prompts:
                 self.text_encoder = encoder.to(self.device)
-                self.prompt_learner = PromptLearner(
-                    encoder, self.class_names, num_prompts=config.num_prompts,
-                    init_std=config.prompt_init_std,
-                    seed=config.resolved_prompt_init_seed).to(self.device)
+                self.prompt_learner = initial_prompts.to(self.device)
             elif config.stage1_text == "initial_prompts":
-                # What stage 2's prompts produce at their initial values (same seed, M and
-                # std), once, in fp32: stage 2 then starts exactly where stage 1 ended.
-                learner = PromptLearner(encoder, self.class_names,
-                                        num_prompts=config.num_prompts,
-                                        init_std=config.prompt_init_std,
-                                        seed=config.resolved_prompt_init_seed)
+                # Their embeddings, once, in fp32: stage 2 starts exactly where stage 1 ended.
                 with torch.no_grad():
-                    fixed = learner().float()
-                del encoder, learner
+                    fixed = initial_prompts().float()
+                del encoder, initial_prompts
             else:
                 from textseg_training.text import class_embeddings
 
