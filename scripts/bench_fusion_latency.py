@@ -13,7 +13,6 @@ median latency.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,10 +27,9 @@ def main() -> int:
     import torch
 
     from textseg.benchmark import load_frames, parse_size
-    from textseg.cpu import with_cpu
+    from textseg.cpu import write_results
     from textseg.engine import load_backend
     from textseg.engine.contract import ModelInfo
-    from textseg.fileio import atomic_write_bytes
     from textseg_training.datasets import CAMVID
     from textseg_training.export import export_onnx
     from textseg_training.model import SegModelConfig, build_model
@@ -106,7 +104,7 @@ def main() -> int:
         report = {"command": "python scripts/bench_fusion_latency.py " + " ".join(sys.argv[1:]),
                   "backbone": args.backbone, "size": f"{args.size[1]}x{args.size[0]}",
                   "threads": args.threads, "rows": rows}
-        atomic_write_bytes(args.json, (json.dumps(with_cpu(report), indent=1) + "\n").encode())
+        write_results(args.json, report)
     return 0
 
 

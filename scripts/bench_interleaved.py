@@ -11,7 +11,6 @@ node loads it; the figure per model is the median of its per-round medians.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,9 +35,8 @@ def main() -> int:
     import cv2
     import numpy as np
 
-    from textseg.cpu import with_cpu
+    from textseg.cpu import write_results
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
-    from textseg.fileio import atomic_write_bytes
 
     images = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in frames]
     backends = {str(m): OnnxRuntimeBackend(m, threads=args.threads) for m in args.models}
@@ -76,7 +74,7 @@ def main() -> int:
         print(f"| {name} | {ms:.1f} | {figures['p50_ms']:.1f} | {figures['p99_ms']:.1f} | "
               f"{first / ms:.2f}x |")
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(with_cpu(results), indent=1) + "\n").encode())
+        write_results(args.json, results)
     return 0
 
 

@@ -11,7 +11,6 @@ what configure loads and cleanup gives back is visible.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import statistics
 import sys
@@ -38,8 +37,7 @@ def main() -> int:
     from lifecycle_msgs.msg import Transition
 
     from textseg.benchmark import load_frames
-    from textseg.cpu import with_cpu
-    from textseg.fileio import atomic_write_bytes
+    from textseg.cpu import write_results
     from textseg.node.frame_client import FrameClient
     from textseg.node.lifecycle_client import LifecycleClient
     from textseg.node.process import NodeProcess, use_local_ros_environment
@@ -91,7 +89,7 @@ def main() -> int:
                   "model": Path(args.model).name, "cycles": args.cycles,
                   "unconfigured_rss_mib": round(statistics.median(rss["unconfigured"]) / 2**20, 1),
                   "steps": rows}
-        atomic_write_bytes(args.json, (json.dumps(with_cpu(report), indent=1) + "\n").encode())
+        write_results(args.json, report)
     return 0
 
 

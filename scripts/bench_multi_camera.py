@@ -13,7 +13,6 @@ run with the node defaults (ONNX Runtime, threads = all cores per process).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -114,9 +113,8 @@ def _run(model: str, cameras: int, separate: bool, frames, rate_per_camera: floa
 
 def main() -> int:
     from textseg.benchmark import bench_backend, load_frames, parse_size
-    from textseg.cpu import with_cpu
+    from textseg.cpu import write_results
     from textseg.engine import load_backend
-    from textseg.fileio import atomic_write_bytes
     from textseg.node.process import use_local_ros_environment
 
     parser = argparse.ArgumentParser(description=__doc__,
@@ -158,7 +156,7 @@ def main() -> int:
         report = {"command": "python scripts/bench_multi_camera.py " + " ".join(sys.argv[1:]),
                   "capacity_fps": round(capacity, 2), "size": f"{args.size[1]}x{args.size[0]}",
                   "cpu_cores": os.cpu_count(), "rows": rows}
-        atomic_write_bytes(args.json, (json.dumps(with_cpu(report), indent=1) + "\n").encode())
+        write_results(args.json, report)
     return 0
 
 

@@ -20,7 +20,6 @@ Pass: growth < --limit-mb (100) for every phase. Exit code 1 on a failure.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -204,10 +203,9 @@ def main() -> int:
               f"{r['growth_mb']:>7} MB  {'ok' if passed else 'FAIL'}")
     results["limit_mb"] = args.limit_mb
     results["passed"] = ok
-    from textseg.cpu import with_cpu
-    from textseg.fileio import atomic_write_bytes
+    from textseg.cpu import write_results
 
-    atomic_write_bytes(args.output, (json.dumps(with_cpu(results), indent=2) + "\n").encode())
+    write_results(args.output, results, indent=2)
     print(f"\nbag on disk {results['bag']['bytes'] / 2**30:.2f} GiB; growth limit "
           f"{args.limit_mb:g} MB: {'passed' if ok else 'FAILED'} ({args.output})")
     return 0 if ok else 1

@@ -10,7 +10,6 @@ Runtime, this CPU); the median of the rounds is reported. The JSON records the C
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,9 +25,8 @@ def main() -> int:
     args = parser.parse_args()
     import numpy as np
 
-    from textseg.cpu import cpu_features, with_cpu
+    from textseg.cpu import cpu_features, write_results
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
-    from textseg.fileio import atomic_write_bytes
 
     opened: dict[str, dict[str, list[float]]] = {
         str(m): {"off": [], "refuse": [], "check": []} for m in args.models}
@@ -56,7 +54,7 @@ def main() -> int:
         print(f"| {Path(name).name} | {median['off']} | {median['refuse']} | "
               f"{median['check']} | {agreement} |")
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(with_cpu(results), indent=1) + "\n").encode())
+        write_results(args.json, results)
     return 0
 
 

@@ -17,7 +17,6 @@ latency p50/p99 against the fp32 model's):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -81,7 +80,7 @@ def main() -> int:
         print(f"CamVid not found at {CAMVID}", file=sys.stderr)
         return 2
     from textseg.cli import main as textseg
-    from textseg.cpu import with_cpu
+    from textseg.cpu import write_results
     from textseg.engine.int8_saturation import saturation_report
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
     from textseg.engine.quantize import quantize_model
@@ -124,8 +123,7 @@ def main() -> int:
     chosen = work / f"textseg_default_int8{suffix}_{best}_w7.onnx"
     atomic_write_bytes(ROOT / "models" / f"textseg_default_int8{suffix}.onnx",
                        chosen.read_bytes())
-    atomic_write_bytes(ROOT / "training" / "results" / f"int8{suffix}_default_model.json",
-                       (json.dumps(with_cpu(results), indent=1) + "\n").encode())
+    write_results(ROOT / "training" / "results" / f"int8{suffix}_default_model.json", results)
     fp = results["fp32"]
     print(f"\n| model | val mIoU % | ORT p50 ms | ORT p99 ms |\n|---|---:|---:|---:|\n"
           f"| fp32 | {fp['miou']:.2f} | {fp['p50_ms']:.1f} | {fp['p99_ms']:.1f} |")

@@ -19,7 +19,6 @@ Results: the JSON (every window and counter) and a markdown report (docs/soak.md
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -144,7 +143,7 @@ def markdown(report: dict, command: str) -> str:
 
 def main() -> int:
     from textseg.benchmark import parse_size
-    from textseg.cpu import with_cpu
+    from textseg.cpu import write_results
     from textseg.fileio import atomic_write_bytes
     from textseg.node.process import use_local_ros_environment
 
@@ -174,7 +173,7 @@ def main() -> int:
     text = markdown(report, command.strip())
     print(text)
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(with_cpu(report), indent=1) + "\n").encode())
+        write_results(args.json, report)
     if args.markdown:
         atomic_write_bytes(args.markdown, text.encode())
     ok = report["soak"]["unexplained"] == 0 and report.get("fuzz", {}).get("passed", True)

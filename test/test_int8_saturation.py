@@ -247,3 +247,15 @@ def test_weights_are_read_in_either_storage(raw):
     assert report.quantized_nodes == 1 and report.max_abs_weight == 127
     assert [(r.node, r.channels, r.worst_pair_sum) for r in report.risks] == [
         ("conv", 1, 255 * 130)]
+
+
+def test_results_files_carry_the_cpu(tmp_path):
+    import json
+
+    from textseg.cpu import cpu_features, write_results
+
+    path = write_results(tmp_path / "figures.json", {"p50_ms": 1.5}, indent=2)
+    written = json.loads(path.read_text())
+    assert written["p50_ms"] == 1.5
+    assert written["cpu"]["description"] == cpu_features().describe()
+    assert set(written["cpu"]) >= {"model", "vnni", "native_bf16", "int8_accumulation"}

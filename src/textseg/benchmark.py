@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from textseg.cpu import cpu_features, with_cpu
+from textseg.cpu import cpu_features
 from textseg.engine import load_backend
 from textseg.malloc_tuning import keep_large_buffers_in_heap
 
@@ -313,10 +313,6 @@ def format_bench_table(rows: list[BenchRow]) -> str:
     lines.append(f"CPU: {cpu_features().describe()}")
     return "\n".join(lines)
 
-
-def bench_json(rows: list[BenchRow], command: str) -> dict:
-    """The table's figures for a results file, with the CPU they were measured on."""
-    return with_cpu({"command": command, "rows": [asdict(r) for r in rows]})
 
 
 @dataclass

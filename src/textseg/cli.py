@@ -185,13 +185,12 @@ def _bench(args: argparse.Namespace) -> int:
     print()
     print(format_bench_table(rows))
     if args.json:
-        import json
+        from dataclasses import asdict
 
-        from textseg.benchmark import bench_json
-        from textseg.fileio import atomic_write_bytes
+        from textseg.cpu import write_results
 
-        figures = bench_json(rows, "textseg bench " + " ".join(sys.argv[2:]))
-        atomic_write_bytes(args.json, (json.dumps(figures, indent=1) + "\n").encode())
+        write_results(args.json, {"command": "textseg bench " + " ".join(sys.argv[2:]),
+                                  "rows": [asdict(row) for row in rows]})
         print(f"figures written to {args.json}")
     return 0
 

@@ -11,9 +11,11 @@ Arm's BF16. Read from /proc/cpuinfo (Linux); elsewhere the fields say "unknown".
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})  # x86 /proc/cpuinfo flags
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -105,3 +107,11 @@ def cpu_features() -> CpuFeatures:
 def with_cpu(results: dict) -> dict:
     """`results` with this machine's CPU under "cpu": every figure names where it came from."""
     return {**results, "cpu": cpu_features().record()}
+
+
+def write_results(path: str | Path, results: dict, indent: int = 1) -> Path:
+    """`results` with this machine's CPU (with_cpu), written atomically as JSON to `path`."""
+    from textseg.fileio import atomic_write_bytes
+
+    text = json.dumps(with_cpu(results), indent=indent) + "\n"
+    return atomic_write_bytes(path, text.encode())

@@ -191,17 +191,14 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    import json
 
-    from textseg.cpu import with_cpu
-    from textseg.fileio import atomic_write_bytes
+    from textseg.cpu import write_results
     from textseg_training.prompt_report import movement_table, prompt_movement
 
     rows = [prompt_movement(path) for path in args.checkpoints]
     print(movement_table(rows))
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(with_cpu({"runs": rows}), indent=1)
-                                       + "\n").encode())
+        write_results(args.json, {"runs": rows})
     return 0
 
 
