@@ -23,6 +23,12 @@
 #     prompts  issue 21's rows, SEEDS: stage1_initial_prompts, stage2_prompts (the new stage 2
 #             at prompt_lr_mult=PROMPT_LR_MULT), stage2_prompts_frozen (prompts kept at init),
 #             stage2_prompts_only (everything but the prompts frozen: the paper's words)
+#     prompt_sweep  the new stage 2 with M = 8 / 14 / 17 and M = 8 with weight decay on the
+#             prompts, seed 0, from stage1_initial_prompts (trained on M = 11's initial
+#             prompts: an M other than 11 starts from other embeddings, a jump the head absorbs)
+#     prompt_controls  SEEDS: stage2_prompts_random_encoder (stage 1 and 2 on the initial
+#             prompts through a randomly drawn encoder) and stage1_permuted_embeddings (the
+#             class embeddings given to the wrong classes by a fixed derangement)
 # SEEDS="0 1 2" by default; BRIDGE_SIZE=NxD (default 2x128); OTHER_BACKBONE (default
 # efficientnet_lite1, the other backbone with ImageNet weights here); TEXTSEG_RUNS says where run folders go (default ./runs).
 # The table: .venv/bin/textseg-train results training/results/camvid_cpu_protocol.json --protocol
@@ -55,6 +61,12 @@ run() {  # ROW SEED CONFIG [KEY=VALUE ...]
 
 stage1_of() {  # ROW SEED: the stage-1 checkpoint a stage-2 row starts from
   echo "$runs/${1}_seed$2/last.pt"
+}
+
+need_prompt_lr_mult() {
+  if [ -z "$prompt_lr_mult" ]; then
+    echo "part $what: set PROMPT_LR_MULT (chosen with part prompt_pilot)" >&2; exit 2
+  fi
 }
 
 main_rows() {
@@ -133,9 +145,7 @@ case "$what" in
     done
     ;;
   prompts)
-    if [ -z "$prompt_lr_mult" ]; then
-      echo "part prompts: set PROMPT_LR_MULT (chosen with part prompt_pilot)" >&2; exit 2
-    fi
+    need_prompt_lr_mult
     for seed in $seeds; do
       run stage1_initial_prompts "$seed" stage1.yaml stage1_text=initial_prompts
       from="init_from=$(stage1_of stage1_initial_prompts "$seed")"
@@ -146,8 +156,30 @@ case "$what" in
         "prompt_lr_mult=$prompt_lr_mult" "$from"
     done
     ;;
+  prompt_sweep)
+    need_prompt_lr_mult
+    from="init_from=$(stage1_of stage1_initial_prompts 0)"
+    for m in 8 14 17; do
+      run "stage2_prompts_m$m" 0 stage2.yaml stage2_trains=heads \
+        "prompt_lr_mult=$prompt_lr_mult" "num_prompts=$m" "$from"
+    done
+    run stage2_prompts_m8_prompt_wd 0 stage2.yaml stage2_trains=heads \
+      "prompt_lr_mult=$prompt_lr_mult" num_prompts=8 prompt_weight_decay=0.0005 "$from"
+    ;;
+  prompt_controls)
+    need_prompt_lr_mult
+    for seed in $seeds; do
+      run stage1_initial_prompts_random_encoder "$seed" stage1.yaml \
+        stage1_text=initial_prompts text_control=random_encoder
+      run stage2_prompts_random_encoder "$seed" stage2.yaml stage2_trains=heads \
+        "prompt_lr_mult=$prompt_lr_mult" text_control=random_encoder \
+        "init_from=$(stage1_of stage1_initial_prompts_random_encoder "$seed")"
+      run stage1_permuted_embeddings "$seed" stage1.yaml text_control=permuted_embeddings
+    done
+    ;;
   main|sweep|stride|clip|prompt_control|bridge_sweep|bridge|bridge_backbone|same_machine|all) ;;
   *) echo "unknown part '$what': main, sweep, stride, clip, prompt_control, bridge_sweep," \
-       "bridge, bridge_backbone, same_machine, prompt_pilot, prompts or all" >&2; exit 2 ;;
+       "bridge, bridge_backbone, same_machine, prompt_pilot, prompts, prompt_sweep," \
+       "prompt_controls or all" >&2; exit 2 ;;
 esac
 echo "== done ($(date -u +%H:%M:%S))"

@@ -139,3 +139,23 @@ def test_png_and_markdown_written_atomically(tmp_path: Path) -> None:
     assert f"{100 * result.miou:.2f}" in text and "## Category IoU" in text
     assert "| vehicle | 50.00 |" in text and "| sky | n/a |" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion.png", "report.md"]
+
+
+def test_every_named_output_is_scored_on_its_own() -> None:
+    labels = torch.tensor([[[0, 1], [1, 2]]])
+    right = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    wrong = right.roll(1, dims=1)  # every pixel one class off
+
+    def model_fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": right, "score": wrong}
+
+    result = evaluate(model_fn, [(torch.zeros(1, 3, 2, 2), labels)], 3, IGNORE, progress=False)
+    assert result.miou == pytest.approx(1.0)
+    assert set(result.outputs) == {"score"}
+    assert result.outputs["score"].miou == pytest.approx(0.0)
+    plain = evaluate(lambda images: right, [(torch.zeros(1, 3, 2, 2), labels)], 3, IGNORE,
+                     progress=False)
+    assert plain.miou == pytest.approx(1.0) and plain.outputs == {}
+    with pytest.raises(ValueError, match="without 'out'"):
+        evaluate(lambda images: {"score": wrong}, [(torch.zeros(1, 3, 2, 2), labels)], 3,
+                 IGNORE, progress=False)

@@ -521,9 +521,36 @@ def test_random_embeddings_control_is_fixed_unit_vectors_of_the_encoder_width(
     assert first.text_identity == "random-embeddings-384@seed5"
 
 
+def test_permuted_embeddings_control_gives_each_class_another_class_embedding(
+        tiny_dataset, tmp_path):
+    pytest.importorskip("transformers", reason="MiniLM text encoder needs transformers")
+    from textseg_training.text import fixed_derangement
+
+    order = fixed_derangement(11)
+    assert sorted(order) == list(range(11))
+    assert all(source != k for k, source in enumerate(order))  # nothing keeps its own
+    assert fixed_derangement(11) == order  # one derangement for every run
+    right, wrong, other_seed = (
+        Trainer(_config(tiny_dataset, tmp_path / name, stage="stage1", seed=seed, **control),
+                progress=False)
+        for name, seed, control in (("right", 0, {}),
+                                    ("wrong", 0, dict(text_control="permuted_embeddings")),
+                                    ("seed1", 1, dict(text_control="permuted_embeddings"))))
+    embeddings = right.model.tgm.text_embeddings
+    permuted = wrong.model.tgm.text_embeddings
+    assert torch.equal(permuted, embeddings[order])  # the same vectors, the geometry kept
+    assert not torch.equal(permuted, embeddings)
+    assert torch.equal(other_seed.model.tgm.text_embeddings, permuted)
+    assert wrong.text_identity == f"{right.text_identity}+derangement{order}"
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(stage="stage2", init_from="x.pt", text_control="random_embeddings"),
-     "no encoder to tune prompts"),
+     "no prompts to tune"),
+    (dict(stage="stage2", init_from="x.pt", text_control="permuted_embeddings"),
+     "no prompts to tune"),
+    (dict(stage="stage1", stage1_text="initial_prompts", text_control="permuted_embeddings"),
+     "runs prompts through the encoder"),
     (dict(stage="baseline", text_control="random_encoder"), "needs a text stage"),
     (dict(stage="stage1", text_control="random"), "is not one of"),
 ])
@@ -550,3 +577,48 @@ def test_prompt_report_measures_how_far_the_prompts_moved(tiny_dataset,
     assert "| moved | 50 | 2 |" in movement_table([report])
     with pytest.raises(ValueError, match="has no prompts"):
         prompt_movement(checkpoint)
+
+
+def test_stage2_records_the_score_map_alone_and_how_far_the_prompts_moved(
+        tiny_dataset, stage1_on_initial_prompts, tmp_path, capsys):
+    import json
+
+    from textseg_training.cli import main
+    from textseg_training.evaluation import ConfusionMatrix
+    from textseg_training.trainer.data_setup import build_val_loader
+
+    checkpoint, _ = stage1_on_initial_prompts
+    trainer = _stage2(tiny_dataset, checkpoint, tmp_path / "s2", stage2_trains="prompts")
+    result = trainer.evaluate()
+    score = result.outputs["score"]  # argmax of the K cosine channels, upsampled to the label
+    # Scored by hand from the model's own cosine map on the val frames.
+    manual = ConfusionMatrix(11, trainer.spec.ignore_index)
+    for images, labels in build_val_loader(trainer.val_set, trainer.config, trainer.dist):
+        with torch.no_grad():
+            cosine = trainer.model(images)["score"]
+        cosine = torch.nn.functional.interpolate(cosine, size=labels.shape[-2:],
+                                                 mode="bilinear", align_corners=False)
+        manual.update(cosine.argmax(1), labels)
+    assert (score.confusion == manual.matrix).all()
+    assert score.miou != result.miou or not (score.confusion == result.confusion).all()
+
+    train_yaml, val_yaml = tiny_dataset
+    results = tmp_path / "results.json"
+    assert main(["train", str(TRAINING_DIR / "configs" / "cpu_protocol" / "stage2.yaml"),
+                 "--set", f"init_from={checkpoint}", "--set", f"dataset={train_yaml}",
+                 "--set", f"backbone={trainer.config.backbone}",
+                 "--set", f"val_dataset={val_yaml}", "--set", "crop_size=[96,128]",
+                 "--set", "scales=[1.0]", "--set", "iterations=2", "--set", "batch_size=2",
+                 "--set", "warmup_iterations=0", "--set", "num_workers=0",
+                 "--set", "num_prompts=4", "--set", "stage2_trains=heads",
+                 "--set", "prompt_lr_mult=50", "--set", "allow_random_backbone=true",
+                 "--set", "precision=fp32", "--set", f"output_dir={tmp_path / 'cli'}",
+                 "--results", str(results), "--row", "stage2_prompts"]) == 0
+    entry = json.loads(results.read_text())["runs"][0]
+    assert 0.0 <= entry["score_map_miou"] <= 100.0
+    prompts = entry["prompts"]
+    assert prompts["prompt_relative_change"] > 0.0
+    assert set(prompts["embedding_cosine_per_class"]) == set(CAMVID.class_names)
+    assert min(prompts["embedding_cosine_per_class"].values()) == \
+        prompts["embedding_cosine_min"]
+    assert "score map alone" in capsys.readouterr().out

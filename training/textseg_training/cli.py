@@ -52,6 +52,10 @@ def _train(args: argparse.Namespace) -> int:
                           trainer.class_names, result.final_eval, result.iterations,
                           result.wall_seconds, "+".join(trainer.trained_precisions)
                           if trainer.trained_precisions is not None else "unrecorded")
+        if trainer.prompt_learner is not None:
+            from textseg_training.prompt_report import prompt_movement
+
+            entry["prompts"] = prompt_movement(result.last_checkpoint, summary=True)
         print(f"recorded row {args.row!r} seed {config.seed} in {record_run(args.results, entry)}")
     return 0
 

@@ -12,6 +12,7 @@ from textseg_training.trainer.checkpoint import load_checkpoint
 from textseg_training.trainer.config import TrainConfig
 from textseg_training.trainer.data_setup import build_datasets, build_val_loader
 from textseg_training.trainer.distributed import DistributedContext
+from textseg_training.trainer.loop import scored_outputs
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
@@ -34,8 +35,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
                                       model.backbone.input_std)
     loader = build_val_loader(val_set, config, DistributedContext(device=torch_device))
 
-    def model_fn(images: torch.Tensor) -> torch.Tensor:
-        return model(images)["out"]
+    def model_fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return scored_outputs(model(images))
 
     result = evaluate(model_fn, loader, len(spec.class_names), spec.ignore_index, flip=flip,
                       scales=scales, device=torch_device,
@@ -49,5 +50,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
              "network input": "x".join(map(str, spec.network_input_size)),
              "flip": flip, "scales": ", ".join(map(str, scales)),
              "confusion matrix": "confusion.png"}
+    if "score" in result.outputs:
+        extra["score map alone, mIoU %"] = f"{100.0 * result.outputs['score'].miou:.2f}"
     return write_report(out / "report.md", result, spec.class_names,
                         f"Evaluation of {checkpoint.name}", extra)

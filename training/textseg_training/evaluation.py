@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,9 @@ class EvalResult:
     pixel_accuracy: float
     class_accuracy: np.ndarray
     category_iou: dict[str, float] | None = None
+    # Further outputs scored the same way, by name: e.g. "score", the TGM's cosine map alone
+    # (argmax over its K channels), the one output only the text can change.
+    outputs: dict[str, EvalResult] = field(default_factory=dict)
 
     @classmethod
     def from_confusion(
@@ -178,6 +181,63 @@ class EvalResult:
 
 
 ModelFn = Callable[[Tensor], Tensor]
+# Several outputs of one forward: "out" is the prediction scored as the result; every other
+# name gets its own confusion matrix (EvalResult.outputs).
+NamedModelFn = Callable[[Tensor], Mapping[str, Tensor]]
+PRIMARY_OUTPUT = "out"
+
+
+def _named(model_fn: ModelFn | NamedModelFn) -> NamedModelFn:
+    def named(images: Tensor) -> Mapping[str, Tensor]:
+        result = model_fn(images)
+        if isinstance(result, Mapping):
+            if PRIMARY_OUTPUT not in result:
+                raise ValueError(f"model_fn returned outputs {sorted(result)}, without "
+                                 f"{PRIMARY_OUTPUT!r} (the prediction to score)")
+            return result
+        return {PRIMARY_OUTPUT: result}
+    return named
+
+
+def predict_outputs(
+    model_fn: ModelFn | NamedModelFn,
+    images: Tensor,
+    size: tuple[int, int] | torch.Size,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+) -> dict[str, Tensor]:
+    """Class scores [N,K,H,W] at `size` for every output of `model_fn`: softmax averaged over
+    scales (and flips), or the raw logits for a single scale without flip (same argmax, no
+    softmax cost)."""
+    size = tuple(size)
+    named = _named(model_fn)
+    single = len(scales) == 1 and scales[0] == 1.0 and not flip
+    totals: dict[str, Tensor] = {}
+    for scale in scales:
+        h, w = images.shape[-2:]
+        x = images if scale == 1.0 else F.interpolate(
+            images, size=(max(1, round(h * scale)), max(1, round(w * scale))),
+            mode="bilinear", align_corners=False)
+        views = [(x, False), (x.flip(-1), True)] if flip else [(x, False)]
+        for view, flipped in views:
+            for name, logits in named(view).items():
+                if logits.ndim != 4:
+                    raise ValueError(f"model_fn output {name!r} must be [N,K,h,w] logits, got "
+                                     f"{tuple(logits.shape)}")
+                logits = F.interpolate(logits.float(), size=size, mode="bilinear",
+                                       align_corners=False) if logits.shape[-2:] != size \
+                    else logits
+                if flipped:
+                    logits = logits.flip(-1)
+                if single:
+                    totals[name] = logits
+                    continue
+                probs = logits.float().softmax(1)
+                totals[name] = probs if name not in totals else totals[name] + probs
+    if single:
+        return totals
+    views = len(scales) * (2 if flip else 1)
+    return {name: total / views for name, total in totals.items()}
 
 
 def predict_probs(
@@ -187,37 +247,13 @@ def predict_probs(
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
 ) -> Tensor:
-    """Class scores [N,K,H,W] at `size`: softmax averaged over scales (and flips), or the raw
-    logits for a single scale without flip (same argmax, no softmax cost)."""
-    size = tuple(size)
-    single = len(scales) == 1 and scales[0] == 1.0 and not flip
-    total: Tensor | None = None
-    for scale in scales:
-        h, w = images.shape[-2:]
-        x = images if scale == 1.0 else F.interpolate(
-            images, size=(max(1, round(h * scale)), max(1, round(w * scale))),
-            mode="bilinear", align_corners=False)
-        views = [(x, False), (x.flip(-1), True)] if flip else [(x, False)]
-        for view, flipped in views:
-            logits = model_fn(view)
-            if logits.ndim != 4:
-                raise ValueError(f"model_fn must return [N,K,h,w] logits, got "
-                                 f"{tuple(logits.shape)}")
-            logits = F.interpolate(logits.float(), size=size, mode="bilinear",
-                                   align_corners=False) if logits.shape[-2:] != size else logits
-            if flipped:
-                logits = logits.flip(-1)
-            if single:
-                return logits
-            probs = logits.float().softmax(1)
-            total = probs if total is None else total + probs
-    assert total is not None
-    return total / (len(scales) * (2 if flip else 1))
+    """The prediction's class scores [N,K,H,W] at `size` (see predict_outputs)."""
+    return predict_outputs(model_fn, images, size, flip, scales)[PRIMARY_OUTPUT]
 
 
 @torch.no_grad()
 def evaluate(
-    model_fn: ModelFn,
+    model_fn: ModelFn | NamedModelFn,
     loader: Iterable[tuple[Tensor, Tensor]],
     num_classes: int,
     ignore_index: int,
@@ -230,23 +266,34 @@ def evaluate(
     """Evaluate `model_fn(images) -> logits [N,K,h,w]` (any h, w) over (images, labels) batches.
 
     Logits are upsampled bilinearly to the label size; with `flip` / several `scales` the softmax
-    probabilities of all views are averaged. Put the model in eval mode first. Under DDP each
-    rank evaluates its shard and the confusion matrices are summed over ranks.
+    probabilities of all views are averaged. `model_fn` may return several named outputs (one
+    of them "out"): each is scored, the others in the result's `outputs`. Put the model in eval
+    mode first. Under DDP each rank evaluates its shard and the confusion matrices are summed
+    over ranks.
     """
     if not scales:
         raise ValueError("scales must not be empty")
-    cm = ConfusionMatrix(num_classes, ignore_index, device)
+    matrices: dict[str, ConfusionMatrix] = {}
     show = progress and (not _distributed() or dist.get_rank() == 0)
     for images, labels in tqdm(loader, desc="evaluate", disable=not show, leave=False):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        scores = predict_probs(model_fn, images, labels.shape[-2:], flip, scales)
-        if scores.shape[1] != num_classes:
-            raise ValueError(f"model_fn returned {scores.shape[1]} classes, expected "
-                             f"{num_classes}")
-        cm.update(scores.argmax(1), labels)
-    cm.all_reduce()
-    return EvalResult.from_confusion(cm, categories)
+        outputs = predict_outputs(model_fn, images, labels.shape[-2:], flip, scales)
+        for name, scores in outputs.items():
+            if scores.shape[1] != num_classes:
+                raise ValueError(f"model_fn output {name!r} has {scores.shape[1]} classes, "
+                                 f"expected {num_classes}")
+            if name not in matrices:
+                matrices[name] = ConfusionMatrix(num_classes, ignore_index, device)
+            matrices[name].update(scores.argmax(1), labels)
+    if PRIMARY_OUTPUT not in matrices:  # an empty loader
+        matrices[PRIMARY_OUTPUT] = ConfusionMatrix(num_classes, ignore_index, device)
+    for cm in matrices.values():
+        cm.all_reduce()
+    result = EvalResult.from_confusion(matrices.pop(PRIMARY_OUTPUT), categories)
+    result.outputs = {name: EvalResult.from_confusion(cm, categories)
+                      for name, cm in matrices.items()}
+    return result
 
 
 # ----------------------------------------------------------------------------------- reports

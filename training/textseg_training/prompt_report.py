@@ -42,9 +42,10 @@ def mean_text_loss(run_dir: Path, last: int = 20) -> float | None:
     return round(sum(float(r["train/text"]) for r in tail) / len(tail), 5)
 
 
-def prompt_movement(checkpoint: str | Path) -> dict[str, Any]:
+def prompt_movement(checkpoint: str | Path, summary: bool = False) -> dict[str, Any]:
     """Prompt std before / after, their relative change, and the cosine between each class's
-    initial and final embedding, for a stage-2 (or e2e) checkpoint."""
+    initial and final embedding, for a stage-2 (or e2e) checkpoint. `summary` leaves out what
+    a results entry already holds (run folder, iterations, config values)."""
     from textseg_training.text import PromptLearner
 
     checkpoint = Path(checkpoint)
@@ -64,16 +65,21 @@ def prompt_movement(checkpoint: str | Path) -> dict[str, Any]:
         start = first().float()
         end = PromptLearner(encoder, names, final.shape[1], init=final)().float()
     cosine = torch.nn.functional.cosine_similarity(start, end, dim=1)
-    return {
+    run = {
         "checkpoint": checkpoint.parent.name,
         "prompt_lr_mult": config.prompt_lr_mult,
         "stage2_trains": config.stage2_trains,
         "iterations": data["iteration"],
+    }
+    return {
+        **({} if summary else run),
         "prompt_std_initial": round(float(initial.std()), 5),
         "prompt_std_final": round(float(final.std()), 5),
         "prompt_relative_change": round(float((final - initial).norm() / initial.norm()), 4),
         "embedding_cosine_min": round(float(cosine.min()), 4),
         "embedding_cosine_mean": round(float(cosine.mean()), 4),
+        "embedding_cosine_per_class": {name: round(float(value), 4)
+                                       for name, value in zip(names, cosine, strict=True)},
         "text_loss_last20": mean_text_loss(checkpoint.parent),
     }
 

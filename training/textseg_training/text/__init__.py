@@ -6,6 +6,9 @@ Importing this package is cheap: open_clip / transformers load only when an enco
 from .cache import cache_key, cache_path, class_embeddings
 from .controls import (
     TEXT_CONTROLS,
+    fixed_derangement,
+    permuted_embeddings,
+    permuted_embeddings_identity,
     random_embeddings_identity,
     random_text_encoder,
     random_unit_embeddings,
@@ -36,7 +39,10 @@ __all__ = [
     "cache_path",
     "class_embeddings",
     "ensure_torchvision_importable",
+    "fixed_derangement",
     "packaged_minilm_dir",
+    "permuted_embeddings",
+    "permuted_embeddings_identity",
     "random_embeddings_identity",
     "random_text_encoder",
     "random_unit_embeddings",

@@ -41,7 +41,8 @@ class TrainConfig:
     allow_random_text_encoder: bool = False  # tests, and CLIP without RN50.pt
     # The text experiment's no-language controls (text/controls.py): none | random_encoder
     # (the encoder's architecture, weights drawn from `seed`) | random_embeddings (K fixed
-    # random unit vectors; stage 1 only: there is no encoder to tune prompts through).
+    # random unit vectors) | permuted_embeddings (the class embeddings given to the wrong
+    # classes by a fixed derangement); the last two stage 1 only: no prompts to tune.
     text_control: str = "none"
     text_fusion: str = "tgm"  # tgm (the paper's) | bridge (seed 001's two-way fusion bridge)
     bridge_layers: int = 2  # bridge only: N layers (CNN branch, transformer, bridge both ways)
@@ -125,9 +126,10 @@ class TrainConfig:
             problems.append(f"text_control '{self.text_control}' is not one of {TEXT_CONTROLS}")
         elif self.text_control != "none" and self.stage == "baseline":
             problems.append(f"text_control '{self.text_control}' needs a text stage, not baseline")
-        elif self.text_control == "random_embeddings" and self.stage in ("stage2", "e2e"):
-            problems.append("text_control 'random_embeddings' has no encoder to tune prompts "
-                            f"through: use it with stage1, not {self.stage}")
+        elif (self.text_control in ("random_embeddings", "permuted_embeddings")
+              and self.stage in ("stage2", "e2e")):
+            problems.append(f"text_control '{self.text_control}' is a set of fixed embeddings, "
+                            f"with no prompts to tune: use it with stage1, not {self.stage}")
         if self.bridge_layers < 1 or self.bridge_width < 32 or self.bridge_width % 32:
             problems.append(f"bridge_layers must be >= 1 and bridge_width a positive multiple of "
                             f"32 (the head width), got {self.bridge_layers} and "
@@ -140,9 +142,10 @@ class TrainConfig:
             problems.append(f"precision '{self.precision}' is not one of {PRECISIONS}")
         if self.stage1_text not in STAGE1_TEXTS:
             problems.append(f"stage1_text '{self.stage1_text}' is not one of {STAGE1_TEXTS}")
-        elif self.stage1_text == "initial_prompts" and self.text_control == "random_embeddings":
-            problems.append("stage1_text 'initial_prompts' needs an encoder to run the prompts "
-                            "through: not with text_control 'random_embeddings'")
+        elif (self.stage1_text == "initial_prompts"
+              and self.text_control in ("random_embeddings", "permuted_embeddings")):
+            problems.append("stage1_text 'initial_prompts' runs prompts through the encoder: "
+                            f"not with text_control '{self.text_control}' (fixed embeddings)")
         if self.stage2_trains not in STAGE2_TRAINS:
             problems.append(f"stage2_trains '{self.stage2_trains}' is not one of "
                             f"{STAGE2_TRAINS}")

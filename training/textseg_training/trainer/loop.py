@@ -126,6 +126,15 @@ class Trainer:
                 else:
                     fixed = class_embeddings(encoder, self.class_names,
                                              cache_dir=self.output_dir.parent / ".text_cache")
+                    if config.text_control == "permuted_embeddings":
+                        from textseg_training.text import (
+                            permuted_embeddings,
+                            permuted_embeddings_identity,
+                        )
+
+                        fixed, order = permuted_embeddings(fixed)
+                        self.text_identity = permuted_embeddings_identity(encoder.identity,
+                                                                          order)
                 del encoder  # stage 1 never runs the text encoder per step
 
         self.model_config = SegModelConfig(backbone=config.backbone, num_classes=num_classes,
@@ -386,6 +395,8 @@ class Trainer:
                 self.model.set_text_embeddings(self.prompt_learner().float())
 
     def evaluate(self) -> Any:
+        """Val metrics of the prediction, and of the TGM's score map alone where there is one
+        (result.outputs["score"])."""
         from textseg_training.evaluation import evaluate
         from textseg_training.trainer.data_setup import build_val_loader
 
@@ -396,12 +407,12 @@ class Trainer:
         # Scores as the exported fp32 model computes them; only CUDA AMP keeps its autocast.
         eval_precision = self.precision if self.precision.name == "amp" else None
 
-        def model_fn(images: torch.Tensor) -> torch.Tensor:
+        def model_fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
             images = images.to(self.device, memory_format=self.memory_format)
             if eval_precision is None:
-                return self.model(images)["out"].float()
+                return scored_outputs(self.model(images))
             with eval_precision.autocast():
-                return self.model(images)["out"].float()
+                return scored_outputs(self.model(images))
 
         return evaluate(model_fn, loader, len(self.class_names), self.spec.ignore_index,
                         flip=self.config.eval_flip, scales=self.config.eval_scales,
@@ -412,9 +423,13 @@ class Trainer:
         result = self.evaluate()
         self.last_eval = result
         miou = 100.0 * result.miou
-        self.log.log(self.iteration, {"val/miou": miou,
-                                      "val/pixel_accuracy": 100.0 * result.pixel_accuracy})
-        self._say(f"iteration {self.iteration}: val mIoU {miou:.2f}")
+        metrics = {"val/miou": miou, "val/pixel_accuracy": 100.0 * result.pixel_accuracy}
+        score = result.outputs.get("score")
+        if score is not None:
+            metrics["val/score_map_miou"] = 100.0 * score.miou
+        self.log.log(self.iteration, metrics)
+        self._say(f"iteration {self.iteration}: val mIoU {miou:.2f}" + (
+            "" if score is None else f", score map alone {100.0 * score.miou:.2f}"))
         if self.dist.is_main and (self.best_miou is None or miou > self.best_miou):
             self.best_miou = miou
             self.save(self.output_dir / "best.pt")
@@ -455,6 +470,12 @@ class Trainer:
     def save(self, path: Path) -> None:
         if self.dist.is_main:
             save_checkpoint(path, self.checkpoint_payload())
+
+
+def scored_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The outputs evaluation scores: the prediction and, with a TGM, its cosine score map
+    (argmax over the K class channels: what only the text embeddings can change)."""
+    return {name: outputs[name].float() for name in ("out", "score") if name in outputs}
 
 
 def train(config: TrainConfig, resume: str | Path | None = None, device: str = "auto",
