@@ -15,7 +15,9 @@ from textseg_training.experiment import (  # noqa: E402
     END,
     comparisons_table,
     main_table,
+    PROMPT_COMPARISONS,
     marked_block,
+    prompt_rows_table,
     protocol_report,
     thin_class_table,
     update_marked_block,
@@ -57,6 +59,33 @@ def test_thin_class_gains_are_paired_by_seed():
     table = thin_class_table(RUNS)
     assert "| `stage1_text` - `baseline` (3 seeds) | +5.0 | +0.0 | +0.0 | +0.0 | +0.0 | +2.50 |" \
         in table
+
+
+def _stage2_run(row: str, seed: int, miou: float, score: float, change: float,
+                cosines: dict[str, float]) -> dict:
+    cpu = {"description": "Some CPU (x86_64; VNNI, no bf16)"}
+    return {**_run(row, seed, miou), "score_map_miou": score, "precision": "fp32", "cpu": cpu,
+            "prompts": {"prompt_relative_change": change,
+                        "embedding_cosine_mean": sum(cosines.values()) / len(cosines),
+                        "embedding_cosine_min": min(cosines.values()),
+                        "embedding_cosine_per_class": cosines}}
+
+
+def test_stage2_rows_report_the_score_map_prompt_movement_and_machine():
+    runs = [_stage2_run("stage2_prompts", seed, 46.0 + seed, 43.0 + 2 * seed, 15.0,
+                        {"sky": 0.5, "pole": 0.2 + 0.1 * seed}) for seed in (0, 1)]
+    runs += [_stage2_run("stage2_prompts_frozen", seed, 46.0, 41.0, 0.0,
+                         {"sky": 1.0, "pole": 1.0}) for seed in (0, 1)]
+    table = prompt_rows_table(runs)
+    assert ("| `stage2_prompts` | 2 | 46.50 ± 0.71 | 44.00 ± 1.41 (43.00, 45.00) | "
+            "15.00 ± 0.00 | 0.38 ± 0.04 (pole 0.20) | Some CPU (x86_64; VNNI, no bf16), "
+            "fp32 |") in table
+    by_score = comparisons_table(runs, PROMPT_COMPARISONS, metric="score_map_miou")
+    assert "| `stage2_prompts` - `stage2_prompts_frozen` |" in by_score
+    assert "+3.00 ± 1.41 | +2.00, +4.00 | **yes** (the rows' largest std 1.41)" in by_score
+    by_miou = comparisons_table(runs, PROMPT_COMPARISONS)
+    assert "+0.50 ± 0.71 | +0.00, +1.00 | no" in by_miou
+    assert "### Stage 2 as the authors run it" in protocol_report(runs + RUNS)
 
 
 def test_update_marked_block_replaces_only_the_block(tmp_path):

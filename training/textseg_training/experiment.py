@@ -26,7 +26,22 @@ PAPER_CAMVID: dict[str, str] = {
     "stage2_text_m14": "75.3",
     "stage2_text_m17": "76.0",
     "stage2_text_m8_prompt_wd": "75.9",
+    "stage2_prompts": "78.0 (76.4 in Table 5)",
+    "stage2_prompts_m8": "76.3",
+    "stage2_prompts_m14": "75.3",
+    "stage2_prompts_m17": "76.0",
+    "stage2_prompts_m8_prompt_wd": "75.9",
 }
+# Issue 21's stage 2 (TGM projection frozen, the prompts at the paper's summed learning rate),
+# each from a stage 1 trained on the prompts' initial embeddings.
+PROMPT_STAGE2_ROWS = (
+    "stage2_prompts", "stage2_prompts_frozen", "stage2_prompts_only", "stage2_prompts_m8",
+    "stage2_prompts_m14", "stage2_prompts_m17", "stage2_prompts_m8_prompt_wd",
+    "stage2_prompts_random_encoder",
+)
+PROMPT_ROWS = ("stage1_initial_prompts", *PROMPT_STAGE2_ROWS[:3],
+               "stage1_initial_prompts_random_encoder", "stage2_prompts_random_encoder",
+               "stage1_permuted_embeddings", *PROMPT_STAGE2_ROWS[3:7])
 # Rows 2 and 5 with the TGM and with the bridge again, side by side on one machine.
 RERUN_ROWS = ("stage1_text_rerun", "bridge_stage1_text_rerun", "stage2_text_rerun",
               "bridge_stage2_text_rerun")
@@ -34,7 +49,7 @@ ROW_ORDER = (
     "baseline", "stage1_text", "stage1_random_encoder", "stage1_random_embeddings",
     "stage2_text", "stage2_random_encoder", "e2e_text", "stage2_text_m8", "stage2_text_m14",
     "stage2_text_m17", "stage2_text_m8_prompt_wd", "stage2_text_frozen_prompts",
-    "stage1_text_stride1",
+    "stage1_text_stride1", *PROMPT_ROWS,
     "bridge_sweep_n1_d64", "bridge_sweep_n1_d128", "bridge_sweep_n2_d128", "bridge_sweep_n2_d256",
     "bridge_stage1_text", "bridge_stage2_text", "bridge_stage1_random_embeddings",
     "stage1_text_efficientnet_lite1", "bridge_stage1_text_efficientnet_lite1",
@@ -47,6 +62,18 @@ EARLIER_STAGE2 = "earlier stage 2 (projection trained, short prompt budget)"
 ROW_NOTES: dict[str, str] = {
     **dict.fromkeys(("stage2_text", "stage2_text_m8", "stage2_text_m14", "stage2_text_m17",
                      "stage2_text_m8_prompt_wd", "bridge_stage2_text"), EARLIER_STAGE2),
+    "stage1_initial_prompts": "stage 1 on the prompts' initial embeddings (M = 11)",
+    "stage2_prompts": "stage 2, projection frozen, prompts at the paper's summed LR",
+    "stage2_prompts_frozen": "the same, prompts kept at their initial values",
+    "stage2_prompts_only": "only the prompts train (the paper's words)",
+    "stage1_initial_prompts_random_encoder": "stage 1 on initial prompts through a random "
+                                             "encoder",
+    "stage2_prompts_random_encoder": "stage 2 through the random encoder",
+    "stage1_permuted_embeddings": "class embeddings given to the wrong classes (a fixed "
+                                  "derangement)",
+    **dict.fromkeys(("stage2_prompts_m8", "stage2_prompts_m14", "stage2_prompts_m17",
+                     "stage2_prompts_m8_prompt_wd"),
+                    "from the M = 11 stage 1: starts from other embeddings"),
     "stage1_random_encoder": "control a: MiniLM architecture, random weights",
     "stage1_random_embeddings": "control b: fixed random unit vectors",
     "stage2_random_encoder": f"prompts through the random encoder; {EARLIER_STAGE2}",
@@ -95,6 +122,21 @@ COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
     ("stage1_text", "stage1_text_rerun", "the same TGM run, another machine", ""),
     ("bridge_stage1_text", "bridge_stage1_text_rerun", "the same bridge run, another machine", ""),
 )
+# Issue 21's questions, under the new stage 2.
+PROMPT_COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
+    ("stage1_initial_prompts", "stage2_prompts", "does the new stage 2 add to stage 1?", "+1.4"),
+    ("stage2_prompts_frozen", "stage2_prompts", "prompt learning itself (prompts frozen vs "
+     "learned)", ""),
+    ("stage1_initial_prompts", "stage2_prompts_frozen", "the head's extra training alone", ""),
+    ("stage1_initial_prompts", "stage2_prompts_only", "the prompts alone (everything else "
+     "frozen)", ""),
+    ("stage1_text", "stage1_initial_prompts", "stage 1 on initial prompts vs on class names",
+     ""),
+    ("stage1_permuted_embeddings", "stage1_text", "right vs wrong class for each embedding", ""),
+    ("stage2_prompts_random_encoder", "stage2_prompts", "stage 2: prior vs random encoder", ""),
+    ("stage2_prompts_m8", "stage2_prompts_m8_prompt_wd", "weight decay on prompts (M = 8)",
+     "-0.4"),
+)
 THIN_CLASSES = ("pole", "traffic sign", "fence", "pedestrian", "bicyclist")
 # The thin-class gains are shown for these (row_a, row_b) pairs.
 THIN_CLASS_PAIRS = (("baseline", "stage1_text"), ("baseline", "stage2_text"),
@@ -130,26 +172,31 @@ def main_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _spread(runs: list[dict[str, Any]], *rows: str) -> float:
+def _spread(runs: list[dict[str, Any]], *rows: str, metric: str = "val_miou") -> float:
     """The seed-to-seed spread a difference is judged against: the largest std of the rows."""
-    stds = [mean_std([r["val_miou"] for r in _by_seed(runs, row).values()])[1]
-            for row in rows]
+    stds = [mean_std(values)[1] for row in rows
+            if (values := [r[metric] for r in _by_seed(runs, row).values()
+                           if r.get(metric) is not None])]
     return max((s for s in stds if not math.isnan(s)), default=float("nan"))
 
 
-def comparisons_table(runs: list[dict[str, Any]]) -> str:
+def comparisons_table(runs: list[dict[str, Any]],
+                      comparisons: tuple[tuple[str, str, str, str], ...] = COMPARISONS,
+                      metric: str = "val_miou") -> str:
+    """Paired differences of `metric` (val_miou or score_map_miou) between rows, by seed."""
     main_spread = max((_spread(runs, row) for row in ROW_ORDER[:7] if _by_seed(runs, row)),
                       default=float("nan"))
     lines = ["| row_b - row_a | question | paper | ours (mean over seeds) | per seed | "
              "beyond the seed spread? |", "|---|---|---:|---:|---|---|"]
-    for row_a, row_b, question, paper in COMPARISONS:
+    for row_a, row_b, question, paper in comparisons:
         a, b = _by_seed(runs, row_a), _by_seed(runs, row_b)
-        seeds = sorted(set(a) & set(b))
+        seeds = sorted(s for s in set(a) & set(b)
+                       if a[s].get(metric) is not None and b[s].get(metric) is not None)
         if not seeds:
             continue
-        diffs = [b[s]["val_miou"] - a[s]["val_miou"] for s in seeds]
+        diffs = [b[s][metric] - a[s][metric] for s in seeds]
         mean, std = mean_std(diffs)
-        spread = _spread(runs, row_a, row_b)
+        spread = _spread(runs, row_a, row_b, metric=metric)
         if math.isnan(spread):  # one seed on each side: judge against rows 1-7's spread
             spread, whose = main_spread, "rows 1-7's"
         else:
@@ -164,6 +211,40 @@ def comparisons_table(runs: list[dict[str, Any]]) -> str:
         lines.append(f"| `{row_b}` - `{row_a}` | {question} | {paper} | {ours} | {per_seed} | "
                      f"{verdict} |")
     return "\n".join(lines)
+
+
+def _cpu(entry: dict[str, Any]) -> str:
+    cpu = entry.get("cpu")
+    return cpu["description"] if cpu else "not recorded"
+
+
+def prompt_rows_table(runs: list[dict[str, Any]]) -> str:
+    """Issue 21's stage-2 rows: the prediction's mIoU, the score map's alone (argmax over the K
+    cosine channels: what only the text can change), how far the prompts moved, the cosine
+    between each class's initial and final embedding, and the CPU and precision of each run."""
+    lines = ["| row | seeds | val mIoU % | score map alone, mIoU % (per seed) | prompt relative "
+             "change | embedding cosine init/final: mean (lowest class) | CPU, precision |",
+             "|---|---:|---:|---|---:|---|---|"]
+    for row in ("stage1_initial_prompts", *PROMPT_STAGE2_ROWS,
+                "stage1_initial_prompts_random_encoder"):
+        entries = sorted(_by_seed(runs, row).values(), key=lambda r: r["seed"])
+        if not entries:
+            continue
+        scores = [r.get("score_map_miou") for r in entries]
+        score = ("not recorded" if None in scores else
+                 f"{_pm(scores)} ({', '.join(f'{v:.2f}' for v in scores)})")
+        moved = [r["prompts"] for r in entries if r.get("prompts")]
+        change = _pm([m["prompt_relative_change"] for m in moved]) if moved else ""
+        cosine = ""
+        if moved:
+            lowest = min(((c, name) for m in moved
+                          for name, c in m["embedding_cosine_per_class"].items()))
+            cosine = (f"{_pm([m['embedding_cosine_mean'] for m in moved])} "
+                      f"({lowest[1]} {lowest[0]:.2f})")
+        machines = "; ".join(sorted({f"{_cpu(r)}, {r.get('precision')}" for r in entries}))
+        lines.append(f"| `{row}` | {len(entries)} | {_pm([r['val_miou'] for r in entries])} | "
+                     f"{score} | {change} | {cosine} | {machines} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def thin_class_table(runs: list[dict[str, Any]]) -> str:
@@ -201,6 +282,16 @@ def protocol_report(runs: list[dict[str, Any]]) -> str:
              "--protocol --update docs/experiment.md`.", "", main_table(runs), "", total, "",
              "Paired differences (same seed = same batches, augmentation and initial head):",
              "", comparisons_table(runs)]
+    prompts = prompt_rows_table(runs)
+    if prompts:
+        parts += ["", "### Stage 2 as the authors run it (issue 21)", "",
+                  "Stage 1 trained on the prompts' initial embeddings, then stage 2 with the "
+                  "backbone, detail head and TGM projection frozen; the score map alone is the "
+                  "argmax over the TGM's K cosine channels, the one output only the text moves.",
+                  "", prompts, "", "Paired differences, val mIoU:", "",
+                  comparisons_table(runs, PROMPT_COMPARISONS), "",
+                  "Paired differences, the score map alone:", "",
+                  comparisons_table(runs, PROMPT_COMPARISONS, metric="score_map_miou")]
     thin = thin_class_table(runs)
     if thin:
         parts += ["", "Thin classes (mean IoU gain in points):", "", thin]
