@@ -125,7 +125,24 @@ def test_error_without_handler_is_counted(workers):
 
 def test_stop_joins_thread():
     worker = LatestFrameWorker(lambda item: None)
-    worker.stop(timeout=TIMEOUT)
+    assert worker.stop(timeout=TIMEOUT)
+    assert not worker.is_alive()
+
+
+def test_stop_says_when_an_item_outlasts_the_timeout_and_can_then_wait_for_it():
+    started, release = threading.Event(), threading.Event()
+
+    def process(item):
+        started.set()
+        release.wait(TIMEOUT)
+
+    worker = LatestFrameWorker(process)
+    worker.submit(1)
+    assert started.wait(TIMEOUT)
+    assert worker.stop(timeout=0.05) is False  # still inside process: resources stay in use
+    assert worker.is_alive()
+    threading.Timer(0.1, release.set).start()
+    assert worker.stop(timeout=None) is True  # the node's _release waits like this
     assert not worker.is_alive()
 
 

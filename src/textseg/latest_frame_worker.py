@@ -75,16 +75,19 @@ class LatestFrameWorker:
     def _count_drop(self, source: Hashable) -> None:
         self.dropped_by_source[source] = self.dropped_by_source.get(source, 0) + 1
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        """Stop taking items and wait up to `timeout` s (None: for ever) for the item in
+        progress; True when every thread has finished."""
         with self._condition:
             self._stopping = True
             for source in self._pending:  # never processed: count them so the books balance
                 self._count_drop(source)
             self._pending.clear()
             self._condition.notify_all()
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not self.is_alive()
 
     def _run(self) -> None:
         while True:

@@ -350,7 +350,12 @@ class SegmentationBehaviour:
         self._stop_building.set()
         self._unsubscribe_inputs()
         if getattr(self, "_worker", None) is not None:
-            self._worker.stop()
+            if not self._worker.stop():
+                # Freeing the backend or a publisher under a running inference crashes the
+                # process (a segfault, not an exception): wait for it instead.
+                self.get_logger().warning("an inference still runs after 5 s: waiting for it "
+                                          "before releasing the backend")
+                self._worker.stop(timeout=None)
             self._worker = None
         for backend in self._backends:
             backend.close()
