@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def _info(args: argparse.Namespace) -> int:
     from textseg.cpu import cpu_features
     from textseg.engine import load_backend
+    from textseg.engine.importer import IMPORT_KEY
 
     # warn, not refuse: `info` is where a user looks when a model is refused.
     backend = load_backend(args.model, self_check="warn", report=print)
@@ -58,6 +60,13 @@ def _info(args: argparse.Namespace) -> int:
     for key in ("reproduce", "selected", "training_time"):
         if key in info.extra:
             print(f"{key:<19}{info.extra[key]}")
+    imported = _json_or_none(info.extra.get(IMPORT_KEY))
+    if imported:  # textseg import: where the graph came from and what the user said about it
+        options = ", ".join(f"{k} {v}" for k, v in imported.get("options", {}).items()
+                            if k not in ("class_names", "architecture", "dataset"))
+        print(f"imported from      {imported.get('source')} (sha256 "
+              f"{str(imported.get('source_sha256'))[:16]}..., {imported.get('source_producer')})")
+        print(f"import options     {options}")
     print(f"classes            {info.num_classes}" + ("  (IoU % on the evaluation)" if iou else ""))
     for i, (name, color) in enumerate(zip(info.class_names, info.palette, strict=True)):
         score = f"  {iou[name]:6.2f}" if iou.get(name) is not None else ""
@@ -189,7 +198,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         from textseg.cpu import write_results
 
-        write_results(args.json, {"command": "textseg bench " + " ".join(sys.argv[2:]),
+        write_results(args.json, {"command": "textseg " + shlex.join(args.argv),
                                   "rows": [asdict(row) for row in rows]})
         print(f"figures written to {args.json}")
     return 0
@@ -451,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fp32 model whose labels are the reference (default: MODEL)")
     check.set_defaults(func=_self_check)
 
+    from textseg.import_command import add_command as add_import_command
+
+    add_import_command(sub)  # any segmentation ONNX into the contract
+
     from textseg.replay.commands import add_commands  # rosbag replay evaluation
 
     add_commands(sub)
@@ -468,6 +481,7 @@ def _backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results' "command"
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

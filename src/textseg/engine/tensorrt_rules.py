@@ -59,6 +59,7 @@ SUPPORTED_OPS: dict[str, frozenset[str] | None] = {
     "ArgMax": FLOAT_ONLY,
     "Resize": FLOAT_ONLY,
     "Softmax": FLOAT_ONLY,
+    "InstanceNormalization": FLOAT_ONLY,  # GroupNorm exports as Reshape + this (smp's FPN)
     "QuantizeLinear": FLOAT_ONLY,
     "DequantizeLinear": frozenset({"int8"}),
 }

@@ -1,0 +1,240 @@
+"""`textseg import`: other frameworks' models into the artifact contract (docs/bring_your_model.md).
+
+The recipes are the page's own code, run with the real libraries (segmentation_models_pytorch,
+Hugging Face transformers; random weights, no downloads); the imported files must give the
+framework's own labels on CamVid frames, and run through quantize and bench like any model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="textseg import needs the onnx package")
+torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
+pytest.importorskip("textseg_training", reason="training package not installed")
+
+from import_recipes import (  # noqa: E402
+    RECIPES,
+    assert_same_labels,
+    framework_labels,
+    read_recipe,
+    run_recipe,
+)
+from onnx import TensorProto, helper  # noqa: E402
+
+from textseg.cli import main  # noqa: E402
+from textseg.engine import load_backend  # noqa: E402
+from textseg.engine.importer import (  # noqa: E402
+    IMPORT_KEY,
+    ImportOptions,
+    ImportRefused,
+    import_model,
+    read_class_names,
+)
+from textseg.engine.onnx_file import describe_model, read_onnx_summary  # noqa: E402
+from textseg.engine.tensorrt_rules import check_tensorrt_rules  # noqa: E402
+
+CAMVID_NAMES = ("sky", "building", "pole", "road", "sidewalk", "tree", "traffic sign",
+                "fence", "car", "pedestrian", "bicyclist")
+NEEDS = {"smp": "segmentation_models_pytorch", "segformer": "transformers",
+         "ids": "segmentation_models_pytorch"}
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory, camvid_dir):
+    """recipe -> (framework model, imported file), each made once by the page's code."""
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            from textseg_training.text import ensure_torchvision_importable
+
+            ensure_torchvision_importable()  # smp imports timm, which imports torchvision
+            pytest.importorskip(NEEDS[name], reason=f"the {name} recipe needs {NEEDS[name]}")
+            torch.manual_seed(0)
+            folder = tmp_path_factory.mktemp(f"import_{name}")
+            model, path, _ = run_recipe(name, folder, camvid_dir / "val")
+            made[name] = (model, path)
+        return made[name]
+    return get
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_imports_and_gives_the_frameworks_own_labels(name, imported, camvid_frames):
+    model, path = imported(name)
+    info = describe_model(path).info
+    assert info.class_names == CAMVID_NAMES and info.training_stage == "imported"
+    provenance = json.loads(read_onnx_summary(path).metadata[IMPORT_KEY])
+    assert provenance["source"] == path.name.replace("_textseg", "")
+    assert len(provenance["source_sha256"]) == 64
+    assert check_tensorrt_rules(path.read_bytes()) == []
+    backend = load_backend(path, "onnxruntime", self_check="refuse")
+    try:
+        assert backend.self_check_note.startswith("self-check passed")
+        for _, rgb in camvid_frames(2):
+            result = backend.infer(rgb, want_confidence=True)
+            expected, ties = framework_labels(name, model, rgb, info.network_input_size)
+            assert_same_labels(result.labels, expected, ties)
+            if name == "ids":
+                assert result.confidence is None  # class ids carry no scores
+            else:
+                assert result.confidence.shape == rgb.shape[:2]
+                assert result.confidence.min() >= 255 // len(CAMVID_NAMES)
+    finally:
+        backend.close()
+
+
+def test_an_imported_model_quantizes_and_benchmarks_like_any_other(imported, camvid_dir,
+                                                                   tmp_path, camvid_frames):
+    _, path = imported("smp")
+    int8 = tmp_path / "unet_int8_cpu.onnx"
+    assert main(["quantize", str(path), "--calibration", str(camvid_dir / "train"),
+                 "--frames", "4", "--target", "cpu", "--output", str(int8)]) == 0
+    (_, rgb), = camvid_frames(1)
+    fp32 = load_backend(path, "onnxruntime", self_check="refuse")
+    quantized = load_backend(int8, "onnxruntime", self_check="warn")
+    try:
+        agreement = (fp32.infer(rgb).labels == quantized.infer(rgb).labels).mean()
+    finally:
+        fp32.close()
+        quantized.close()
+    assert agreement > 0.8, agreement  # random weights: int8 is coarse, but the same model
+    figures = tmp_path / "bench.json"
+    assert main(["bench", str(path), "--sizes", "480x360", "--frames", "3", "--rounds", "1",
+                 "--no-node", "--threads", "1", "--json", str(figures)]) == 0
+    report = json.loads(figures.read_text())
+    (row,) = report["rows"]
+    assert row["raw"]["size"] == [360, 480] and row["raw"]["fps"] > 0
+    assert row["self_check"].startswith("self-check passed")
+    assert "cpu" in report and report["command"].startswith(f"textseg bench {path}")
+
+
+def _graph(inputs, outputs, nodes, initializers=(), opset=17) -> bytes:
+    graph = helper.make_graph(nodes, "user", inputs, outputs, initializer=list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                             producer_name="test").SerializeToString()
+
+
+def _image(name="input", shape=(1, 3, 64, 64)):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def _conv_logits(classes: int, shape=(1, 3, 64, 64), name="input", opset=17) -> bytes:
+    rng = np.random.default_rng(0)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [classes, 3, 1, 1],
+                                rng.standard_normal(classes * 3).astype(np.float32))
+    return _graph([_image(name, shape)],
+                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                 [1, classes, shape[2], shape[3]])],
+                  [helper.make_node("Conv", [name, "w"], ["logits"])], [weight], opset)
+
+
+def test_a_hand_made_graph_imports_with_bgr_nhwc_and_a_name_clash(tmp_path):
+    """The wrapper's own arithmetic on a 1x1 convolution, checked by hand: layout, colour
+    order, normalisation, and an input called `image` like the contract's."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((3, 3)).astype(np.float32)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 3], w.ravel())
+    source = tmp_path / "nhwc.onnx"
+    source.write_bytes(_graph(
+        [_image("image", (1, 16, 16, 3))],
+        [helper.make_tensor_value_info("labels", TensorProto.FLOAT, [1, 16, 16, 3])],
+        [helper.make_node("MatMul", ["image", "w"], ["per_pixel"]),
+         helper.make_node("Transpose", ["per_pixel"], ["labels"], perm=[0, 1, 2, 3])],
+        [weight]))
+    options = ImportOptions(class_names=("a", "b", "c"), input_layout="nhwc",
+                            color_order="bgr", scale=0.5, mean=(1.0, 2.0, 3.0),
+                            std=(2.0, 4.0, 8.0), output_kind="logits")
+    with pytest.raises(ImportRefused, match="16 class channels"):  # NHWC scores, not NCHW
+        import_model(source, tmp_path / "out.onnx", options)
+    source.write_bytes(_graph(
+        [_image("image", (1, 16, 16, 3))],
+        [helper.make_tensor_value_info("labels", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_node("MatMul", ["image", "w"], ["per_pixel"]),
+         helper.make_node("Transpose", ["per_pixel"], ["labels"], perm=[0, 3, 1, 2])],
+        [weight]))
+    report = import_model(source, tmp_path / "out.onnx", options)
+    assert report.info.network_input_size == (16, 16)
+    frame = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    backend = load_backend(report.path, "onnxruntime", self_check="refuse")
+    try:
+        labels = backend.infer(frame).labels
+    finally:
+        backend.close()
+    x = (frame[..., ::-1].astype(np.float32) * 0.5 - np.array([1, 2, 3], np.float32)) \
+        / np.array([2, 4, 8], np.float32)
+    scores = x @ w
+    top2 = np.sort(scores, -1)[..., -2:]
+    decided = top2[..., 1] - top2[..., 0] > 1e-4
+    assert (labels == scores.argmax(-1))[decided].all()
+
+
+@pytest.mark.parametrize(("make", "options", "message"), [
+    (lambda: _graph([_image("a"), _image("b")],
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 64, 64])],
+                    [helper.make_node("Add", ["a", "b"], ["y"])]),
+     {}, "has 2 inputs"),
+    (lambda: _graph([_image()],
+                    [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 100, 4])],
+                    [helper.make_node("Reshape", ["input", "shape"], ["boxes"])],
+                    [helper.make_tensor("shape", TensorProto.INT64, [3], [1, -1, 4])]),
+     {}, "not semantic segmentation"),
+    (lambda: _conv_logits(5), {}, "has 5 class channels"),
+    (lambda: _conv_logits(3, (1, 3, "h", "w")), {}, "dynamic size"),
+    (lambda: _conv_logits(3, (1, 64, 64, 3)), {}, "is the layout nhwc"),
+    (lambda: _conv_logits(3, opset=11), {}, "opset 11"),
+    (lambda: b"not a model", {}, "is not an ONNX model"),
+    (lambda: _conv_logits(3), {"output_kind": "labels"}, "class ids are"),
+    (lambda: _conv_logits(3), {"output": "scores"}, "no output 'scores'"),
+])
+def test_what_cannot_be_imported_is_refused_by_name(tmp_path, make, options, message):
+    source = tmp_path / "theirs.onnx"
+    source.write_bytes(make())
+    with pytest.raises(ImportRefused, match=message):
+        import_model(source, tmp_path / "out.onnx",
+                     ImportOptions(class_names=("a", "b", "c"), **options))
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_instance_heads_and_textseg_models_are_refused(tmp_path, tiny_model_path):
+    source = tmp_path / "nms.onnx"
+    boxes = helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 10, 4])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3, 10])
+    source.write_bytes(_graph(
+        [boxes, scores], [helper.make_tensor_value_info("kept", TensorProto.INT64, [None, 3])],
+        [helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["kept"])]))
+    with pytest.raises(ImportRefused, match="has 2 inputs"):
+        import_model(source, tmp_path / "o.onnx", ImportOptions(class_names=("a",)))
+    with pytest.raises(ImportRefused, match="already a textseg model"):
+        import_model(tiny_model_path, tmp_path / "o.onnx", ImportOptions(class_names=("a",)))
+
+
+def test_cli_reads_class_files_and_reports_errors(tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("road\nsidewalk\n\ncar\n")
+    assert read_class_names(str(names)) == ("road", "sidewalk", "car")
+    names.write_text('["a", "b"]')
+    assert read_class_names(str(names)) == ("a", "b")
+    assert read_class_names("x, y ,z") == ("x", "y", "z")
+    source = tmp_path / "theirs.onnx"
+    source.write_bytes(_conv_logits(3))
+    assert main(["import", str(source), "--classes", "a,b", "-o", str(tmp_path / "o.onnx")]) == 2
+    assert "has 3 class channels" in capsys.readouterr().err
+    assert main(["import", str(source), "--classes", "a,b,c", "--palette",
+                 "[[1,2,3],[4,5,6],[7,8,9]]", "-o", str(tmp_path / "o.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "labels identical to the original graph" in out and "TensorRT rules: passed" in out
+    assert describe_model(tmp_path / "o.onnx").info.palette == ((1, 2, 3), (4, 5, 6), (7, 8, 9))
+    assert main(["info", str(tmp_path / "o.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "imported from      theirs.onnx (sha256 " in out
+    assert "input_layout nchw" in out and "scale 0.00392" in out
+
+
+def test_every_recipe_of_the_page_is_tested():
+    for name in RECIPES:
+        recipe = read_recipe(name)
+        assert "-o" in recipe.command and "--classes" in recipe.command
