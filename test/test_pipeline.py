@@ -137,3 +137,25 @@ def test_a_batch_of_cameras_gives_each_frame_its_own_outputs(backend, camvid_fra
         assert result.inference_s > 0
     with pytest.raises(ValueError, match="2 frames but 1"):
         pipeline.run_batch(frames, requests[:1])
+
+
+def test_a_class_mapping_reaches_labels_colour_and_confidence(backend, frame):
+    from textseg.class_mapping import build_class_mapping
+
+    info = backend.info
+    model = backend.infer(frame, want_confidence=True)
+    seen = [info.class_names[i] for i in np.unique(model.labels)]
+    assert len(seen) >= 3, seen  # merged, renamed and dropped classes all on the frame
+    mapping = build_class_mapping(info.class_names, info.palette,
+                                  [f"merged: {seen[0]}, {seen[1]}", f"renamed: {seen[2]}"],
+                                  "drop", ["merged: 1, 2, 3"])
+    pipeline = SegmentationPipeline(backend, mapping.palette, class_mapping=mapping)
+    request = OutputRequest(labels=True, color=True, confidence=True)
+    result = pipeline.run(frame, request)
+    np.testing.assert_array_equal(result.labels, mapping.label_lut[model.labels])
+    assert set(np.unique(result.labels)) == ({0, 1, 255} if len(seen) > 3 else {0, 1})
+    kept = result.labels != 255
+    np.testing.assert_array_equal(result.confidence[kept], model.confidence[kept])
+    assert (result.confidence[~kept] == 0).all()
+    assert (result.color[result.labels == 0] == (1, 2, 3)).all()
+    assert (result.color[~kept] == 0).all()  # no class, no colour

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from textseg.class_mapping import ClassMapping
 from textseg.engine.backend import SegmentationBackend
 from textseg.imaging import (
     DEFAULT_MAX_PIXELS,
@@ -46,7 +47,10 @@ class FrameResult:
 
 class SegmentationPipeline:
     def __init__(self, backend: SegmentationBackend, palette, output_scale: float = 1.0,
-                 overlay_alpha: float = 0.5, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 overlay_alpha: float = 0.5, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 class_mapping: ClassMapping | None = None) -> None:
+        """`palette` is the outputs' (after `class_mapping`, which turns the model's labels
+        and confidence into the outputs' classes; None: the model's own)."""
         if not 0.0 < output_scale <= 1.0:
             raise ValueError(f"output_scale must be in (0, 1], got {output_scale}")
         if not 0.0 <= overlay_alpha <= 1.0:
@@ -56,6 +60,8 @@ class SegmentationPipeline:
         self.overlay_alpha = overlay_alpha
         self.max_pixels = max_pixels
         self._lut = palette_lut(palette)
+        self._mapping = None if class_mapping is None or class_mapping.identity \
+            else class_mapping
 
     def decode_raw(self, encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
         return image_to_rgb(encoding, height, width, step, data, self.max_pixels)
@@ -77,14 +83,15 @@ class SegmentationPipeline:
     def _views(self, rgb: np.ndarray, result, request: OutputRequest,
                inference_s: float) -> FrameResult:
         color = mixed = None
+        labels, confidence = result.labels, result.confidence if request.confidence else None
+        if self._mapping is not None:
+            labels, confidence = self._mapping.apply(labels, confidence)
         if request.color or request.overlay:
-            color = colorize(result.labels, self._lut)
+            color = colorize(labels, self._lut)
         if request.overlay:
             mixed = overlay(rgb, color, self.overlay_alpha)
-        return FrameResult(labels=result.labels, color=color if request.color else None,
-                           overlay=mixed,
-                           confidence=result.confidence if request.confidence else None,
-                           inference_s=inference_s)
+        return FrameResult(labels=labels, color=color if request.color else None,
+                           overlay=mixed, confidence=confidence, inference_s=inference_s)
 
     def run(self, rgb: np.ndarray, request: OutputRequest) -> FrameResult:
         rgb = self._scaled(rgb)

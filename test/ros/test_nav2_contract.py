@@ -98,8 +98,15 @@ def test_labels_and_confidence_arrive_mono8_with_identical_headers(nav2_node, ca
         assert labels.header.frame_id == confidence.header.frame_id == "camera_front"
         assert (labels.height, labels.width) == rgb.shape[:2]
         assert (confidence.height, confidence.width) == rgb.shape[:2]
-        ids = np.frombuffer(labels.data, np.uint8)
-        assert ids.max() < len(load_backend(tiny_model_path).info.class_names)
+        ids = np.frombuffer(labels.data, np.uint8).reshape(rgb.shape[:2])
+        # the model's labels through the documented grouping, and its confidence unchanged
+        model = load_backend(tiny_model_path).infer(rgb, want_confidence=True)
+        names = load_backend(tiny_model_path).info.class_names
+        group = {"road": 0, "sidewalk": 1, "sky": 3}
+        expected = np.array([group.get(name, 2) for name in names], np.uint8)[model.labels]
+        assert (ids == expected).all()
+        assert (np.frombuffer(confidence.data, np.uint8).reshape(rgb.shape[:2])
+                == model.confidence).all()
     finally:
         client.executor.remove_node(listener)
         listener.destroy_node()
@@ -118,7 +125,9 @@ def test_label_info_is_latched_before_segmentation_starts(nav2_node, ros_context
     client.executor.add_node(listener)
     try:
         assert client.wait_for(lambda: bool(got), 10.0)
-        assert [c.class_name for c in got[0].class_map][:2] == ["sky", "building"]
+        # the documented grouping (config/nav2_segmentation.yaml), in output id order
+        assert [(c.class_id, c.class_name) for c in got[0].class_map] == [
+            (0, "drivable"), (1, "caution"), (2, "obstacle"), (3, "sky")]
     finally:
         client.executor.remove_node(listener)
         listener.destroy_node()
@@ -178,3 +187,16 @@ def test_without_vision_msgs_the_node_says_why_and_still_segments(tiny_model_pat
         client.close()
         assert node.stop() == 0, node.log_text()[-2000:]
     assert "vision_msgs is not installed" in node.log_text()
+
+
+def test_a_bad_class_grouping_stops_the_node_naming_the_entry(tiny_model_path, ros_env):
+    node = NodeProcess({"model": str(tiny_model_path), "class_groups": ["drivable: road, lawn"]},
+                       env=ros_env, namespace="/badgroups").start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while node.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        code = node.stop()
+    assert code == 1, node.log_text()[-2000:]
+    assert "['lawn'] not among the model's classes" in node.log_text()

@@ -46,6 +46,7 @@ from rclpy.qos import (
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from textseg.class_mapping import ClassMappingError, build_class_mapping
 from textseg.engine import BACKENDS, PRECISIONS, choose_backend, default_model_path, load_backend
 from textseg.engine.contract import ContractError, ModelInfo
 from textseg.engine.engine_cache import MAX_BATCH, EngineCacheError, read_record
@@ -135,6 +136,17 @@ PARAMETERS: dict[str, tuple] = {
                 "<name>/image (or image/compressed, camera_info) in and <name>/labels/* out, "
                 "its own diagnostics status, and an equal share of the model under overload; "
                 "empty = one camera on image -> labels/*", "names: letters, digits, _"),
+    "class_groups": ([], STRING_ARRAY, "Output classes made of the model's: 'NAME: a, b' "
+                     "merges classes a and b into NAME (one class renames it); output ids "
+                     "follow this order, then the others (class_others). Applied to labels, "
+                     "confidence, colour and LabelInfo alike; empty = the model's classes",
+                     "'NAME: model class, ...'"),
+    "class_others": ("keep", STRING, "The model classes no group names: keep (each under its "
+                     "own name, after the groups), drop (label 255, confidence 0), or a name "
+                     "(all merged into that one class, last)", "keep | drop | NAME"),
+    "class_colors": ([], STRING_ARRAY, "Colour of output classes: 'NAME: r, g, b' (default: "
+                     "the model's colour of the class, or of a group's first member)",
+                     "'NAME: r, g, b'"),
     "max_batch": (0, INTEGER, "With several cameras: frames of up to this many cameras (of one "
                   "size) run as one inference. 0 = auto: one per camera on TensorRT (an engine "
                   "profile per batch size), 1 on ONNX Runtime (measured: no gain on CPU)",
@@ -210,6 +222,17 @@ class SegmentationBehaviour:
         """Check the model, create the outputs and the frame worker (no backend yet)."""
         p = self._p
         info, has_confidence = self._describe_model(self._model_path, p)
+        try:
+            self._class_mapping = build_class_mapping(
+                info.class_names, info.palette, p["class_groups"], p["class_others"],
+                p["class_colors"])
+        except ClassMappingError as exc:
+            raise ParameterError(str(exc)) from None
+        self.model_info = info  # the model's own classes, as the backend returns them
+        info = self._class_mapping.output_info(info)  # the outputs' classes
+        if not self._class_mapping.identity:
+            self.get_logger().info(
+                f"classes: {self._class_mapping.describe(self.model_info.class_names)}")
         self.info = info
         if not self.has_parameter("class_names"):  # a lifecycle node configures again
             self.declare_parameter("class_names", list(info.class_names), ParameterDescriptor(
@@ -327,7 +350,8 @@ class SegmentationBehaviour:
             for b in backends:  # ONNX Runtime opens the whole graph now, not on a frame
                 getattr(b, "prepare_confidence", lambda: None)()
         pipelines = [SegmentationPipeline(b, self.info.palette, p["output_scale"],
-                                          p["overlay_alpha"], p["max_image_pixels"])
+                                          p["overlay_alpha"], p["max_image_pixels"],
+                                          self._class_mapping)
                      for b in backends]
         self._pipeline = pipelines[0]  # decoding (the same for all)
         self._pipelines = queue.SimpleQueue()
