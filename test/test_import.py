@@ -238,3 +238,24 @@ def test_every_recipe_of_the_page_is_tested():
     for name in RECIPES:
         recipe = read_recipe(name)
         assert "-o" in recipe.command and "--classes" in recipe.command
+
+
+def test_ops_tensorrt_cannot_parse_are_reported_or_refused_on_request(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 3, 1, 1],
+                                rng.standard_normal(9).astype(np.float32))
+    source = tmp_path / "hardmax.onnx"
+    source.write_bytes(_graph(
+        [_image()], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_node("Conv", ["input", "w"], ["scores"]),
+         helper.make_node("Hardmax", ["scores"], ["y"], axis=1)], [weight]))
+    out = tmp_path / "o.onnx"
+    assert main(["import", str(source), "--classes", "a,b,c", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Hardmax" in printed and "TensorRT would refuse it" in printed
+    assert out.is_file()  # for ONNX Runtime
+    out.unlink()
+    assert main(["import", str(source), "--classes", "a,b,c", "-o", str(out),
+                 "--require-tensorrt"]) == 2
+    assert "TensorRT would refuse the graph: [ops] Hardmax" in capsys.readouterr().err
+    assert not out.exists()

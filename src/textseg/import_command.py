@@ -76,6 +76,9 @@ def add_command(sub) -> None:
                         "(default: synthetic colour fields)")
     parser.add_argument("--name", default="", help="architecture name shown by textseg info")
     parser.add_argument("--dataset", default="unknown", help="what the model was trained on")
+    parser.add_argument("--require-tensorrt", action="store_true",
+                        help="refuse a graph TensorRT's parser would refuse (default: write it "
+                        "for ONNX Runtime and say why TensorRT would not take it)")
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help="the textseg model to write (default: MODEL_textseg.onnx)")
     parser.set_defaults(func=_import)
@@ -99,8 +102,10 @@ def _import(args: argparse.Namespace) -> int:
         dataset=args.dataset)
     frames = ([f[0] for f in calibration_frames(args.frames, 8)] if args.frames else None)
     output = args.out or args.model.with_name(f"{args.model.stem}_textseg.onnx")
-    report = import_model(args.model, output, options, frames)
+    report = import_model(args.model, output, options, frames,
+                          require_tensorrt=args.require_tensorrt)
     print(report.describe())
     if report.tensorrt_violations:
-        print("the file runs on ONNX Runtime; TensorRT would refuse it for the reasons above")
+        print("the file runs on ONNX Runtime; TensorRT would refuse it for the reasons above "
+              "(--require-tensorrt makes that an error)")
     return 0

@@ -451,10 +451,12 @@ def synthetic_frames(size: tuple[int, int], count: int = 2) -> list[np.ndarray]:
 
 def import_model(source: str | Path, output: str | Path, options: ImportOptions,
                  frames: Sequence[np.ndarray] | None = None,
-                 self_check: bool = True) -> ImportReport:
+                 self_check: bool = True, require_tensorrt: bool = False) -> ImportReport:
     """Wrap `source` into a contract model at `output` (written atomically), check it and
     return the report. `frames`: uint8 RGB [H, W, 3] images (any size) for the check against
-    the original graph and for the stored self-check; None: synthetic ones."""
+    the original graph and for the stored self-check; None: synthetic ones.
+    `require_tensorrt`: refuse a graph TensorRT's parser would refuse (by default the file is
+    written for ONNX Runtime and the report lists why TensorRT would not take it)."""
     onnx = _onnx()
     import onnxruntime as ort
 
@@ -519,6 +521,8 @@ def import_model(source: str | Path, output: str | Path, options: ImportOptions,
         check = make_self_check(result, check_frames[:2], reference=f"{source.name} (imported)")
         result = _with_metadata(result, {SELF_CHECK_KEY: check.to_metadata()})
     violations = [str(v) for v in check_tensorrt_rules(result)]
+    if violations and require_tensorrt:
+        raise ImportRefused(f"TensorRT would refuse the graph: {'; '.join(violations)}")
     path = atomic_write_bytes(output, result)
     return ImportReport(Path(path), info, len(check_frames), pixels, differing, violations,
                         digest)

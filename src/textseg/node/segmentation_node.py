@@ -62,6 +62,7 @@ from textseg.imaging import (
 from textseg.latest_frame_worker import LatestFrameWorker
 from textseg.malloc_tuning import keep_large_buffers_in_heap
 from textseg.node.label_info import MISSING_MESSAGE, label_info_message, load_label_info_types
+from textseg.node.topic_watch import SilenceCheck, TopicWatch
 from textseg.pipeline import (
     OutputRequest,
     SegmentationPipeline,
@@ -147,6 +148,9 @@ PARAMETERS: dict[str, tuple] = {
     "class_colors": ([], STRING_ARRAY, "Colour of output classes: 'NAME: r, g, b' (default: "
                      "the model's colour of the class, or of a group's first member)",
                      "'NAME: r, g, b'"),
+    "no_input_warning": (10.0, DOUBLE, "Warn once when a subscribed camera sends nothing for "
+                         "this many seconds, naming the topic listened on, its publishers and "
+                         "the image topics the node can see; 0 = never", ">= 0"),
     "max_batch": (0, INTEGER, "With several cameras: frames of up to this many cameras (of one "
                   "size) run as one inference. 0 = auto: one per camera on TensorRT (an engine "
                   "profile per batch size), 1 on ONNX Runtime (measured: no gain on CPU)",
@@ -174,6 +178,7 @@ class CameraChannel:
     camera_info_sub: object | None = None
     camera_info: CameraInfo | None = None
     previous_snapshot: object | None = None
+    silence: SilenceCheck | None = None  # set while the input is subscribed
     # Publishing in arrival order when inferences run in parallel: when the newest frame out
     # so far arrived (perf_counter). Arrival, not the stamp, so a bag replayed again or a
     # camera clock set back is not mistaken for late results.
@@ -250,6 +255,7 @@ class SegmentationBehaviour:
         self._backend_description = "-"
         self._pipeline: SegmentationPipeline | None = None
         self._subscriptions_ready = False
+        self._topic_watch = TopicWatch(self, self.get_logger().warning)
         self._channels = [self._make_channel(name) for name in (p["cameras"] or [""])]
         self._label_info_pub = None
         self._publish_label_info()
@@ -270,7 +276,11 @@ class SegmentationBehaviour:
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
         def image_pub(topic: str, enabled: bool = True):
-            return self.create_publisher(Image, prefix + topic, reliable) if enabled else None
+            if not enabled:
+                return None
+            return self.create_publisher(
+                Image, prefix + topic, reliable, event_callbacks=self._topic_watch.
+                publisher_callbacks(self.resolve_topic_name(prefix + topic), reliable))
 
         return CameraChannel(
             name=name, labels_pub=image_pub("labels/image"),
@@ -444,6 +454,8 @@ class SegmentationBehaviour:
                             f"{v['parallel_inferences']}")
         if not 0 <= v["max_batch"] <= MAX_BATCH:
             problems.append(f"max_batch must be in 0..{MAX_BATCH}, got {v['max_batch']}")
+        if v["no_input_warning"] < 0.0:
+            problems.append(f"no_input_warning must be >= 0, got {v['no_input_warning']}")
         if v["diagnostics_period"] <= 0.0:
             problems.append(f"diagnostics_period must be > 0, got {v['diagnostics_period']}")
         if v["precision"] == "int8" and v["backend"] != "onnxruntime" and \
@@ -486,13 +498,18 @@ class SegmentationBehaviour:
             prefix = channel.prefix
             # Default arguments bind this channel (a closure would see the loop's last one).
             if p["transport"] == "compressed":
+                topic = self.resolve_topic_name(prefix + "image/compressed")
                 sub = self.create_subscription(
-                    CompressedImage, prefix + "image/compressed",
-                    lambda msg, c=channel: self._on_compressed(msg, c), qos)
+                    CompressedImage, topic,
+                    lambda msg, c=channel: self._on_compressed(msg, c), qos,
+                    event_callbacks=self._topic_watch.subscription_callbacks(topic, qos))
             else:
+                topic = self.resolve_topic_name(prefix + "image")
                 sub = self.create_subscription(
-                    Image, prefix + "image", lambda msg, c=channel: self._on_image(msg, c), qos)
+                    Image, topic, lambda msg, c=channel: self._on_image(msg, c), qos,
+                    event_callbacks=self._topic_watch.subscription_callbacks(topic, qos))
             channel.image_sub = sub
+            channel.silence = SilenceCheck(p["no_input_warning"])
             if p["camera_info"]:
                 channel.camera_info_sub = self.create_subscription(
                     CameraInfo, prefix + "camera_info",
@@ -540,6 +557,7 @@ class SegmentationBehaviour:
         """Executor thread: O(1) checks only, then hand over the newest frame."""
         now = time.perf_counter()
         channel.stats.record_received(now)
+        channel.silence.heard()
         try:
             check_image_header(msg.encoding, msg.height, msg.width, msg.step, len(msg.data),
                                self._p["max_image_pixels"])
@@ -551,6 +569,7 @@ class SegmentationBehaviour:
     def _on_compressed(self, msg: CompressedImage, channel: CameraChannel) -> None:
         now = time.perf_counter()
         channel.stats.record_received(now)
+        channel.silence.heard()
         try:
             compressed_header(msg.data, self._p["max_image_pixels"])
         except ImageRejected as exc:
@@ -711,6 +730,7 @@ class SegmentationBehaviour:
                                 f"{p['qos_depth']})"}
             if channel.name:
                 context["camera"] = channel.name
+            context.update(self._topic_diagnostics(channel))
             status = DiagnosticStatus()
             status.level = bytes([level])
             camera = f" {channel.name}" if channel.name else ""
@@ -721,6 +741,25 @@ class SegmentationBehaviour:
                              for k, v in diagnostic_values(snapshot, context)]
             array.status.append(status)
         self._diagnostics_pub.publish(array)
+
+
+    def _topic_diagnostics(self, channel: CameraChannel) -> dict[str, str]:
+        """What the other ends of the channel's topics do wrong, and a once-only warning for
+        a subscribed input that stays silent."""
+        watch = self._topic_watch
+        inputs = [sub.topic_name for sub in (channel.image_sub, channel.camera_info_sub)
+                  if sub is not None]
+        outputs = [pub.topic_name for pub in channel.publishers()]
+        if channel.image_sub is not None and channel.silence is not None and \
+                channel.silence.due():
+            kind = ("sensor_msgs/msg/CompressedImage" if self._p["transport"] == "compressed"
+                    else "sensor_msgs/msg/Image")
+            self.get_logger().warning(
+                f"no image for {channel.silence.after:g} s: "
+                f"{watch.silence_report(channel.image_sub.topic_name, kind)}")
+        return {"input incompatible QoS events": str(watch.incompatible_qos.total(inputs)),
+                "output incompatible QoS events": str(watch.incompatible_qos.total(outputs)),
+                "incompatible type events": str(watch.incompatible_type.total(inputs + outputs))}
 
 
 class SegmentationNode(SegmentationBehaviour, Node):
