@@ -87,10 +87,11 @@ def test_recipe_imports_and_gives_the_frameworks_own_labels(name, imported, camv
         backend.close()
 
 
-def test_an_imported_model_quantizes_and_benchmarks_like_any_other(imported, camvid_dir,
+@pytest.mark.parametrize("name", RECIPES)
+def test_an_imported_model_quantizes_and_benchmarks_like_any_other(name, imported, camvid_dir,
                                                                    tmp_path, camvid_frames):
-    _, path = imported("smp")
-    int8 = tmp_path / "unet_int8_cpu.onnx"
+    _, path = imported(name)
+    int8 = tmp_path / f"{name}_int8_cpu.onnx"
     assert main(["quantize", str(path), "--calibration", str(camvid_dir / "train"),
                  "--frames", "4", "--target", "cpu", "--output", str(int8)]) == 0
     (_, rgb), = camvid_frames(1)
