@@ -1,0 +1,182 @@
+"""Labels in 3D, without ROS: an organized, pixel-aligned point cloud for the label image.
+
+Two sources of the metric position of each pixel, both in the camera's optical frame (x right,
+y down, z forward, metres; REP 103):
+
+- depth: a registered depth image (16UC1 millimetres or 32FC1 metres) back-projected through
+  the pinhole K: X = (u - cx) Z / fx, Y = (v - cy) Z / fy. Invalid depth (0, NaN, inf) -> NaN.
+- ground: a plain camera at a known pose above flat ground. Each pixel's ray meets the ground
+  plane at t = -h / (up . r); pixels whose ray points at or above the horizon, or meets the
+  ground beyond `max_range`, are NaN. Objects standing on the ground (`standing` class ids)
+  would smear along their rays: each column's run of such pixels is placed at the ground point
+  of its lowest pixel, where the object touches the ground. This is wrong on slopes (the plane
+  is not the ground), for overhangs (a run's lowest pixel is not its contact) and for objects
+  whose bottom is hidden (they land behind where they are).
+
+Everything is vectorised over the image: no per-pixel Python.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+DEPTH_ENCODINGS = {"16UC1": (np.uint16, 0.001), "mono16": (np.uint16, 0.001),
+                   "32FC1": (np.float32, 1.0)}
+# PointCloud2 layout: x, y, z float32, label and confidence uint8, padded to 16 bytes.
+POINT_DTYPE = np.dtype({"names": ["x", "y", "z", "label", "confidence"],
+                        "formats": ["<f4", "<f4", "<f4", "u1", "u1"],
+                        "offsets": [0, 4, 8, 12, 13], "itemsize": 16})
+POINT_FIELDS = (("x", 0, "float32"), ("y", 4, "float32"), ("z", 8, "float32"),
+                ("label", 12, "uint8"), ("confidence", 13, "uint8"))
+
+
+class PointsError(ValueError):
+    """Input the point cloud cannot be computed from; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    @classmethod
+    def from_k(cls, k) -> Intrinsics:
+        k = [float(v) for v in k]
+        if len(k) != 9 or k[0] <= 0 or k[4] <= 0:
+            raise PointsError(f"camera_info K {k} is not a calibrated pinhole (fx, fy > 0)")
+        return cls(k[0], k[4], k[2], k[5])
+
+    def scaled(self, scale_x: float, scale_y: float) -> Intrinsics:
+        """For an image resized by (scale_x, scale_y), as image_proc's resize scales K."""
+        return Intrinsics(self.fx * scale_x, self.fy * scale_y, self.cx * scale_x,
+                          self.cy * scale_y)
+
+    def rays(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x / z, y / z) of each pixel centre's ray: [1, W] and [H, 1] float32."""
+        u = (np.arange(width, dtype=np.float32) - np.float32(self.cx)) / np.float32(self.fx)
+        v = (np.arange(height, dtype=np.float32) - np.float32(self.cy)) / np.float32(self.fy)
+        return u[None, :], v[:, None]
+
+
+def depth_in_metres(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
+    """A sensor_msgs/Image depth payload -> float32 [H, W] metres (invalid: NaN)."""
+    if encoding not in DEPTH_ENCODINGS:
+        raise PointsError(f"depth encoding {encoding!r} is not one of "
+                          f"{sorted(DEPTH_ENCODINGS)} (16UC1 millimetres, 32FC1 metres)")
+    dtype, scale = DEPTH_ENCODINGS[encoding]
+    itemsize = np.dtype(dtype).itemsize
+    if height < 1 or width < 1 or step < width * itemsize or len(data) < step * height:
+        raise PointsError(f"depth image {width}x{height} step {step} with {len(data)} bytes "
+                          "is malformed")
+    rows = np.frombuffer(data, np.uint8, count=step * height).reshape(height, step)
+    depth = rows[:, :width * itemsize].copy().view(dtype).reshape(height, width)
+    metres = depth.astype(np.float32) * np.float32(scale)
+    metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
+    return metres
+
+
+def resize_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Depth at the label size: nearest neighbour (averaging depths across an edge would put
+    points in the air between the two surfaces)."""
+    if depth.shape == (height, width):
+        return depth
+    rows = np.minimum((np.arange(height) + 0.5) * depth.shape[0] / height,
+                      depth.shape[0] - 1).astype(np.int64)
+    cols = np.minimum((np.arange(width) + 0.5) * depth.shape[1] / width,
+                      depth.shape[1] - 1).astype(np.int64)
+    return depth[rows][:, cols]
+
+
+def points_from_depth(depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """float32 [H, W, 3] camera-frame points of a metric depth image (NaN where invalid)."""
+    x_over_z, y_over_z = intrinsics.rays(*depth.shape)
+    return np.stack(np.broadcast_arrays(x_over_z * depth, y_over_z * depth, depth), axis=-1)
+
+
+@dataclass(frozen=True)
+class GroundPose:
+    """The camera above flat ground: height (m) of the optical centre, pitch (rad, positive
+    looking down), roll (rad, positive turning the image clockwise as seen from behind)."""
+
+    height: float
+    pitch: float = 0.0
+    roll: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.height > 0) or not math.isfinite(self.height):
+            raise PointsError(f"ground height {self.height} m must be > 0")
+        if not all(math.isfinite(a) and abs(a) < math.pi / 2 for a in (self.pitch, self.roll)):
+            raise PointsError(f"ground pitch {self.pitch} and roll {self.roll} rad must be "
+                              "within +-pi/2")
+
+    def up(self) -> np.ndarray:
+        """The world's up direction in the optical frame."""
+        cp, sp = math.cos(self.pitch), math.sin(self.pitch)
+        cr, sr = math.cos(self.roll), math.sin(self.roll)
+        # level camera: up = -y; pitch down tilts it towards -z; roll turns it in the image
+        return np.array([-sr * cp, -cr * cp, -sp], np.float64)
+
+
+def points_on_ground(height: int, width: int, intrinsics: Intrinsics, pose: GroundPose,
+                     max_range: float, labels: np.ndarray | None = None,
+                     standing: np.ndarray | None = None) -> np.ndarray:
+    """float32 [H, W, 3] ground points of each pixel's ray (NaN above the horizon or beyond
+    `max_range` metres from the camera). With `labels` and `standing` (a bool [256] table of
+    class ids that stand on the ground), each column's run of standing pixels takes the ground
+    point of the run's lowest pixel."""
+    x_over_z, y_over_z = intrinsics.rays(height, width)
+    up = pose.up().astype(np.float32)
+    # ray r = (x/z, y/z, 1); t = -h / (up . r) where the ray points downward (up . r < 0)
+    facing = up[0] * x_over_z + up[1] * y_over_z + up[2]  # [H, W]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(facing < -1e-6, np.float32(-pose.height) / facing, np.nan)
+    points = np.stack(np.broadcast_arrays(x_over_z * t, y_over_z * t, t), axis=-1)
+    points = points.astype(np.float32, copy=False)
+    distance = np.sqrt((points ** 2).sum(-1))
+    points[~(distance <= max_range)] = np.nan  # also NaN stays NaN
+    if labels is None or standing is None or not standing.any():
+        return points
+    if labels.shape != (height, width):
+        raise PointsError(f"labels {labels.shape} do not match the image {height}x{width}")
+    on_ground = standing[labels]  # [H, W] bool
+    rows = np.arange(height)[:, None]
+    # the first row at or below each pixel that is not standing; the run's lowest pixel is
+    # the one above it (reverse cumulative minimum down each column)
+    breaks = np.where(on_ground, height, rows)
+    next_break = np.minimum.accumulate(breaks[::-1], axis=0)[::-1]
+    contact_row = np.clip(next_break - 1, 0, height - 1)
+    cols = np.broadcast_to(np.arange(width)[None, :], (height, width))
+    placed = points[contact_row, cols]
+    return np.where(on_ground[..., None], placed, points)
+
+
+def standing_table(class_names: tuple[str, ...], standing: list[str] | tuple[str, ...]
+                   ) -> np.ndarray:
+    """bool [256]: which label ids are classes standing on the ground."""
+    unknown = [name for name in standing if name not in class_names]
+    if unknown:
+        raise PointsError(f"ground_standing_classes {unknown} are not among the output classes "
+                          f"{list(class_names)}")
+    table = np.zeros(256, bool)
+    for name in standing:
+        table[class_names.index(name)] = True
+    return table
+
+
+def pack_cloud(points: np.ndarray, labels: np.ndarray,
+               confidence: np.ndarray | None) -> bytes:
+    """The PointCloud2 `data` of an organized cloud: POINT_DTYPE per pixel, row-major."""
+    height, width = labels.shape
+    if points.shape != (height, width, 3):
+        raise PointsError(f"points {points.shape} do not match the labels {labels.shape}")
+    cloud = np.zeros((height, width), POINT_DTYPE)
+    cloud["x"], cloud["y"], cloud["z"] = points[..., 0], points[..., 1], points[..., 2]
+    cloud["label"] = labels
+    if confidence is not None:
+        cloud["confidence"] = confidence
+    return cloud.tobytes()
