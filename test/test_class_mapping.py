@@ -46,6 +46,14 @@ def test_select_drops_the_rest_renames_and_keeps_order():
     assert confidence.tolist() == [[90, 80, 0]]  # no class there: no confidence either
 
 
+def test_merging_only_the_last_classes_is_not_mistaken_for_no_mapping():
+    mapping = build_class_mapping(("a", "b", "c", "d"), PALETTE[:4], ["x: a", "y: b"], "z")
+    assert mapping.label_lut[:4].tolist() == [0, 1, 2, 2] and not mapping.identity
+    assert not build_class_mapping(("a", "b"), PALETTE[:2], [], "z").identity
+    renamed = build_class_mapping(("a", "b"), PALETTE[:2], ["x: a"])
+    assert renamed.identity and renamed.class_names == ("x", "b")  # ids kept, a name changed
+
+
 def test_keep_puts_the_other_classes_after_the_groups_in_model_order():
     mapping = build_class_mapping(NAMES, PALETTE, ["drivable: road"])
     assert mapping.class_names[:3] == ("drivable", "sky", "building")

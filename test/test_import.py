@@ -236,6 +236,11 @@ def test_cli_reads_class_files_and_reports_errors(tmp_path, capsys):
 
 
 def test_every_recipe_of_the_page_is_tested():
+    import re
+
+    from import_recipes import DOC
+
+    assert set(re.findall(r"<!-- recipe: (\w+) -->", DOC.read_text())) == set(RECIPES)
     for name in RECIPES:
         recipe = read_recipe(name)
         assert "-o" in recipe.command and "--classes" in recipe.command
@@ -260,3 +265,44 @@ def test_ops_tensorrt_cannot_parse_are_reported_or_refused_on_request(tmp_path, 
                  "--require-tensorrt"]) == 2
     assert "TensorRT would refuse the graph: [ops] Hardmax" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_graph_ending_in_softmax_and_clashing_names_import_right(tmp_path):
+    """Probabilities out (a Softmax over the classes): the confidence comes from the scores
+    before it; tensors of theirs named like the contract's are moved aside."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 3)).astype(np.float32) * 4
+    weight = helper.make_tensor("labels", TensorProto.FLOAT, [3, 3, 1, 1], w.ravel())
+    source = tmp_path / "softmax.onnx"
+    source.write_bytes(_graph(
+        [_image("image", (1, 3, 16, 16))],
+        [helper.make_tensor_value_info("confidence", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_node("Conv", ["image", "labels"], ["textseg_import/float"]),
+         helper.make_node("Softmax", ["textseg_import/float"], ["confidence"], axis=1)],
+        [weight]))
+    report = import_model(source, tmp_path / "o.onnx", ImportOptions(class_names=("a", "b", "c")))
+    frame = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    backend = load_backend(report.path, "onnxruntime", self_check="refuse")
+    try:
+        result = backend.infer(frame, want_confidence=True)
+    finally:
+        backend.close()
+    x = (frame.astype(np.float32) - np.array([0.485, 0.456, 0.406], np.float32) * 255) \
+        / (np.array([0.229, 0.224, 0.225], np.float32) * 255)
+    scores = np.einsum("hwc,kc->hwk", x, w)
+    probabilities = np.exp(scores - scores.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    decided = np.diff(np.sort(scores, -1)[..., -2:], axis=-1)[..., 0] > 1e-3
+    assert (result.labels == scores.argmax(-1))[decided].all()
+    # the softmax probability of the winner, not a softmax of probabilities
+    expected = np.round(probabilities.max(-1) * 255)
+    assert np.abs(result.confidence.astype(int) - expected)[decided].max() <= 1
+
+
+def test_class_names_from_a_hugging_face_id2label(tmp_path):
+    names = tmp_path / "id2label.json"
+    names.write_text('{"1": "sidewalk", "0": "road", "10": "car", "2": "x"}')
+    assert read_class_names(str(names)) == ("road", "sidewalk", "x", "car")
+    names.write_text('{"road": 0}')
+    with pytest.raises(ImportRefused, match="ids as keys"):
+        read_class_names(str(names))

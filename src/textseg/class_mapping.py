@@ -34,11 +34,14 @@ class ClassMapping:
     palette: tuple[tuple[int, int, int], ...]
     label_lut: np.ndarray  # uint8 [256]: model id -> output id (UNLABELLED: dropped)
     dropped: tuple[str, ...]  # model classes with no output class
+    model_classes: int  # how many classes the model has
 
     @property
     def identity(self) -> bool:
-        return bool((self.label_lut[:len(self.class_names)] ==
-                     np.arange(len(self.class_names))).all()) and not self.dropped
+        """Every model class keeps its id (names and colours may still differ)."""
+        n = self.model_classes
+        return (not self.dropped and len(self.class_names) == n
+                and bool((self.label_lut[:n] == np.arange(n)).all()))
 
     def apply(self, labels: np.ndarray, confidence: np.ndarray | None
               ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -139,7 +142,7 @@ def build_class_mapping(model_names: tuple[str, ...],
         palette.append(model_palette[index[rest[0]]])
     if not names:
         problems.append("the mapping leaves no class at all")
-    if len(names) >= UNLABELLED:
+    if len(names) > UNLABELLED:
         problems.append(f"{len(names)} output classes do not fit a uint8 label image")
     for entry in colors:
         try:
@@ -154,4 +157,4 @@ def build_class_mapping(model_names: tuple[str, ...],
         palette[names.index(name)] = colour
     if problems:
         raise ClassMappingError("class mapping: " + "; ".join(problems))
-    return ClassMapping(tuple(names), tuple(palette), lut, dropped)
+    return ClassMapping(tuple(names), tuple(palette), lut, dropped, len(model_names))

@@ -19,14 +19,13 @@ examples (docs/bring_your_model.md has the full recipes):
 
 
 def _size(text: str) -> tuple[int, int]:
-    """HxW (height first, like the model's NCHW shape) -> (height, width)."""
+    """WxH like every other textseg command -> (height, width)."""
+    from textseg.benchmark import parse_size
+
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HxW, e.g. 384x480") from None
-    if height < 1 or width < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: the size must be positive")
-    return height, width
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_command(sub) -> None:
@@ -54,9 +53,10 @@ def add_command(sub) -> None:
                         "generated")
     parser.add_argument("--layout", default="nchw", choices=LAYOUTS,
                         help="the model's input layout (PyTorch: nchw, TensorFlow: nhwc)")
-    parser.add_argument("--size", type=_size, default=None, metavar="HxW",
-                        help="the size the network runs at (required when the model's input "
-                        "size is dynamic), e.g. 384x480")
+    parser.add_argument("--size", type=_size, default=None, metavar="WxH",
+                        help="the size the network runs at, width x height like every textseg "
+                        "command (required when the model's input size is dynamic), e.g. "
+                        "480x384")
     parser.add_argument("--color", default="rgb", choices=COLOR_ORDERS,
                         help="the channel order the model was trained on (OpenCV-trained: "
                         "often bgr)")

@@ -31,9 +31,15 @@ class OutputRequest:
     color: bool = False
     overlay: bool = False
     confidence: bool = False
+    points: bool = False  # labels/points: the labels, and the confidence where there is one
 
     def any(self) -> bool:
-        return self.labels or self.color or self.overlay or self.confidence
+        return self.labels or self.color or self.overlay or self.confidence or self.points
+
+    @property
+    def scores(self) -> bool:
+        """Whether the confidence is computed (its topic, or the point cloud's field)."""
+        return self.confidence or self.points
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class SegmentationPipeline:
     def _views(self, rgb: np.ndarray, result, request: OutputRequest,
                inference_s: float) -> FrameResult:
         color = mixed = None
-        labels, confidence = result.labels, result.confidence if request.confidence else None
+        labels, confidence = result.labels, result.confidence if request.scores else None
         if self._mapping is not None:
             labels, confidence = self._mapping.apply(labels, confidence)
         if request.color or request.overlay:
@@ -96,7 +102,7 @@ class SegmentationPipeline:
     def run(self, rgb: np.ndarray, request: OutputRequest) -> FrameResult:
         rgb = self._scaled(rgb)
         started = time.perf_counter()
-        result = self.backend.infer(rgb, want_confidence=request.confidence)
+        result = self.backend.infer(rgb, want_confidence=request.scores)
         return self._views(rgb, result, request, time.perf_counter() - started)
 
     def run_batch(self, frames: list[np.ndarray], requests: list[OutputRequest]
@@ -108,7 +114,7 @@ class SegmentationPipeline:
         scaled = [self._scaled(rgb) for rgb in frames]
         started = time.perf_counter()
         results = self.backend.infer_batch(
-            scaled, want_confidence=any(r.confidence for r in requests))
+            scaled, want_confidence=any(r.scores for r in requests))
         share = (time.perf_counter() - started) / len(frames)
         return [self._views(rgb, result, request, share)
                 for rgb, result, request in zip(scaled, results, requests, strict=True)]

@@ -100,8 +100,12 @@ def test_labels_and_confidence_arrive_mono8_with_identical_headers(nav2_node, ca
         assert (confidence.height, confidence.width) == rgb.shape[:2]
         ids = np.frombuffer(labels.data, np.uint8).reshape(rgb.shape[:2])
         # the model's labels through the documented grouping, and its confidence unchanged
-        model = load_backend(tiny_model_path).infer(rgb, want_confidence=True)
-        names = load_backend(tiny_model_path).info.class_names
+        backend = load_backend(tiny_model_path)
+        try:
+            model = backend.infer(rgb, want_confidence=True)
+            names = backend.info.class_names
+        finally:
+            backend.close()
         group = {"road": 0, "sidewalk": 1, "sky": 3}
         expected = np.array([group.get(name, 2) for name in names], np.uint8)[model.labels]
         assert (ids == expected).all()

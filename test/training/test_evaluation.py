@@ -149,13 +149,20 @@ def test_every_named_output_is_scored_on_its_own() -> None:
     def model_fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"out": right, "score": wrong}
 
-    result = evaluate(model_fn, [(torch.zeros(1, 3, 2, 2), labels)], 3, IGNORE, progress=False)
+    result = evaluate(model_fn, [(torch.zeros(1, 3, 2, 2), labels)], 3, IGNORE, progress=False,
+                      outputs=("out", "score"))
     assert result.miou == pytest.approx(1.0)
     assert set(result.outputs) == {"score"}
     assert result.outputs["score"].miou == pytest.approx(0.0)
     plain = evaluate(lambda images: right, [(torch.zeros(1, 3, 2, 2), labels)], 3, IGNORE,
                      progress=False)
     assert plain.miou == pytest.approx(1.0) and plain.outputs == {}
+    # outputs are named up front: an empty loader (a DDP rank's empty shard) has them too
+    empty = evaluate(model_fn, [], 3, IGNORE, progress=False, outputs=("out", "score"))
+    assert set(empty.outputs) == {"score"}
+    with pytest.raises(ValueError, match=r"returned no \['score'\]"):
+        evaluate(lambda images: right, [(torch.zeros(1, 3, 2, 2), labels)], 3, IGNORE,
+                 progress=False, outputs=("out", "score"))
     with pytest.raises(ValueError, match="without 'out'"):
         evaluate(lambda images: {"score": wrong}, [(torch.zeros(1, 3, 2, 2), labels)], 3,
                  IGNORE, progress=False)

@@ -12,7 +12,7 @@ from textseg_training.trainer.checkpoint import load_checkpoint
 from textseg_training.trainer.config import TrainConfig
 from textseg_training.trainer.data_setup import build_datasets, build_val_loader
 from textseg_training.trainer.distributed import DistributedContext
-from textseg_training.trainer.loop import scored_outputs
+from textseg_training.trainer.loop import scored_output_names, scored_outputs
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
@@ -40,7 +40,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
 
     result = evaluate(model_fn, loader, len(spec.class_names), spec.ignore_index, flip=flip,
                       scales=scales, device=torch_device,
-                      categories=getattr(spec, "categories", None) or None)
+                      categories=getattr(spec, "categories", None) or None,
+                      outputs=scored_output_names(model))
     out = Path(output_dir) if output_dir else checkpoint.parent / f"eval_{checkpoint.stem}"
     out.mkdir(parents=True, exist_ok=True)
     save_confusion_png(result.confusion, spec.class_names, out / "confusion.png")

@@ -262,32 +262,36 @@ def evaluate(
     device: torch.device | str = "cpu",
     categories: Categories | None = None,
     progress: bool = True,
+    outputs: Sequence[str] = (PRIMARY_OUTPUT,),
 ) -> EvalResult:
     """Evaluate `model_fn(images) -> logits [N,K,h,w]` (any h, w) over (images, labels) batches.
 
     Logits are upsampled bilinearly to the label size; with `flip` / several `scales` the softmax
     probabilities of all views are averaged. `model_fn` may return several named outputs (one
-    of them "out"): each is scored, the others in the result's `outputs`. Put the model in eval
-    mode first. Under DDP each rank evaluates its shard and the confusion matrices are summed
-    over ranks.
+    of them "out"): those named in `outputs` are scored, the others in the result's `outputs`
+    (named up front, so that under DDP a rank with an empty shard sums the same matrices). Put
+    the model in eval mode first. Under DDP each rank evaluates its shard and the confusion
+    matrices are summed over ranks.
     """
     if not scales:
         raise ValueError("scales must not be empty")
-    matrices: dict[str, ConfusionMatrix] = {}
+    if PRIMARY_OUTPUT not in outputs:
+        raise ValueError(f"outputs {tuple(outputs)} must include {PRIMARY_OUTPUT!r}")
+    matrices = {name: ConfusionMatrix(num_classes, ignore_index, device) for name in outputs}
     show = progress and (not _distributed() or dist.get_rank() == 0)
     for images, labels in tqdm(loader, desc="evaluate", disable=not show, leave=False):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        outputs = predict_outputs(model_fn, images, labels.shape[-2:], flip, scales)
-        for name, scores in outputs.items():
+        predicted = predict_outputs(model_fn, images, labels.shape[-2:], flip, scales)
+        missing = set(matrices) - set(predicted)
+        if missing:
+            raise ValueError(f"model_fn returned no {sorted(missing)} (outputs asked for)")
+        for name, cm in matrices.items():
+            scores = predicted[name]
             if scores.shape[1] != num_classes:
                 raise ValueError(f"model_fn output {name!r} has {scores.shape[1]} classes, "
                                  f"expected {num_classes}")
-            if name not in matrices:
-                matrices[name] = ConfusionMatrix(num_classes, ignore_index, device)
-            matrices[name].update(scores.argmax(1), labels)
-    if PRIMARY_OUTPUT not in matrices:  # an empty loader
-        matrices[PRIMARY_OUTPUT] = ConfusionMatrix(num_classes, ignore_index, device)
+            cm.update(scores.argmax(1), labels)
     for cm in matrices.values():
         cm.all_reduce()
     result = EvalResult.from_confusion(matrices.pop(PRIMARY_OUTPUT), categories)

@@ -184,8 +184,8 @@ def comparisons_table(runs: list[dict[str, Any]],
                       comparisons: tuple[tuple[str, str, str, str], ...] = COMPARISONS,
                       metric: str = "val_miou") -> str:
     """Paired differences of `metric` (val_miou or score_map_miou) between rows, by seed."""
-    main_spread = max((_spread(runs, row) for row in ROW_ORDER[:7] if _by_seed(runs, row)),
-                      default=float("nan"))
+    main_spread = max((_spread(runs, row, metric=metric) for row in ROW_ORDER[:7]
+                       if _by_seed(runs, row)), default=float("nan"))
     lines = ["| row_b - row_a | question | paper | ours (mean over seeds) | per seed | "
              "beyond the seed spread? |", "|---|---|---:|---:|---|---|"]
     for row_a, row_b, question, paper in comparisons:

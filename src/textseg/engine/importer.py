@@ -137,8 +137,14 @@ def read_class_names(text: str) -> tuple[str, ...]:
     path = Path(text)
     if path.is_file():
         content = path.read_text().strip()
-        if content.startswith("["):
+        if content.startswith(("[", "{")):
             names = json.loads(content)
+            if isinstance(names, dict):  # Hugging Face's id2label: {"0": "road", ...}
+                try:
+                    names = [names[key] for key in sorted(names, key=int)]
+                except ValueError:
+                    raise ImportRefused(f"{text}: a JSON object of class names needs the "
+                                        "ids as keys (like id2label)") from None
         else:
             names = [line.strip() for line in content.splitlines() if line.strip()]
     else:
@@ -176,21 +182,55 @@ def _dims(value_info) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
 
 
+def _subgraphs(graph):
+    for node in graph.node:
+        for attribute in node.attribute:
+            yield from ([attribute.g] if attribute.HasField("g") else [])
+            yield from attribute.graphs
+
+
+def _tensor_names(graph) -> set[str]:
+    """Every tensor name in `graph` and its subgraphs."""
+    names = {t.name for t in graph.initializer}
+    names |= {v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)}
+    for node in graph.node:
+        names |= set(node.input) | set(node.output)
+    for sub in _subgraphs(graph):
+        names |= _tensor_names(sub)
+    return names - {""}
+
+
 def _rename(graph, mapping: dict[str, str]) -> None:
     """Rename tensors in `graph` and every subgraph (If / Loop bodies) by `mapping`."""
     for node in graph.node:
         node.input[:] = [mapping.get(name, name) for name in node.input]
         node.output[:] = [mapping.get(name, name) for name in node.output]
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                _rename(sub, mapping)
-    for value in list(graph.output) + list(graph.value_info):
+    for sub in _subgraphs(graph):
+        _rename(sub, mapping)
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
         value.name = mapping.get(value.name, value.name)
+    for tensor in graph.initializer:
+        tensor.name = mapping.get(tensor.name, tensor.name)
 
 
 def _opset(model) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                default=0)
+
+
+def _before_softmax(graph, output):
+    """A graph that ends in a Softmax over the class axis gives probabilities: the wrapper's
+    confidence wants the scores before it (the argmax is the same)."""
+    from onnx import helper
+
+    producer = next((n for n in graph.node if output.name in n.output), None)
+    if producer is None or producer.op_type != "Softmax":
+        return output
+    axis = next((helper.get_attribute_value(a) for a in producer.attribute if a.name == "axis"),
+                None)
+    if axis not in (1, -3):
+        return output
+    return helper.make_tensor_value_info(producer.input[0], _FLOAT, _dims(output))
 
 
 def _check_source(model, options: ImportOptions):
@@ -249,11 +289,16 @@ def _check_source(model, options: ImportOptions):
                 "(instance or panoptic heads, boxes, embeddings); class ids [N, h, w] import "
                 "with --output-kind labels")
         if isinstance(out_dims[1], int) and out_dims[1] != classes:
+            nhwc = (" (it looks like channels-last scores [N, h, w, K]: textseg imports "
+                    "[N, K, h, w]; transpose them in the export)" if out_dims[-1] == classes
+                    else "")
             raise ImportRefused(f"output {output.name!r} has {out_dims[1]} class channels "
-                                f"({out_dims}), but {classes} class names were given")
+                                f"({out_dims}), but {classes} class names were given{nhwc}")
     elif len(out_dims) not in (3, 4) or (len(out_dims) == 4 and out_dims[1] != 1):
         raise ImportRefused(f"output {output.name!r} has shape {out_dims}: class ids are "
                             "[N, h, w] or [N, 1, h, w]")
+    if options.output_kind == "logits":
+        output = _before_softmax(graph, output)
     if options.input_size is not None:
         size = tuple(options.input_size)
     else:
@@ -272,10 +317,12 @@ def _wrap(model, image, output, size: tuple[int, int], options: ImportOptions):
 
     graph = model.graph
     p = _PREFIX
-    mapping = {image.name: f"{p}network_input"}
-    model_output = output.name
-    if output.name in (INPUT_NAME, LABELS_OUTPUT, CONFIDENCE_OUTPUT):
-        model_output = mapping[output.name] = f"{p}model_output"
+    # their names that clash with the contract's or the wrapper's move aside
+    reserved = (INPUT_NAME, LABELS_OUTPUT, CONFIDENCE_OUTPUT)
+    mapping = {name: f"{p}theirs/{name}" for name in _tensor_names(graph)
+               if name in reserved or name.startswith(p)}
+    mapping[image.name] = f"{p}network_input"
+    model_output = mapping.get(output.name, output.name)
     _rename(graph, mapping)
     batch = _dims(image)[0]
 
@@ -371,7 +418,10 @@ def _wrap(model, image, output, size: tuple[int, int], options: ImportOptions):
                         *kept_inputs])
     del graph.output[:]
     graph.output.extend(outputs)
-    onnx.checker.check_model(model, full_check=True)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # noqa: BLE001 - the checker's own error types
+        raise ImportRefused(f"the wrapped graph fails the ONNX checker: {exc}") from None
     return model
 
 
@@ -475,7 +525,8 @@ def import_model(source: str | Path, output: str | Path, options: ImportOptions,
     if any(key.startswith("textseg.") for key in (p.key for p in model.metadata_props)):
         raise ImportRefused(f"{source} is already a textseg model: nothing to import")
     image, chosen, size = _check_source(model, options)
-    image_name, output_name = image.name, chosen.name
+    # the output as their graph returns it (`chosen` may be the scores before a Softmax)
+    image_name, output_name = image.name, options.output or model.graph.output[0].name
     palette = options.palette or generated_palette(len(options.class_names))
     if len(options.class_names) > UNLABELLED:
         raise ImportRefused(f"{len(options.class_names)} classes do not fit a uint8 label image")

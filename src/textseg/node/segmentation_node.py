@@ -44,7 +44,7 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from textseg.class_mapping import ClassMappingError, build_class_mapping
 from textseg.engine import BACKENDS, PRECISIONS, choose_backend, default_model_path, load_backend
@@ -62,6 +62,7 @@ from textseg.imaging import (
 from textseg.latest_frame_worker import LatestFrameWorker
 from textseg.malloc_tuning import keep_large_buffers_in_heap
 from textseg.node.label_info import MISSING_MESSAGE, label_info_message, load_label_info_types
+from textseg.node.points_output import DEPTH_BUFFER, POINTS_MODES, PointsOutput
 from textseg.node.topic_watch import SilenceCheck, TopicWatch
 from textseg.pipeline import (
     OutputRequest,
@@ -69,6 +70,7 @@ from textseg.pipeline import (
     fold_binning_roi,
     scale_intrinsics,
 )
+from textseg.points import GroundPose, PointsError, standing_table
 from textseg.stats import NodeStatistics, RateLimitedLog, diagnostic_level, diagnostic_values
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
@@ -151,6 +153,25 @@ PARAMETERS: dict[str, tuple] = {
     "no_input_warning": (10.0, DOUBLE, "Warn once when a subscribed camera sends nothing for "
                          "this many seconds, naming the topic listened on, its publishers and "
                          "the image topics the node can see; 0 = never", ">= 0"),
+    "points": ("off", STRING, "labels/points, an organized PointCloud2 pixel-aligned with "
+               "labels/image (x, y, z in the camera frame, label, confidence), made only while "
+               "subscribed: depth = from a registered depth image on depth/image (16UC1 mm or "
+               "32FC1 m) with depth/camera_info; ground = a plain camera above flat ground "
+               "(camera_info and the ground_* pose)", " | ".join(POINTS_MODES)),
+    "depth_tolerance": (0.0, DOUBLE, "points: depth: the depth image's stamp may differ from "
+                        "the colour frame's by this many seconds (0 = identical stamps)", ">= 0"),
+    "ground_height": (0.0, DOUBLE, "points: ground: the camera's height above the ground, m",
+                      "> 0 with points: ground"),
+    "ground_pitch": (0.0, DOUBLE, "points: ground: the camera's pitch, rad, positive looking "
+                     "down", "(-pi/2, pi/2)"),
+    "ground_roll": (0.0, DOUBLE, "points: ground: the camera's roll, rad, positive turning "
+                    "the image clockwise as seen from behind the camera", "(-pi/2, pi/2)"),
+    "ground_max_range": (30.0, DOUBLE, "points: ground: pixels whose ray meets the ground "
+                         "further than this (m) are NaN", "> 0"),
+    "ground_standing_classes": ([], STRING_ARRAY, "points: ground: classes standing on the "
+                                "ground (e.g. car, pedestrian, pole): each column's run of "
+                                "them lands where its lowest pixel meets the ground, instead of "
+                                "smearing along the rays", "output class names"),
     "max_batch": (0, INTEGER, "With several cameras: frames of up to this many cameras (of one "
                   "size) run as one inference. 0 = auto: one per camera on TensorRT (an engine "
                   "profile per batch size), 1 on ONNX Runtime (measured: no gain on CPU)",
@@ -179,6 +200,7 @@ class CameraChannel:
     camera_info: CameraInfo | None = None
     previous_snapshot: object | None = None
     silence: SilenceCheck | None = None  # set while the input is subscribed
+    points: PointsOutput | None = None  # labels/points (parameter points)
     # Publishing in arrival order when inferences run in parallel: when the newest frame out
     # so far arrived (perf_counter). Arrival, not the stamp, so a bag replayed again or a
     # camera clock set back is not mistaken for late results.
@@ -191,7 +213,9 @@ class CameraChannel:
 
     def publishers(self) -> list:
         return [pub for pub in (self.labels_pub, self.color_pub, self.overlay_pub,
-                                self.confidence_pub, self.camera_info_pub) if pub is not None]
+                                self.confidence_pub, self.camera_info_pub,
+                                self.points.publisher if self.points else None)
+                if pub is not None]
 
 
 @dataclass(frozen=True)
@@ -241,12 +265,14 @@ class SegmentationBehaviour:
         self.info = info
         if not self.has_parameter("class_names"):  # a lifecycle node configures again
             self.declare_parameter("class_names", list(info.class_names), ParameterDescriptor(
-                description="Class names in label order (from the model).", type=ParameterType.
+                description="Class names in label order (the model's, after class_groups).",
+                type=ParameterType.
                 PARAMETER_STRING_ARRAY, read_only=True))
             self.declare_parameter(
                 "palette", [int(v) for color in info.palette for v in color],
-                ParameterDescriptor(description="Flattened r,g,b colour per class (from the "
-                                    "model).", type=ParameterType.PARAMETER_INTEGER_ARRAY,
+                ParameterDescriptor(description="Flattened r,g,b colour per class (the model's, "
+                                    "after class_groups and class_colors).",
+                                    type=ParameterType.PARAMETER_INTEGER_ARRAY,
                                     read_only=True))
 
         self._log_limit = RateLimitedLog(5.0)
@@ -283,12 +309,33 @@ class SegmentationBehaviour:
                 publisher_callbacks(self.resolve_topic_name(prefix + topic), reliable))
 
         return CameraChannel(
-            name=name, labels_pub=image_pub("labels/image"),
+            name=name, points=self._make_points(prefix), labels_pub=image_pub("labels/image"),
             color_pub=image_pub("labels/color", p["publish_color"]),
             overlay_pub=image_pub("labels/overlay", p["publish_overlay"]),
             confidence_pub=image_pub("labels/confidence", p["publish_confidence"]),
             camera_info_pub=(self.create_publisher(CameraInfo, prefix + "labels/camera_info",
                                                    reliable) if p["camera_info"] else None))
+
+    def _make_points(self, prefix: str) -> PointsOutput | None:
+        p = self._p
+        if p["points"] == "off":
+            return None
+        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        topic = prefix + "labels/points"
+        publisher = self.create_publisher(
+            PointCloud2, topic, reliable, event_callbacks=self._topic_watch.
+            publisher_callbacks(self.resolve_topic_name(topic), reliable))
+        try:
+            ground = p["points"] == "ground"
+            return PointsOutput(
+                p["points"], publisher, p["depth_tolerance"],
+                GroundPose(p["ground_height"], p["ground_pitch"], p["ground_roll"])
+                if ground else None, p["ground_max_range"],
+                standing_table(self.info.class_names, p["ground_standing_classes"])
+                if ground else None)
+        except PointsError as exc:
+            self.destroy_publisher(publisher)
+            raise ParameterError(str(exc)) from None
 
     def _make_worker(self, threads: int) -> LatestFrameWorker:
         # Errors are reported per camera inside _process_frame(s); the worker only counts them.
@@ -371,8 +418,25 @@ class SegmentationBehaviour:
             idle, self._worker = self._worker, self._make_worker(len(pipelines))
             idle.stop()
 
+    def _subscribe_points(self, channel: CameraChannel, prefix: str, qos) -> None:
+        points = channel.points
+        if points.mode == "depth":
+            points.subscriptions = [
+                self.create_subscription(Image, prefix + "depth/image", points.on_depth,
+                                         QoSProfile(depth=DEPTH_BUFFER,
+                                                    reliability=qos.reliability)),
+                self.create_subscription(CameraInfo, prefix + "depth/camera_info",
+                                         points.on_camera_info, qos)]
+        else:
+            points.subscriptions = [self.create_subscription(
+                CameraInfo, prefix + "camera_info", points.on_camera_info, qos)]
+
     def _unsubscribe_inputs(self) -> None:
         for channel in getattr(self, "_channels", []):
+            if channel.points is not None:
+                for sub in channel.points.subscriptions:
+                    self.destroy_subscription(sub)
+                channel.points.subscriptions = []
             for sub in (channel.image_sub, channel.camera_info_sub):
                 if sub is not None:
                     self.destroy_subscription(sub)
@@ -454,6 +518,15 @@ class SegmentationBehaviour:
                             f"{v['parallel_inferences']}")
         if not 0 <= v["max_batch"] <= MAX_BATCH:
             problems.append(f"max_batch must be in 0..{MAX_BATCH}, got {v['max_batch']}")
+        if v["points"] not in POINTS_MODES:
+            problems.append(f"points '{v['points']}' is not one of {POINTS_MODES}")
+        if v["depth_tolerance"] < 0.0:
+            problems.append(f"depth_tolerance must be >= 0, got {v['depth_tolerance']}")
+        if v["ground_max_range"] <= 0.0:
+            problems.append(f"ground_max_range must be > 0, got {v['ground_max_range']}")
+        if v["points"] == "ground" and v["ground_height"] <= 0.0:
+            problems.append("points: ground needs ground_height, the camera's height above "
+                            "the ground in metres (> 0)")
         if v["no_input_warning"] < 0.0:
             problems.append(f"no_input_warning must be >= 0, got {v['no_input_warning']}")
         if v["diagnostics_period"] <= 0.0:
@@ -510,6 +583,8 @@ class SegmentationBehaviour:
                     event_callbacks=self._topic_watch.subscription_callbacks(topic, qos))
             channel.image_sub = sub
             channel.silence = SilenceCheck(p["no_input_warning"])
+            if channel.points is not None:
+                self._subscribe_points(channel, prefix, qos)
             if p["camera_info"]:
                 channel.camera_info_sub = self.create_subscription(
                     CameraInfo, prefix + "camera_info",
@@ -592,7 +667,8 @@ class SegmentationBehaviour:
         return OutputRequest(labels=subscribed(channel.labels_pub),
                              color=subscribed(channel.color_pub),
                              overlay=subscribed(channel.overlay_pub),
-                             confidence=subscribed(channel.confidence_pub))
+                             confidence=subscribed(channel.confidence_pub),
+                             points=channel.points is not None and channel.points.wanted())
 
     def _process_frame(self, item) -> None:
         """Worker thread: one camera's frame; a failure is reported for that camera."""
@@ -687,6 +763,15 @@ class SegmentationBehaviour:
             channel.overlay_pub.publish(_image(header, result.overlay, "rgb8"))
         if wanted.confidence and result.confidence is not None:
             channel.confidence_pub.publish(_image(header, result.confidence, "mono8"))
+        if wanted.points:
+            skipped = channel.points.publish(header, result.labels, result.confidence,
+                                             frame.rgb.shape[:2])
+            if skipped:
+                allowed, held = self._log_limit.allow("points: " + skipped.split(":")[0],
+                                                      time.monotonic())
+                if allowed:
+                    more = f" ({held} more since the last message)" if held else ""
+                    self.get_logger().warning(f"labels/points skipped: {skipped}{more}")
         if channel.camera_info_pub is not None and channel.camera_info is not None:
             channel.camera_info_pub.publish(_scaled_camera_info(
                 channel.camera_info, header, frame.rgb.shape[:2], result.labels.shape))
@@ -721,7 +806,7 @@ class SegmentationBehaviour:
             channel.previous_snapshot = snapshot
             context = {"state": self._state, "backend": self._backend_description,
                        "model": str(self._model_path),
-                       "model classes": str(self.info.num_classes),
+                       "classes": str(self.info.num_classes),
                        "self-check": (self._backends[0].self_check_note if self._backends
                                       else "-"),
                        "frames per inference (max)": str(self._batch),
@@ -757,7 +842,16 @@ class SegmentationBehaviour:
             self.get_logger().warning(
                 f"no image for {channel.silence.after:g} s: "
                 f"{watch.silence_report(channel.image_sub.topic_name, kind)}")
-        return {"input incompatible QoS events": str(watch.incompatible_qos.total(inputs)),
+        points = {}
+        if channel.points is not None:
+            seconds = sorted(channel.points.seconds)
+            points = {"points published": str(channel.points.published),
+                      "points p50 (ms)": (f"{1000 * seconds[len(seconds) // 2]:.2f}"
+                                          if seconds else "-"),
+                      **{f"points skipped: {reason}": str(count)
+                         for reason, count in sorted(channel.points.skipped.items())}}
+        return {**points,
+                "input incompatible QoS events": str(watch.incompatible_qos.total(inputs)),
                 "output incompatible QoS events": str(watch.incompatible_qos.total(outputs)),
                 "incompatible type events": str(watch.incompatible_type.total(inputs + outputs))}
 

@@ -1,4 +1,4 @@
-"""The two no-language controls of the text experiment (README, "Does the text help?").
+"""The no-language controls of the text experiment (docs/experiment.md).
 
 - `random_encoder`: the text encoder's architecture and tokenizer with randomly drawn weights:
   the embeddings keep the structure of a transformer over the class names' tokens (similar
@@ -9,7 +9,8 @@
   class by one fixed derangement: the embeddings' geometry kept, their meaning removed. If the
   language prior matters, the right assignment wins.
 
-Both are drawn from the run's seed, so every seed of a control row draws its own, and stage 2
+The first two are drawn from the run's seed, so every seed of a control row draws its own
+(the derangement is one for all seeds), and stage 2
 on top of a `random_encoder` stage 1 of the same seed draws the very same encoder again (the
 stage-2 identity check compares the weights' digest).
 """

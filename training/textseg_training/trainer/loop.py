@@ -417,7 +417,8 @@ class Trainer:
         return evaluate(model_fn, loader, len(self.class_names), self.spec.ignore_index,
                         flip=self.config.eval_flip, scales=self.config.eval_scales,
                         device=self.device, progress=self.progress,
-                        categories=getattr(self.spec, "categories", None) or None)
+                        categories=getattr(self.spec, "categories", None) or None,
+                        outputs=scored_output_names(self.model))
 
     def _evaluate_and_keep_best(self) -> None:
         result = self.evaluate()
@@ -470,6 +471,11 @@ class Trainer:
     def save(self, path: Path) -> None:
         if self.dist.is_main:
             save_checkpoint(path, self.checkpoint_payload())
+
+
+def scored_output_names(model: nn.Module) -> tuple[str, ...]:
+    """What evaluation scores for `model`: the prediction, and the score map with a TGM."""
+    return ("out", "score") if getattr(model, "tgm", None) is not None else ("out",)
 
 
 def scored_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,135 @@
+"""`labels/points`: the label image as an organized, pixel-aligned PointCloud2 (textseg.points
+does the geometry). One per camera; its inputs arrive on the executor thread, the cloud is made
+on the inference worker after the labels, only while somebody subscribes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+
+from textseg.points import (
+    POINT_FIELDS,
+    GroundPose,
+    Intrinsics,
+    PointsError,
+    depth_in_metres,
+    pack_cloud,
+    points_from_depth,
+    points_on_ground,
+    resize_depth,
+)
+
+POINTS_MODES = ("off", "depth", "ground")
+_FIELD_TYPES = {"float32": PointField.FLOAT32, "uint8": PointField.UINT8}
+DEPTH_BUFFER = 10  # recent depth images kept for stamp matching (a third of a second at 30 Hz)
+
+
+def _nanoseconds(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class PointsOutput:
+    def __init__(self, mode: str, publisher, tolerance: float = 0.0,
+                 pose: GroundPose | None = None, max_range: float = 30.0,
+                 standing=None) -> None:
+        if mode not in POINTS_MODES[1:]:
+            raise PointsError(f"points mode {mode!r} is not one of {POINTS_MODES[1:]}")
+        self.mode = mode
+        self.publisher = publisher
+        self.tolerance_ns = int(round(tolerance * 1e9))
+        self.pose = pose
+        self.max_range = max_range
+        self.standing = standing  # bool [256] of output label ids, or None
+        self._lock = threading.Lock()
+        self._depth: deque[Image] = deque(maxlen=DEPTH_BUFFER)
+        self._info: CameraInfo | None = None  # depth/camera_info (depth) or camera_info
+        self.subscriptions: list = []
+        self.published = 0
+        self.skipped: dict[str, int] = {}
+        self.seconds: deque[float] = deque(maxlen=512)
+
+    # --- inputs (executor thread) ----------------------------------------------------------
+    def on_depth(self, msg: Image) -> None:
+        with self._lock:
+            self._depth.append(msg)
+
+    def on_camera_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            self._info = msg
+
+    def wanted(self) -> bool:
+        return self.publisher.get_subscription_count() > 0
+
+    # --- the cloud (worker thread) ---------------------------------------------------------
+    def _skip(self, reason: str) -> None:
+        with self._lock:
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def _matching_depth(self, stamp) -> Image | None:
+        target = _nanoseconds(stamp)
+        with self._lock:
+            candidates = list(self._depth)
+        best = min(candidates, key=lambda m: abs(_nanoseconds(m.header.stamp) - target),
+                   default=None)
+        if best is None or abs(_nanoseconds(best.header.stamp) - target) > self.tolerance_ns:
+            return None
+        return best
+
+    def publish(self, header, labels, confidence, input_size: tuple[int, int]) -> str:
+        """Make and publish the cloud of one frame's labels; returns '' or why it was
+        skipped (counted; never raises for bad or missing inputs)."""
+        started = time.perf_counter()
+        try:
+            cloud = self._cloud(header, labels, confidence, input_size)
+        except PointsError as exc:
+            reason = str(exc)
+            self._skip(reason.split(":")[0])
+            return reason
+        self.publisher.publish(cloud)
+        self.published += 1
+        self.seconds.append(time.perf_counter() - started)
+        return ""
+
+    def _cloud(self, header, labels, confidence, input_size: tuple[int, int]) -> PointCloud2:
+        height, width = labels.shape
+        with self._lock:
+            info = self._info
+        if info is None:
+            topic = "depth/camera_info" if self.mode == "depth" else "camera_info"
+            raise PointsError(f"no {topic} yet: no intrinsics to place the pixels with")
+        # K is the input image's: scale it to the labels' size (output_scale)
+        scale_x, scale_y = width / input_size[1], height / input_size[0]
+        if (info.width, info.height) not in ((0, 0), (input_size[1], input_size[0])):
+            raise PointsError(f"camera_info size mismatch: {info.width}x{info.height} for a "
+                              f"{input_size[1]}x{input_size[0]} image")
+        intrinsics = Intrinsics.from_k(info.k).scaled(scale_x, scale_y)
+        if self.mode == "depth":
+            depth_msg = self._matching_depth(header.stamp)
+            if depth_msg is None:
+                raise PointsError("no depth image with the frame's stamp: within "
+                                  f"{self.tolerance_ns / 1e9:g} s (depth_tolerance)")
+            if (depth_msg.height, depth_msg.width) != tuple(input_size):
+                raise PointsError(
+                    f"depth size mismatch: {depth_msg.width}x{depth_msg.height} for a "
+                    f"{input_size[1]}x{input_size[0]} image (register the depth to the colour "
+                    "camera)")
+            depth = depth_in_metres(depth_msg.encoding, depth_msg.height, depth_msg.width,
+                                    depth_msg.step, depth_msg.data)
+            points = points_from_depth(resize_depth(depth, height, width), intrinsics)
+        else:
+            points = points_on_ground(height, width, intrinsics, self.pose, self.max_range,
+                                      labels, self.standing)
+        msg = PointCloud2()
+        msg.header = header
+        msg.height, msg.width = height, width
+        msg.fields = [PointField(name=name, offset=offset, datatype=_FIELD_TYPES[kind], count=1)
+                      for name, offset, kind in POINT_FIELDS]
+        msg.is_bigendian = False
+        msg.point_step = 16
+        msg.row_step = 16 * width
+        msg.is_dense = False
+        msg.data = pack_cloud(points, labels, confidence)
+        return msg
