@@ -122,13 +122,10 @@ class GroundPose:
         return np.array([-sr * cp, -cr * cp, -sp], np.float64)
 
 
-def points_on_ground(height: int, width: int, intrinsics: Intrinsics, pose: GroundPose,
-                     max_range: float, labels: np.ndarray | None = None,
-                     standing: np.ndarray | None = None) -> np.ndarray:
+def ground_points(height: int, width: int, intrinsics: Intrinsics, pose: GroundPose,
+                  max_range: float) -> np.ndarray:
     """float32 [H, W, 3] ground points of each pixel's ray (NaN above the horizon or beyond
-    `max_range` metres from the camera). With `labels` and `standing` (a bool [256] table of
-    class ids that stand on the ground), each column's run of standing pixels takes the ground
-    point of the run's lowest pixel."""
+    `max_range` metres from the camera): the same for every frame of one camera and size."""
     x_over_z, y_over_z = intrinsics.rays(height, width)
     up = pose.up().astype(np.float32)
     # ray r = (x/z, y/z, 1); t = -h / (up . r) where the ray points downward (up . r < 0)
@@ -139,20 +136,39 @@ def points_on_ground(height: int, width: int, intrinsics: Intrinsics, pose: Grou
     points = points.astype(np.float32, copy=False)
     distance = np.sqrt((points ** 2).sum(-1))
     points[~(distance <= max_range)] = np.nan  # also NaN stays NaN
+    return points
+
+
+def place_standing(ground: np.ndarray, labels: np.ndarray, standing: np.ndarray) -> np.ndarray:
+    """`ground` points (from ground_points) with each column's run of standing pixels (a bool
+    [256] table of class ids) at the ground point of the run's lowest pixel."""
+    height, width = labels.shape
+    if ground.shape != (height, width, 3):
+        raise PointsError(f"labels {labels.shape} do not match the points {ground.shape[:2]}")
+    on_ground = standing[labels]  # [H, W] bool
+    if not on_ground.any():
+        return ground
+    rows = np.arange(height, dtype=np.int32)[:, None]
+    # the first row at or below each pixel that is not standing; the run's lowest pixel is
+    # the one above it (reverse cumulative minimum down each column)
+    breaks = np.where(on_ground, np.int32(height), rows)
+    next_break = np.minimum.accumulate(breaks[::-1], axis=0)[::-1]
+    r, c = np.nonzero(on_ground)
+    placed = ground.copy()
+    placed[r, c] = ground[next_break[r, c] - 1, c]
+    return placed
+
+
+def points_on_ground(height: int, width: int, intrinsics: Intrinsics, pose: GroundPose,
+                     max_range: float, labels: np.ndarray | None = None,
+                     standing: np.ndarray | None = None) -> np.ndarray:
+    """ground_points, then place_standing where `labels` and `standing` are given."""
+    points = ground_points(height, width, intrinsics, pose, max_range)
     if labels is None or standing is None or not standing.any():
         return points
     if labels.shape != (height, width):
         raise PointsError(f"labels {labels.shape} do not match the image {height}x{width}")
-    on_ground = standing[labels]  # [H, W] bool
-    rows = np.arange(height)[:, None]
-    # the first row at or below each pixel that is not standing; the run's lowest pixel is
-    # the one above it (reverse cumulative minimum down each column)
-    breaks = np.where(on_ground, height, rows)
-    next_break = np.minimum.accumulate(breaks[::-1], axis=0)[::-1]
-    contact_row = np.clip(next_break - 1, 0, height - 1)
-    cols = np.broadcast_to(np.arange(width)[None, :], (height, width))
-    placed = points[contact_row, cols]
-    return np.where(on_ground[..., None], placed, points)
+    return place_standing(points, labels, standing)
 
 
 def standing_table(class_names: tuple[str, ...], standing: list[str] | tuple[str, ...]
@@ -174,9 +190,12 @@ def pack_cloud(points: np.ndarray, labels: np.ndarray,
     height, width = labels.shape
     if points.shape != (height, width, 3):
         raise PointsError(f"points {points.shape} do not match the labels {labels.shape}")
-    cloud = np.zeros((height, width), POINT_DTYPE)
-    cloud["x"], cloud["y"], cloud["z"] = points[..., 0], points[..., 1], points[..., 2]
-    cloud["label"] = labels
-    if confidence is not None:
-        cloud["confidence"] = confidence
+    # 16 bytes a point written as 4 float32 slots, the last one's bytes holding label and
+    # confidence: plain strided copies, several times faster than a structured array's fields
+    cloud = np.empty((height, width, 4), np.float32)
+    cloud[..., :3] = points
+    tail = cloud.view(np.uint8).reshape(height, width, 16)[..., 12:]
+    tail[..., 0] = labels
+    tail[..., 1] = 0 if confidence is None else confidence
+    tail[..., 2:] = 0
     return cloud.tobytes()

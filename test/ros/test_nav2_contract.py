@@ -204,3 +204,60 @@ def test_a_bad_class_grouping_stops_the_node_naming_the_entry(tiny_model_path, r
         code = node.stop()
     assert code == 1, node.log_text()[-2000:]
     assert "['lawn'] not among the model's classes" in node.log_text()
+
+
+def test_a_plain_camera_feeds_the_layer_through_labels_points(tiny_model_path, ros_env,
+                                                              ros_context, camvid_frames):
+    """docs/nav2.md's plain-camera set-up: the layer's point cloud is our labels/points (ground
+    mode), exactly aligned with the labels: same stamp and frame, organized at the labels' size,
+    a publisher its SensorData subscription matches."""
+    from sensor_msgs.msg import CameraInfo, PointCloud2
+
+    node = NodeProcess({"model": str(tiny_model_path), "threads": 1, "points": "ground",
+                        "ground_height": 1.2, "ground_pitch": 0.1,
+                        "ground_standing_classes": ["obstacle"]},
+                       params_file=NAV2_PARAMS, env=ros_env, namespace="/plain").start()
+    client = FrameClient(context=ros_context, image_topic="/plain/image",
+                         labels_topic="/plain/labels/image", name="plain_client")
+    listener = Node("plain_layer", context=ros_context)
+    clouds, labels = {}, {}
+    for topic, kind, store in (("/plain/labels/points", PointCloud2, clouds),
+                               ("/plain/labels/image", Image, labels)):
+        listener.create_subscription(
+            kind, topic, lambda msg, s=store: s.__setitem__(
+                (msg.header.stamp.sec, msg.header.stamp.nanosec), msg), qos_profile_sensor_data)
+    info_pub = listener.create_publisher(CameraInfo, "/plain/camera_info", 10)
+    client.executor.add_node(listener)
+    try:
+        client.wait_for_node(timeout=60.0, alive=node.alive)
+        (pub,) = client.node.get_publishers_info_by_topic("/plain/labels/points")
+        compatibility, reason = qos_check_compatible(pub.qos_profile, qos_profile_sensor_data)
+        assert compatibility != rclpy.qos.QoSCompatibility.ERROR, reason
+        (_, rgb), = camvid_frames(1)
+        deadline = time.monotonic() + 30.0
+        common = set()
+        while time.monotonic() < deadline and not common:
+            stamp = client.node.get_clock().now().to_msg()
+            info = CameraInfo()
+            info.header.stamp, info.height, info.width = stamp, *rgb.shape[:2]
+            info.k = [400.0, 0.0, 240.0, 0.0, 400.0, 180.0, 0.0, 0.0, 1.0]
+            info_pub.publish(info)
+            client.spin_for(0.1)
+            client.publish(client.image_message(rgb, "rgb8", stamp, "camera_front"))
+            client.spin_for(0.7)
+            common = set(clouds) & set(labels)
+        assert common, node.log_text()[-3000:]
+        key = sorted(common)[-1]
+        cloud, label_image = clouds[key], labels[key]
+        assert cloud.header == label_image.header  # exact-time sync pairs them
+        assert cloud.header.frame_id == "camera_front"
+        assert (cloud.height, cloud.width) == (label_image.height, label_image.width)
+        ids = np.frombuffer(bytes(label_image.data), np.uint8)
+        in_cloud = np.frombuffer(bytes(cloud.data), np.uint8).reshape(-1, 16)[:, 12]
+        assert (in_cloud == ids).all()  # pixel-aligned: the same class at every index
+    finally:
+        client.executor.remove_node(listener)
+        listener.destroy_node()
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log_text()[-2000:]

@@ -16,9 +16,10 @@ from textseg.points import (
     Intrinsics,
     PointsError,
     depth_in_metres,
+    ground_points,
     pack_cloud,
+    place_standing,
     points_from_depth,
-    points_on_ground,
     resize_depth,
 )
 
@@ -46,6 +47,8 @@ class PointsOutput:
         self._lock = threading.Lock()
         self._depth: deque[Image] = deque(maxlen=DEPTH_BUFFER)
         self._info: CameraInfo | None = None  # depth/camera_info (depth) or camera_info
+        self._ground_key: tuple | None = None  # (height, width, intrinsics) of _ground
+        self._ground = None
         self.subscriptions: list = []
         self.published = 0
         self.skipped: dict[str, int] = {}
@@ -83,7 +86,7 @@ class PointsOutput:
         skipped (counted; never raises for bad or missing inputs)."""
         started = time.perf_counter()
         try:
-            cloud = self._cloud(header, labels, confidence, input_size)
+            cloud = self.cloud(header, labels, confidence, input_size)
         except PointsError as exc:
             reason = str(exc)
             self._skip(reason.split(":")[0])
@@ -93,7 +96,8 @@ class PointsOutput:
         self.seconds.append(time.perf_counter() - started)
         return ""
 
-    def _cloud(self, header, labels, confidence, input_size: tuple[int, int]) -> PointCloud2:
+    def cloud(self, header, labels, confidence, input_size: tuple[int, int]) -> PointCloud2:
+        """The PointCloud2 of one frame's labels; raises PointsError for missing or bad inputs."""
         height, width = labels.shape
         with self._lock:
             info = self._info
@@ -120,8 +124,14 @@ class PointsOutput:
                                     depth_msg.step, depth_msg.data)
             points = points_from_depth(resize_depth(depth, height, width), intrinsics)
         else:
-            points = points_on_ground(height, width, intrinsics, self.pose, self.max_range,
-                                      labels, self.standing)
+            # the rays' ground points depend only on K, the pose and the size: made once
+            key = (height, width, intrinsics)
+            if self._ground_key != key:
+                self._ground = ground_points(height, width, intrinsics, self.pose,
+                                             self.max_range)
+                self._ground_key = key
+            points = (self._ground if self.standing is None
+                      else place_standing(self._ground, labels, self.standing))
         msg = PointCloud2()
         msg.header = header
         msg.height, msg.width = height, width
