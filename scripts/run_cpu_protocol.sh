@@ -21,8 +21,8 @@
 #             frozen) for 100 iterations at each of PILOT_MULTS (default "1 10 50 135");
 #             rows in training/results/prompt_lr_pilot.json, movement by `textseg-train prompts`
 #     prompts  issue 21's rows, SEEDS: stage1_initial_prompts, stage2_prompts (the new stage 2
-#             at prompt_lr_mult=PROMPT_LR_MULT), stage2_prompts_frozen (prompts kept at init),
-#             stage2_prompts_only (everything but the prompts frozen: the paper's words)
+#             at prompt_lr_mult=PROMPT_LR_MULT, default 135: the paper's summed LR),
+#             stage2_prompts_frozen (prompts kept at init), stage2_prompts_only (everything but the prompts frozen: the paper's words)
 #     prompt_sweep  the new stage 2 with M = 8 / 14 / 17 and M = 8 with weight decay on the
 #             prompts, seed 0, from stage1_initial_prompts (trained on M = 11's initial
 #             prompts: an M other than 11 starts from other embeddings, a jump the head absorbs)
@@ -45,7 +45,10 @@ what="${1:-main}"
 bridge_size="${BRIDGE_SIZE:-2x128}"
 other_backbone="${OTHER_BACKBONE:-efficientnet_lite1}"
 pilot_mults="${PILOT_MULTS:-1 10 50 135}"
-prompt_lr_mult="${PROMPT_LR_MULT:-}"
+# Issue 21's prompt budget: 150 poly iterations from LR 0.005 sum to about 0.39, the paper's
+# 10k iterations at 0.01 to about 52; x135 gives the prompts the paper's summed learning rate
+# (pilots at x1 / x30 / x135: training/results/prompt_lr_pilot.json, docs/experiment.md).
+prompt_lr_mult="${PROMPT_LR_MULT:-135}"
 bridge=(text_fusion=bridge "bridge_layers=${bridge_size%x*}" "bridge_width=${bridge_size#*x}")
 
 run() {  # ROW SEED CONFIG [KEY=VALUE ...]
@@ -169,12 +172,12 @@ case "$what" in
   prompt_controls)
     need_prompt_lr_mult
     for seed in $seeds; do
+      run stage1_permuted_embeddings "$seed" stage1.yaml text_control=permuted_embeddings
       run stage1_initial_prompts_random_encoder "$seed" stage1.yaml \
         stage1_text=initial_prompts text_control=random_encoder
       run stage2_prompts_random_encoder "$seed" stage2.yaml stage2_trains=heads \
         "prompt_lr_mult=$prompt_lr_mult" text_control=random_encoder \
         "init_from=$(stage1_of stage1_initial_prompts_random_encoder "$seed")"
-      run stage1_permuted_embeddings "$seed" stage1.yaml text_control=permuted_embeddings
     done
     ;;
   main|sweep|stride|clip|prompt_control|bridge_sweep|bridge|bridge_backbone|same_machine|all) ;;

@@ -92,10 +92,23 @@ def resize_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray:
     return depth[rows][:, cols]
 
 
-def points_from_depth(depth: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """float32 [H, W, 3] camera-frame points of a metric depth image (NaN where invalid)."""
+def point_slots(height: int, width: int) -> np.ndarray:
+    """An empty float32 [H, W, 4] buffer: x, y, z and a slot whose bytes pack_cloud fills with
+    label and confidence (the cloud's own layout, so no copy between the two)."""
+    return np.empty((height, width, 4), np.float32)
+
+
+def points_from_depth(depth: np.ndarray, intrinsics: Intrinsics,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """float32 [H, W, 3] camera-frame points of a metric depth image (NaN where invalid);
+    with `out` (point_slots), written into its first three slots and `out` returned."""
     x_over_z, y_over_z = intrinsics.rays(*depth.shape)
-    return np.stack(np.broadcast_arrays(x_over_z * depth, y_over_z * depth, depth), axis=-1)
+    if out is None:
+        return np.stack(np.broadcast_arrays(x_over_z * depth, y_over_z * depth, depth), axis=-1)
+    np.multiply(x_over_z, depth, out=out[..., 0])
+    np.multiply(y_over_z, depth, out=out[..., 1])
+    out[..., 2] = depth
+    return out
 
 
 @dataclass(frozen=True)
@@ -143,7 +156,7 @@ def place_standing(ground: np.ndarray, labels: np.ndarray, standing: np.ndarray)
     """`ground` points (from ground_points) with each column's run of standing pixels (a bool
     [256] table of class ids) at the ground point of the run's lowest pixel."""
     height, width = labels.shape
-    if ground.shape != (height, width, 3):
+    if ground.shape[:2] != (height, width):
         raise PointsError(f"labels {labels.shape} do not match the points {ground.shape[:2]}")
     on_ground = standing[labels]  # [H, W] bool
     if not on_ground.any():
@@ -155,7 +168,7 @@ def place_standing(ground: np.ndarray, labels: np.ndarray, standing: np.ndarray)
     next_break = np.minimum.accumulate(breaks[::-1], axis=0)[::-1]
     r, c = np.nonzero(on_ground)
     placed = ground.copy()
-    placed[r, c] = ground[next_break[r, c] - 1, c]
+    placed[r, c, :3] = ground[next_break[r, c] - 1, c, :3]
     return placed
 
 
@@ -186,14 +199,18 @@ def standing_table(class_names: tuple[str, ...], standing: list[str] | tuple[str
 
 def pack_cloud(points: np.ndarray, labels: np.ndarray,
                confidence: np.ndarray | None) -> bytes:
-    """The PointCloud2 `data` of an organized cloud: POINT_DTYPE per pixel, row-major."""
+    """The PointCloud2 `data` of an organized cloud: POINT_DTYPE per pixel, row-major.
+    `points` is [H, W, 3], or a point_slots buffer [H, W, 4] (its last slot is overwritten)."""
     height, width = labels.shape
-    if points.shape != (height, width, 3):
+    if points.shape[:2] != (height, width) or points.shape[2] not in (3, 4):
         raise PointsError(f"points {points.shape} do not match the labels {labels.shape}")
     # 16 bytes a point written as 4 float32 slots, the last one's bytes holding label and
     # confidence: plain strided copies, several times faster than a structured array's fields
-    cloud = np.empty((height, width, 4), np.float32)
-    cloud[..., :3] = points
+    if points.shape[2] == 4 and points.dtype == np.float32 and points.flags.c_contiguous:
+        cloud = points
+    else:
+        cloud = point_slots(height, width)
+        cloud[..., :3] = points
     tail = cloud.view(np.uint8).reshape(height, width, 16)[..., 12:]
     tail[..., 0] = labels
     tail[..., 1] = 0 if confidence is None else confidence

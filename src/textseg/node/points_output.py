@@ -19,6 +19,7 @@ from textseg.points import (
     ground_points,
     pack_cloud,
     place_standing,
+    point_slots,
     points_from_depth,
     resize_depth,
 )
@@ -122,16 +123,21 @@ class PointsOutput:
                     "camera)")
             depth = depth_in_metres(depth_msg.encoding, depth_msg.height, depth_msg.width,
                                     depth_msg.step, depth_msg.data)
-            points = points_from_depth(resize_depth(depth, height, width), intrinsics)
+            points = points_from_depth(resize_depth(depth, height, width), intrinsics,
+                                       out=point_slots(height, width))
         else:
             # the rays' ground points depend only on K, the pose and the size: made once
             key = (height, width, intrinsics)
             if self._ground_key != key:
-                self._ground = ground_points(height, width, intrinsics, self.pose,
-                                             self.max_range)
+                self._ground = point_slots(height, width)  # the cloud's layout: one memcpy
+                self._ground[..., :3] = ground_points(height, width, intrinsics, self.pose,
+                                                      self.max_range)
                 self._ground_key = key
+            # a copy: pack_cloud writes the labels into it, the cache stays clean
             points = (self._ground if self.standing is None
                       else place_standing(self._ground, labels, self.standing))
+            if points is self._ground:
+                points = points.copy()
         msg = PointCloud2()
         msg.header = header
         msg.height, msg.width = height, width
