@@ -20,6 +20,21 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "bring_your_model.md"
 RECIPES = ("smp", "segformer", "ids")
 
 
+# the library each recipe exports with
+NEEDS = {"smp": "segmentation_models_pytorch", "segformer": "transformers",
+         "ids": "segmentation_models_pytorch"}
+
+
+def require_recipe(name: str) -> None:
+    """Skip the calling test when the recipe's library is not installed."""
+    import pytest
+
+    from textseg_training.text import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # smp imports timm, which imports torchvision
+    pytest.importorskip(NEEDS[name], reason=f"the {name} recipe needs {NEEDS[name]}")
+
+
 @dataclass
 class Recipe:
     name: str
@@ -44,9 +59,8 @@ def run_recipe(name: str, folder: Path, frames: Path) -> tuple[Any, Path, Recipe
     """Export the recipe's model in `folder` and import it with `textseg import`; returns
     (the framework's model, the imported file, the recipe)."""
     from textseg.cli import main
-    from textseg_training.text import ensure_torchvision_importable
 
-    ensure_torchvision_importable()  # smp imports timm, which imports torchvision
+    require_recipe(name)
     recipe = read_recipe(name)
     namespace: dict[str, Any] = {}
     cwd = os.getcwd()

@@ -152,12 +152,7 @@ def test_bad_camera_lists_stop_the_node_with_the_reason(tiny_model_path, ros_env
                                                         message):
     node = NodeProcess({"model": str(tiny_model_path), "cameras": cameras}, env=ros_env,
                        namespace="/badcams").start()
-    try:
-        deadline = time.monotonic() + 30.0
-        while node.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        code = node.stop()
+    code = node.exit_code(timeout=30.0)
     assert code == 1
     assert message in node.log_text()
 

@@ -196,12 +196,7 @@ def test_without_vision_msgs_the_node_says_why_and_still_segments(tiny_model_pat
 def test_a_bad_class_grouping_stops_the_node_naming_the_entry(tiny_model_path, ros_env):
     node = NodeProcess({"model": str(tiny_model_path), "class_groups": ["drivable: road, lawn"]},
                        env=ros_env, namespace="/badgroups").start()
-    try:
-        deadline = time.monotonic() + 30.0
-        while node.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        code = node.stop()
+    code = node.exit_code(timeout=30.0)
     assert code == 1, node.log_text()[-2000:]
     assert "['lawn'] not among the model's classes" in node.log_text()
 

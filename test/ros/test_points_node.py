@@ -206,10 +206,5 @@ def test_points_parameters_are_checked_at_start(tiny_model_path, ros_env):
                              "['truck'] are not among the output classes")):
         node = NodeProcess({"model": str(tiny_model_path), **params}, env=ros_env,
                            namespace="/badpoints").start()
-        try:
-            deadline = time.monotonic() + 30.0
-            while node.alive() and time.monotonic() < deadline:
-                time.sleep(0.1)
-        finally:
-            code = node.stop()
+        code = node.exit_code(timeout=30.0)
         assert code == 1 and message in node.log_text(), node.log_text()[-2000:]

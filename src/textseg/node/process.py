@@ -119,6 +119,16 @@ class NodeProcess:
         except OSError:
             return ""
 
+    def exit_code(self, timeout: float = 30.0) -> int | None:
+        """Wait up to `timeout` s for the node to exit by itself (a start-up error), then stop
+        it; its exit code."""
+        if self.process is not None:
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.stop()
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGINT (clean rclpy shutdown), then SIGKILL if it does not exit in `timeout`."""
         if self.process is None:
