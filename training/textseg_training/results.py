@@ -47,7 +47,7 @@ def run_entry(row: str, config_file: str, overrides: list[str], config: dict[str
         "per_class_iou": {name: _finite(100.0 * iou)
                           for name, iou in zip(class_names, result.iou, strict=True)},
         **({"score_map_miou": _finite(100.0 * result.outputs["score"].miou)}
-           if "score" in getattr(result, "outputs", {}) else {}),
+           if "score" in result.outputs else {}),
         "config_file": config_file,
         "overrides": portable(list(overrides)),
         "precision": precision,

@@ -20,6 +20,7 @@ Needs the `onnx` package (a workstation tool; the vehicle runs the imported file
 from __future__ import annotations
 
 import colorsys
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -468,21 +469,25 @@ def _to_labels(out: np.ndarray, size: tuple[int, int], kind: str
     return out[0].argmax(0).astype(np.uint8), ties
 
 
-def _resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+@functools.cache
+def _logits_resizer():
+    """One ONNX Runtime session doing the wrapper's logits Resize, for any shape."""
     import onnxruntime as ort
 
     helper = _onnx().helper
     graph = helper.make_graph(
         [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
                           coordinate_transformation_mode="half_pixel")],
-        "resize", [helper.make_tensor_value_info("x", _FLOAT, list(logits.shape)),
+        "resize", [helper.make_tensor_value_info("x", _FLOAT, ["n", "k", "h", "w"]),
                    helper.make_tensor_value_info("sizes", _INT64, [4])],
         [helper.make_tensor_value_info("y", _FLOAT, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     sizes = np.array([*logits.shape[:2], *size], np.int64)
-    return session.run(["y"], {"x": logits, "sizes": sizes})[0]
+    return _logits_resizer().run(["y"], {"x": logits, "sizes": sizes})[0]
 
 
 def synthetic_frames(size: tuple[int, int], count: int = 2) -> list[np.ndarray]:
