@@ -133,6 +133,8 @@ PROMPT_COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
     ("stage1_text", "stage1_initial_prompts", "stage 1 on initial prompts vs on class names",
      ""),
     ("stage1_permuted_embeddings", "stage1_text", "right vs wrong class for each embedding", ""),
+    ("stage1_initial_prompts_random_encoder", "stage1_initial_prompts",
+     "stage 1: prior vs random encoder", ""),
     ("stage2_prompts_random_encoder", "stage2_prompts", "stage 2: prior vs random encoder", ""),
     ("stage2_prompts_m8", "stage2_prompts_m8_prompt_wd", "weight decay on prompts (M = 8)",
      "-0.4"),
