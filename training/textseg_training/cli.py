@@ -206,6 +206,23 @@ def _prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weak_tags(args: argparse.Namespace) -> int:
+    from textseg_training.weak.commands import make_tags_command
+
+    make_tags_command(str(args.data_root), args.grid, args.threshold, str(args.output))
+    return 0
+
+
+def _weak_pseudo(args: argparse.Namespace) -> int:
+    from textseg_training.weak.commands import parse_settings, pseudo_sweep_command
+
+    pseudo_sweep_command(str(args.data_root), args.grids, args.threshold, args.tower,
+                         parse_settings(args.set), args.frames,
+                         None if args.results is None else str(args.results),
+                         None if args.strip is None else str(args.strip), seed=args.seed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from textseg_training.bench import MODES as BENCH_MODES
     from textseg_training.bench import STAGES as BENCH_STAGES
@@ -358,6 +375,48 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("checkpoints", nargs="+", type=Path)
     prompts.add_argument("--json", type=Path, default=None, help="also write the rows here")
     prompts.set_defaults(func=_prompts)
+    weak_tags = sub.add_parser(
+        "weak-tags", help="tile tags for training from tags (the weak mode's only use of the "
+        "train masks)", formatter_class=fmt,
+        description="Cut every CamVid train frame into a ROWSxCOLS grid; a tile's tags are the "
+        "classes covering at least THRESHOLD of its pixels (void never counts). Writes the "
+        "tags file and prints tags per tile, single-tag and untagged tiles, the tag rate range "
+        "over classes and the floor of filling each tile with one of its tags. Example: "
+        "textseg-train weak-tags --grid 3x4 --output runs/weak/camvid_tags_3x4.npz")
+    weak_tags.add_argument("--data-root", type=Path, default=Path("../shared/datasets/camvid"))
+    weak_tags.add_argument("--grid", default="3x4", help="tile grid ROWSxCOLS")
+    weak_tags.add_argument("--threshold", type=float, default=0.01,
+                           help="smallest share of a tile's pixels that makes a tag")
+    weak_tags.add_argument("--output", type=Path, required=True, help="tags file (.npz)")
+    weak_tags.set_defaults(func=_weak_tags)
+
+    weak_pseudo = sub.add_parser(
+        "weak-pseudo", help="pseudo labels of the train frames per tile grid, scored (the "
+        "gate before decoder training)", formatter_class=fmt,
+        description="Runs the frozen tower over the train frames once, then per grid: the "
+        "tile tags, the tag head trained on them, and the pseudo labels of CAM, CAM + frozen "
+        "affinity and + PAR, scored against the masks (which only score). Prints mIoU "
+        "(uncertain pixels as misses), mIoU of the labelled pixels and coverage. Example: "
+        "textseg-train weak-pseudo --grids 1x1 2x2 3x4 4x6 --results "
+        "training/results/camvid_weak.json --strip docs/images/weak_pseudo_strip.png")
+    weak_pseudo.add_argument("--data-root", type=Path,
+                             default=Path("../shared/datasets/camvid"))
+    weak_pseudo.add_argument("--grids", nargs="+", default=["1x1", "2x2", "3x4", "4x6"])
+    weak_pseudo.add_argument("--threshold", type=float, default=0.01)
+    weak_pseudo.add_argument("--tower", default="efficientnet_lite0",
+                             help="frozen image tower (efficientnet_lite0/1/2)")
+    weak_pseudo.add_argument("--frames", type=int, default=None,
+                             help="use N train frames spread over the split (default: all)")
+    weak_pseudo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                             help="pipeline setting, e.g. label_stride=8 uncertain_scale=0.5")
+    weak_pseudo.add_argument("--seed", type=int, default=0)
+    weak_pseudo.add_argument("--results", type=Path, default=None,
+                             help="results JSON to record the sweep in")
+    weak_pseudo.add_argument("--strip", type=Path, default=None,
+                             help="PNG: image | ground truth | CAM | pseudo label "
+                                  "(on 3x4, else the last grid)")
+    weak_pseudo.set_defaults(func=_weak_pseudo)
+
     check = sub.add_parser("check-data", help="validate a dataset before training",
                            formatter_class=fmt)
     check.add_argument("config", type=Path, help=CONFIG_HELP)

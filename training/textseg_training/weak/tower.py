@@ -74,7 +74,7 @@ class EfficientNetTower(FrozenTower):
         self.net.classifier = nn.Identity()
         self.stage_depths = tuple(len(stage) for stage in self.net.blocks)
         self.level_channels = tuple(
-            block.conv_pwl.out_channels if hasattr(block, "conv_pwl") else block.conv_pw.out_channels
+            (block.conv_pwl if hasattr(block, "conv_pwl") else block.conv_pw).out_channels
             for index in self.LEVEL_STAGES for block in self.net.blocks[index])
         self.cam_channels = self.net.conv_head.out_channels
         self.load_report = self.load_pretrained(weights) if pretrained else None
