@@ -320,3 +320,60 @@ def test_weak_tools_on_camvid_frames(camvid_dir: Path, tmp_path: Path) -> None:
     grid = record["grids"][0]
     assert grid["grid"] == "2x2" and 0 < grid["cam+affinity"]["coverage"] <= 100
     assert strip.stat().st_size > 1000
+
+
+# ------------------------------------------------------------------- data path and export
+
+def test_the_weak_data_path_never_opens_a_label_file(camvid_dir: Path, monkeypatch) -> None:
+    import cv2
+
+    from textseg_training.data import TrainTransform, camvid
+    from textseg_training.weak import data as weak_data
+    from textseg_training.weak.data import WeakTrainSet
+    from textseg_training.weak.tags import make_tags
+
+    full = camvid(camvid_dir, "train")
+    full.pairs = full.pairs[:3]
+    tags = make_tags(full, TileGrid(3, 4), 0.01, camvid_dir, tuple("abcdefghijk"),
+                     progress=False)
+    label_files = {str(label) for _, label in camvid(camvid_dir, "train").pairs}
+    real_imread = cv2.imread
+    opened = []
+
+    def guarded_imread(path, *args):
+        if str(path) in label_files or "annot" in str(path):
+            raise AssertionError(f"the weak data path opened a label file: {path}")
+        opened.append(str(path))
+        return real_imread(path, *args)
+
+    monkeypatch.setattr(weak_data.cv2, "imread", guarded_imread)
+    transform = TrainTransform((96, 128), (0.5, 1.0), (0.5,) * 3, (0.5,) * 3,
+                               ignore_index=TILE_IGNORE, seed=0)
+    dataset = WeakTrainSet(tags, camvid_dir, transform)
+    for index in range(3):
+        image, tile_ids, item_tags = dataset[index]
+        assert image.shape == (3, 96, 128) and tile_ids.shape == (96, 128)
+        valid = tile_ids[tile_ids != TILE_IGNORE]
+        assert valid.numel() and int(valid.max()) < 12
+        assert item_tags.shape == (12, 11) and torch.equal(item_tags.bool(),
+                                                           torch.from_numpy(tags.tags[index]))
+    assert len(opened) == 3
+
+
+def test_a_weak_model_exports_through_the_artifact_contract(tmp_path: Path) -> None:
+    from textseg.engine.contract import ModelInfo
+    from textseg_training.datasets import CAMVID
+    from textseg_training.export import export_onnx
+    from textseg_training.weak.model import WeakSegModel
+    from textseg_training.weak.tower import build_tower
+
+    torch.manual_seed(0)
+    model = WeakSegModel(build_tower("efficientnet_lite0"), 11, width=32, layers=1, heads=4,
+                         deploy=True).eval()
+    info = ModelInfo(class_names=CAMVID.class_names, palette=CAMVID.palette,
+                     network_input_size=(96, 128), architecture="efficientnet_lite0-weclip",
+                     dataset="camvid", training_stage="random-init")
+    # export_onnx checks the graph, ONNX Runtime against PyTorch and the TensorRT rules.
+    report = export_onnx(model, info, tmp_path / "weak.onnx", model.input_mean,
+                         model.input_std, with_confidence=True)
+    assert report.path.is_file() and report.parity_agreement > 0.999
