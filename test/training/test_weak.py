@@ -301,9 +301,9 @@ def test_clip_tower_runs_with_random_weights_only_when_asked() -> None:
 def test_weak_tools_on_camvid_frames(camvid_dir: Path, tmp_path: Path) -> None:
     from textseg_training.cli import main
 
-    tags_file = tmp_path / "tags.npz"
+    tags_file, results = tmp_path / "tags.npz", tmp_path / "weak.json"
     assert main(["weak-tags", "--data-root", str(camvid_dir), "--grid", "3x4",
-                 "--output", str(tags_file)]) == 0
+                 "--output", str(tags_file), "--results", str(results)]) == 0
     tags = TagSet.load(tags_file)
     assert tags.tags.shape == (367, 12, 11)
     # The design note's measurement: 3.33 tags per 3x4 tile at 1 %, 16 % single-tag tiles.
@@ -311,7 +311,7 @@ def test_weak_tools_on_camvid_frames(camvid_dir: Path, tmp_path: Path) -> None:
     assert stats["tags_per_tile"] == pytest.approx(3.33, abs=0.02)
     assert stats["single_tag_tiles"] == pytest.approx(0.16, abs=0.01)
 
-    results, strip = tmp_path / "weak.json", tmp_path / "strip.png"
+    strip = tmp_path / "strip.png"
     assert main(["weak-pseudo", "--data-root", str(camvid_dir), "--frames", "2", "--grids",
                  "2x2", "--set", "label_stride=8", "--set", "par_iterations=2",
                  "--results", str(results), "--strip", str(strip)]) == 0
@@ -320,6 +320,12 @@ def test_weak_tools_on_camvid_frames(camvid_dir: Path, tmp_path: Path) -> None:
     grid = record["grids"][0]
     assert grid["grid"] == "2x2" and 0 < grid["cam+affinity"]["coverage"] <= 100
     assert strip.stat().st_size > 1000
+    page = tmp_path / "page.md"
+    page.write_text("# page\n<!-- weak:begin -->\nstale table\n<!-- weak:end -->\nafter\n")
+    assert main(["weak-report", str(results), "--update", str(page)]) == 0
+    text = page.read_text()
+    assert "stale table" not in text and "| 2x2 |" in text and "| 3x4 | 0.01 | 3.3" in text
+    assert text.endswith("<!-- weak:end -->\nafter\n")
 
 
 # ------------------------------------------------------------------- data path and export

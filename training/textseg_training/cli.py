@@ -209,7 +209,20 @@ def _prompts(args: argparse.Namespace) -> int:
 def _weak_tags(args: argparse.Namespace) -> int:
     from textseg_training.weak.commands import make_tags_command
 
-    make_tags_command(str(args.data_root), args.grid, args.threshold, str(args.output))
+    make_tags_command(str(args.data_root), args.grid, args.threshold, str(args.output),
+                      None if args.results is None else str(args.results))
+    return 0
+
+
+def _weak_report(args: argparse.Namespace) -> int:
+    from textseg_training.weak.report import BEGIN, END, weak_report
+
+    report = weak_report(args.file)
+    print(report)
+    if args.update:
+        from textseg_training.experiment import update_marked_block
+
+        print(f"\nupdated {update_marked_block(args.update, report, BEGIN, END)}")
     return 0
 
 
@@ -388,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     weak_tags.add_argument("--threshold", type=float, default=0.01,
                            help="smallest share of a tile's pixels that makes a tag")
     weak_tags.add_argument("--output", type=Path, required=True, help="tags file (.npz)")
+    weak_tags.add_argument("--results", type=Path, default=None,
+                           help="results JSON to record the statistics in (key 'tags')")
     weak_tags.set_defaults(func=_weak_tags)
 
     weak_pseudo = sub.add_parser(
@@ -416,6 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
                              help="PNG: image | ground truth | CAM | pseudo label "
                                   "(on 3x4, else the last grid)")
     weak_pseudo.set_defaults(func=_weak_pseudo)
+
+    weak_report = sub.add_parser(
+        "weak-report", help="the weak experiment's tables from its results JSON",
+        formatter_class=fmt,
+        description="Print the tables of training/results/camvid_weak.json (tag statistics, "
+        "the pseudo-label sweep); --update writes them into a markdown file between its "
+        "<!-- weak:begin --> and <!-- weak:end --> lines.")
+    weak_report.add_argument("file", type=Path)
+    weak_report.add_argument("--update", type=Path, default=None, metavar="MARKDOWN")
+    weak_report.set_defaults(func=_weak_report)
 
     check = sub.add_parser("check-data", help="validate a dataset before training",
                            formatter_class=fmt)

@@ -300,8 +300,10 @@ def protocol_report(runs: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def update_marked_block(path: str | Path, text: str) -> Path:
-    """Replace what lies between the BEGIN and END markers of `path` with `text`."""
+def update_marked_block(path: str | Path, text: str, begin: str = BEGIN, end_marker: str = END
+                        ) -> Path:
+    """Replace what lies between the `begin` and `end_marker` lines of `path` with `text`."""
+    BEGIN, END = begin, end_marker  # noqa: N806 (the markers, as in the messages below)
     path = Path(path)
     content = path.read_text()
     start, end = content.find(BEGIN), content.find(END)

@@ -24,7 +24,7 @@ def _train_split(data_root: str):
 
 
 def make_tags_command(data_root: str, grid: str, threshold: float, output: str,
-                      progress: bool = True) -> dict[str, Any]:
+                      results: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Make the tags file (the only step that reads train masks) and print its statistics."""
     dataset = _train_split(data_root)
     tags = make_tags(dataset, TileGrid.parse(grid), threshold, data_root, CAMVID.class_names,
@@ -41,6 +41,16 @@ def make_tags_command(data_root: str, grid: str, threshold: float, output: str,
           f"{100 * stats['single_tag_tiles']:.0f} % | {100 * stats['untagged_tiles']:.0f} % | "
           f"{rates[low]:.2f} ({low}) - {rates[high]:.2f} ({high}) | "
           f"{stats['tile_fill_floor_miou']:.1f} |")
+    if results:
+        import json
+
+        from textseg_training.weak.sweep import write_results
+
+        known = json.loads(Path(results).read_text()).get("tags", {}) \
+            if Path(results).is_file() else {}
+        known[str(tags.grid)] = stats
+        write_results(results, "tags", known)
+        print(f"recorded in {results}")
     return stats
 
 
