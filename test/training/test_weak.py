@@ -383,3 +383,72 @@ def test_a_weak_model_exports_through_the_artifact_contract(tmp_path: Path) -> N
     report = export_onnx(model, info, tmp_path / "weak.onnx", model.input_mean,
                          model.input_std, with_confidence=True)
     assert report.path.is_file() and report.parity_agreement > 0.999
+
+
+# ------------------------------------------------------------------------ training, small
+
+@pytest.mark.parametrize("stage", ["weak", "weak_full"])
+def test_a_short_weak_run_trains_resumes_records_and_exports(camvid_dir: Path, tmp_path: Path,
+                                                             stage: str) -> None:
+    import yaml
+
+    import onnx
+
+    from textseg.engine.contract import ModelInfo
+    from textseg_training.cli import main
+    from textseg_training.data import camvid
+    from textseg_training.trainer.checkpoint import load_checkpoint
+    from textseg_training.weak.tags import make_tags
+
+    train = camvid(camvid_dir, "train")
+    train.pairs = train.pairs[:4]
+    tags_file = tmp_path / "tags.npz"
+    make_tags(train, TileGrid(3, 4), 0.01, camvid_dir, tuple("abcdefghijk"),
+              progress=False).save(tags_file)
+    out = tmp_path / "run"
+    config = tmp_path / "weak.yaml"
+    config.write_text(yaml.safe_dump({
+        "stage": stage, "data_root": str(camvid_dir), "tags_file": str(tags_file),
+        "iterations": 4, "batch_size": 2, "crop_size": [96, 128], "decoder_width": 32,
+        "decoder_layers": 1, "decoder_heads": 4, "rfm_start": 0.5, "checkpoint_interval": 2,
+        "pseudo_eval_frames": 2, "val_limit": 2, "num_workers": 0, "output_dir": str(out),
+        "tag_head_steps": 20}))
+    results = tmp_path / "weak_runs.json"
+    assert main(["train", str(config), "--set", "iterations=2"]) == 0
+    first = load_checkpoint(out / "last.pt")
+    assert first["kind"] == "weak" and first["iteration"] == 2
+    assert main(["train", str(config), "--resume", str(out / "last.pt"), "--results",
+                 str(results), "--row", f"test_{stage}"]) == 0
+    data = load_checkpoint(out / "last.pt")
+    assert data["iteration"] == 4 and len(data["step_seconds"]) == 4
+    entry = json.loads(results.read_text())["runs"][0]
+    assert entry["row"] == f"test_{stage}" and entry["cpu"]["model"]
+    assert 0 <= entry["val_miou"] <= 100 and entry["step_seconds_mean"] > 0
+    if stage == "weak":
+        # Scored before training, when the RFM takes over (iteration 2) and at the end.
+        assert set(entry["pseudo_labels"]) == {"start", "rfm_start", "end"}
+        assert entry["pseudo_labels"]["end"]["affinity"] == "rfm"
+        # The decoder moved; the tag head stayed frozen after its own fit.
+        assert torch.equal(first["tag_head"]["proj.weight"], data["tag_head"]["proj.weight"])
+    assert any(not torch.equal(first["decoder"][k], data["decoder"][k])
+               for k in data["decoder"])
+    artifact = tmp_path / "weak.onnx"
+    assert main(["export", "--checkpoint", str(out / "last.pt"), "--output", str(artifact),
+                 "--confidence", "--input-size", "96", "128"]) == 0
+    proto = onnx.load(str(artifact))
+    info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
+    assert info.architecture == "efficientnet_lite0-weclip"
+    assert info.training_stage == f"{stage}@4"
+
+
+def test_bad_weak_configs_are_named() -> None:
+    from textseg_training.weak.config import WeakConfig
+
+    with pytest.raises(ValueError, match="pseudo_variant"):
+        WeakConfig(pseudo_variant="everything")
+    with pytest.raises(ValueError, match="unknown settings"):
+        WeakConfig(pseudo={"label_strid": 4})
+    with pytest.raises(ValueError, match="needs the clip-vit-b16 tower"):
+        WeakConfig(text_encoder="clip")
+    with pytest.raises(ValueError, match="unknown keys"):
+        WeakConfig.from_dict({"stage": "weak", "tile_grid": "3x4"})

@@ -18,14 +18,53 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 CONFIG_HELP = "experiment YAML (see training/configs/)"
+
+
+def _train_weak(args: argparse.Namespace, overrides: list[str]) -> int:
+    from textseg_training.weak.config import WeakConfig
+    from textseg_training.weak.trainer import WeakTrainer
+
+    config = WeakConfig.from_yaml(args.config, overrides)
+    if args.results and not args.row:
+        raise ValueError("--results needs --row: the id this run is recorded under")
+    trainer = WeakTrainer(config, resume=args.resume)
+    result = trainer.fit()
+    final = result["eval"]
+    steps = trainer.step_seconds
+    print(f"\n| run | iterations | val mIoU | step s (mean) | wall min |\n|---|---|---|---|---|\n"
+          f"| {config.output_dir} | {trainer.iteration} | {100 * final.miou:.2f} | "
+          f"{np.mean(steps) if steps else float('nan'):.2f} | "
+          f"{result['train_seconds'] / 60:.1f} |")
+    for moment, score in trainer.pseudo_scores.items():
+        print(f"pseudo labels at {moment} (iteration {score['iteration']}, {score['affinity']} "
+              f"affinity): mIoU {score['miou']:.2f}, labelled only {score['miou_covered']:.2f}, "
+              f"coverage {score['coverage']:.1f} %")
+    if args.results:
+        from textseg_training.results import record_run, run_entry
+
+        entry = run_entry(args.row, str(args.config), overrides, config.to_dict(),
+                          trainer.class_names, final, trainer.iteration,
+                          result["train_seconds"], "fp32")
+        entry.update({"pseudo_labels": trainer.pseudo_scores,
+                      "step_seconds_mean": round(float(np.mean(steps)), 3) if steps else None,
+                      "tag_head_loss": trainer.tag_head_losses[-1:] or None,
+                      "text_encoder": trainer.text_identity})
+        print(f"recorded row {args.row!r} seed {config.seed} in "
+              f"{record_run(args.results, entry)}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
     from textseg_training.trainer.config import TrainConfig
     from textseg_training.trainer.loop import Trainer
+    from textseg_training.weak.config import WEAK_STAGES, read_yaml_with_overrides
 
     overrides = list(args.set)
+    if read_yaml_with_overrides(args.config, overrides).get("stage") in WEAK_STAGES:
+        return _train_weak(args, overrides)
     if args.backbone_weights:
         overrides.append(f"backbone_weights={args.backbone_weights}")
     if args.clip_weights:
@@ -79,7 +118,16 @@ def _export(args: argparse.Namespace) -> int:
         if not sep or not key or key.startswith("textseg."):
             raise ValueError(f"--metadata {item!r} must look like KEY=VALUE (KEY not textseg.*)")
         metadata[key] = value
-    if args.checkpoint is not None:
+    if args.checkpoint is not None and _is_weak_checkpoint(args.checkpoint):
+        from textseg_training.weak.export import export_weak_checkpoint
+
+        if args.evaluate or metadata:
+            raise ValueError("--evaluate and --metadata are not supported for weak-mode "
+                             "checkpoints yet")
+        report = export_weak_checkpoint(args.checkpoint, args.output,
+                                        confidence=args.confidence,
+                                        input_size=args.input_size)
+    elif args.checkpoint is not None:
         report = export_checkpoint(args.checkpoint, args.output, confidence=args.confidence,
                                    input_size=args.input_size, evaluate=args.evaluate,
                                    metadata=metadata)
@@ -100,6 +148,12 @@ def _export(args: argparse.Namespace) -> int:
         print(f"| **mIoU** | **{e['miou']:.2f}** |\n| pixel accuracy | "
               f"{e['pixel_accuracy']:.2f} |")
     return 0
+
+
+def _is_weak_checkpoint(path: Path) -> bool:
+    from textseg_training.trainer.checkpoint import load_checkpoint
+
+    return load_checkpoint(path).get("kind") == "weak"
 
 
 def _layers_by_width(text: str) -> tuple[int, int]:
