@@ -390,9 +390,8 @@ def test_a_weak_model_exports_through_the_artifact_contract(tmp_path: Path) -> N
 @pytest.mark.parametrize("stage", ["weak", "weak_full"])
 def test_a_short_weak_run_trains_resumes_records_and_exports(camvid_dir: Path, tmp_path: Path,
                                                              stage: str) -> None:
-    import yaml
-
     import onnx
+    import yaml
 
     from textseg.engine.contract import ModelInfo
     from textseg_training.cli import main
