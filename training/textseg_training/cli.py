@@ -58,9 +58,9 @@ def _train_weak(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from textseg_training.trainer.config import TrainConfig
+    from textseg_training.trainer.config import TrainConfig, read_yaml_with_overrides
     from textseg_training.trainer.loop import Trainer
-    from textseg_training.weak.config import WEAK_STAGES, read_yaml_with_overrides
+    from textseg_training.weak.config import WEAK_STAGES
 
     overrides = list(args.set)
     if read_yaml_with_overrides(args.config, overrides).get("stage") in WEAK_STAGES:

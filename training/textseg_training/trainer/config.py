@@ -194,15 +194,21 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        for item in overrides or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"override '{item}' must look like key=value")
-            data[key.strip()] = yaml.safe_load(value)
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml_with_overrides(path, overrides), source=str(path))
+
+
+def read_yaml_with_overrides(path: str | Path, overrides: list[str] | None = None
+                             ) -> dict[str, Any]:
+    """A config YAML as a dict, with `key=value` overrides (values parsed as YAML) applied."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override '{item}' must look like key=value")
+        data[key.strip()] = yaml.safe_load(value)
+    return data

@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from textseg_training.trainer.config import read_yaml_with_overrides
 from textseg_training.weak.pseudo import PseudoLabelSettings
 
 # weak: pseudo labels from tile tags; weak_full: the same tower, decoder and schedule on pixel
@@ -113,18 +112,3 @@ class WeakConfig:
         data = read_yaml_with_overrides(path, overrides)
         return cls.from_dict(data, source=str(path))
 
-
-def read_yaml_with_overrides(path: str | Path, overrides: list[str] | None = None
-                             ) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys")
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override '{item}' must look like key=value")
-        data[key.strip()] = yaml.safe_load(value)
-    return data
