@@ -451,3 +451,12 @@ def test_bad_weak_configs_are_named() -> None:
         WeakConfig(text_encoder="clip")
     with pytest.raises(ValueError, match="unknown keys"):
         WeakConfig.from_dict({"stage": "weak", "tile_grid": "3x4"})
+
+
+@pytest.mark.parametrize("name", ["camvid_lite0_weclip.yaml", "camvid_clip_vitb16_weclip.yaml"])
+def test_the_shipped_weak_configs_load(name: str) -> None:
+    from textseg_training.weak.config import WeakConfig
+
+    path = Path(__file__).resolve().parents[2] / "training" / "configs" / "weak" / name
+    config = WeakConfig.from_yaml(path)
+    assert config.stage == "weak" and config.pseudo_settings().label_stride == 8
