@@ -6,7 +6,9 @@
 #     tags    the tile tags of every grid (the only step that reads train masks)
 #     sweep   pseudo labels per grid, no decoder (the gate before decoder training)
 #     main    weak_weclip, weak_weclip_no_rfm, full_weclip, weak_weclip_shuffled_tags, SEEDS
+#     seeds   weak_weclip and weak_weclip_no_rfm only (more seeds of the paper's ablation)
 #     extra   weak_weclip_random_text, SEEDS
+#     strip   image | ground truth | CAM | pseudo label | prediction of weak_weclip seed 0
 # SEEDS="0" by default; TEXTSEG_RUNS says where run folders and tags go (default ./runs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +17,6 @@ cd "$root"
 runs="${TEXTSEG_RUNS:-$root/runs}/weak"
 train="$root/.venv/bin/textseg-train"
 results="$root/training/results/camvid_weak.json"
-rows="$root/training/results/camvid_weak_runs.json"
 config=training/configs/weak/camvid_lite0_weclip.yaml
 seeds="${SEEDS:-0}"
 tags="$runs/camvid_tags_3x4.npz"
@@ -29,7 +30,7 @@ run() {  # ROW SEED [KEY=VALUE ...]
     sets+=(--set "$item")
   done
   echo "== $row seed $seed ($(date -u +%H:%M:%S))"
-  "$train" train "$config" "${sets[@]}" "${resume[@]}" --results "$rows" --row "$row"
+  "$train" train "$config" "${sets[@]}" "${resume[@]}" --results "$results" --row "$row"
 }
 
 case "${1:-main}" in
@@ -48,7 +49,14 @@ case "${1:-main}" in
       run full_weclip "$seed" stage=weak_full
       run weak_weclip_shuffled_tags "$seed" "shuffle_tags_seed=$seed"
     done ;;
+  seeds)
+    for seed in $seeds; do
+      run weak_weclip "$seed"
+      run weak_weclip_no_rfm "$seed" rfm=false
+    done ;;
   extra)
     for seed in $seeds; do run weak_weclip_random_text "$seed" text_control=random_text; done ;;
-  *) echo "unknown part ${1}: tags, sweep, main or extra" >&2; exit 2 ;;
+  strip)
+    "$train" weak-strip "$runs/weak_weclip_seed0/last.pt" --output docs/images/weak_strip.png ;;
+  *) echo "unknown part ${1}: tags, sweep, main, seeds, extra or strip" >&2; exit 2 ;;
 esac

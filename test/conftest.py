@@ -66,6 +66,37 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_weak_run(camvid_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint, artifact) of a weakly supervised run: tile tags of 4 CamVid train frames,
+    the tag head, 2 decoder steps on their pseudo labels with the RFM on, exported at 96x128
+    with confidence output. Skips where torch / the training package is not installed."""
+    pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
+    pytest.importorskip("textseg_training", reason="training package not installed")
+    from textseg_training.data import camvid
+    from textseg_training.weak.config import WeakConfig
+    from textseg_training.weak.export import export_weak_checkpoint
+    from textseg_training.weak.tags import TileGrid, make_tags
+    from textseg_training.weak.trainer import WeakTrainer
+
+    folder = tmp_path_factory.mktemp("tiny_weak")
+    train = camvid(camvid_dir, "train")
+    train.pairs = train.pairs[:4]
+    tags_file = folder / "tags.npz"
+    make_tags(train, TileGrid(3, 4), 0.01, camvid_dir, tuple("abcdefghijk"),
+              progress=False).save(tags_file)
+    config = WeakConfig(stage="weak", data_root=str(camvid_dir), tags_file=str(tags_file),
+                        iterations=2, batch_size=2, crop_size=(96, 128), decoder_width=32,
+                        decoder_layers=1, decoder_heads=4, rfm_start=0.5, pseudo_eval_frames=0,
+                        val_limit=2, num_workers=0, output_dir=str(folder / "run"),
+                        tag_head_steps=20)
+    WeakTrainer(config, progress=False).fit()
+    checkpoint = folder / "run" / "last.pt"
+    artifact = folder / "weak.onnx"
+    export_weak_checkpoint(checkpoint, artifact, confidence=True, input_size=(96, 128))
+    return checkpoint, artifact
+
+
+@pytest.fixture(scope="session")
 def camvid_frames():
     """`camvid_val_frames` as a fixture, for test modules that should not import `conftest`
     by module name (that name is ambiguous once a sub-folder has its own conftest.py)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -389,7 +390,7 @@ def test_a_weak_model_exports_through_the_artifact_contract(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("stage", ["weak", "weak_full"])
 def test_a_short_weak_run_trains_resumes_records_and_exports(camvid_dir: Path, tmp_path: Path,
-                                                             stage: str) -> None:
+                                                             stage: str, capsys) -> None:
     import onnx
     import yaml
 
@@ -431,6 +432,18 @@ def test_a_short_weak_run_trains_resumes_records_and_exports(camvid_dir: Path, t
         assert torch.equal(first["tag_head"]["proj.weight"], data["tag_head"]["proj.weight"])
     assert any(not torch.equal(first["decoder"][k], data["decoder"][k])
                for k in data["decoder"])
+    strip = tmp_path / "strip.png"
+    if stage == "weak":
+        assert main(["weak-strip", str(out / "last.pt"), "--output", str(strip),
+                     "--frames", "2"]) == 0
+        picture = cv2.imread(str(strip))
+        # 2 rows of 5 panels (image, ground truth, CAM, pseudo label, prediction), 120 high.
+        assert picture.shape == (240, 5 * 160 + 4 * 4, 3)
+    else:
+        capsys.readouterr()
+        assert main(["weak-strip", str(out / "last.pt"), "--output", str(strip)]) != 0
+        assert "not a checkpoint of a `stage: weak` run" in capsys.readouterr().err
+        assert not strip.exists()
     artifact = tmp_path / "weak.onnx"
     assert main(["export", "--checkpoint", str(out / "last.pt"), "--output", str(artifact),
                  "--confidence", "--input-size", "96", "128"]) == 0
@@ -460,3 +473,40 @@ def test_the_shipped_weak_configs_load(name: str) -> None:
     path = Path(__file__).resolve().parents[2] / "training" / "configs" / "weak" / name
     config = WeakConfig.from_yaml(path)
     assert config.stage == "weak" and config.pseudo_settings().label_stride == 8
+
+
+def _row(row: str, seed: int, miou: float, pseudo: dict | None = None) -> dict:
+    return {"row": row, "seed": seed, "val_miou": miou, "iterations": 1500,
+            "per_class_iou": {"sky": miou + 1, "road": miou - 1}, "precision": "fp32",
+            "wall_seconds": 600.0, "step_seconds_mean": 0.5, "pseudo_labels": pseudo or {},
+            "config_file": "weak.yaml", "cpu": {"description": "a CPU (VNNI, no bf16)"},
+            "config": {"batch_size": 4, "crop_size": [320, 320], "pseudo_eval_frames": 40}}
+
+
+def test_the_weak_report_tables_the_rows_against_full_supervision(tmp_path: Path) -> None:
+    from textseg_training.results import record_run
+    from textseg_training.weak.report import weak_report
+    from textseg_training.weak.sweep import write_results
+
+    path = tmp_path / "weak.json"
+    write_results(path, "tags", {"3x4": {"threshold": 0.01, "tags_per_tile": 3.3,
+                                         "single_tag_tiles": 0.16, "untagged_tiles": 0.0,
+                                         "tag_rate": {"sky": 0.5, "road": 0.9},
+                                         "tile_fill_floor_miou": 17.4}})
+    scores = {m: {"miou": v, "iteration": i} for m, v, i in
+              (("start", 24.0, 0), ("rfm_start", 26.0, 750), ("end", 28.0, 1500))}
+    for seed, weak, no_rfm in ((0, 40.0, 38.0), (1, 42.0, 41.0)):
+        record_run(path, _row("weak_weclip", seed, weak, scores))
+        record_run(path, _row("weak_weclip_no_rfm", seed, no_rfm))
+    record_run(path, _row("full_weclip", 0, 50.0))
+    data = json.loads(path.read_text())
+    assert "tags" in data and len(data["runs"]) == 5  # recording rows keeps the other keys
+    report = weak_report(path)
+    weak_line = next(line for line in report.splitlines() if line.startswith("| weak_weclip |"))
+    # mean 41 ± 1.41 over two seeds, 82 % of full's 50, pseudo mIoU start / RFM start / end.
+    assert "41.00 ± 1.41" in weak_line and "| 82 % |" in weak_line
+    assert "24.0 ± 0.0 / 26.0 ± 0.0 / 28.0 ± 0.0" in weak_line
+    assert "weak_weclip - weak_weclip_no_rfm: +1.50 points" in report
+    assert "weak_weclip - full_weclip: -10.00 points" in report
+    assert "| weak_weclip | 42.0 | 40.0 |" in report  # per-class IoU, mean over seeds
+    assert "a CPU (VNNI, no bf16)" in report and "| 3x4 | 0.01 | 3.30 |" in report

@@ -290,6 +290,13 @@ def _weak_pseudo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weak_strip(args: argparse.Namespace) -> int:
+    from textseg_training.weak.commands import strip_command
+
+    strip_command(str(args.checkpoint), str(args.output), args.frames)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from textseg_training.bench import MODES as BENCH_MODES
     from textseg_training.bench import STAGES as BENCH_STAGES
@@ -485,6 +492,20 @@ def build_parser() -> argparse.ArgumentParser:
                              help="PNG: image | ground truth | CAM | pseudo label "
                                   "(on 3x4, else the last grid)")
     weak_pseudo.set_defaults(func=_weak_pseudo)
+
+    weak_strip = sub.add_parser(
+        "weak-strip", help="a picture of a weak run: image | ground truth | CAM | pseudo label "
+        "| prediction",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train frames through a `stage: weak` checkpoint: the CAM of the tile "
+        "tags, the pseudo label as the run made it last (refined by the RFM once it started) "
+        "and the decoder's prediction. The ground truth is drawn for comparison only.\n\n"
+        "example:\n  textseg-train weak-strip runs/weak/weak_weclip_seed0/last.pt "
+        "--output docs/images/weak_strip.png")
+    weak_strip.add_argument("checkpoint", type=Path)
+    weak_strip.add_argument("--output", type=Path, required=True, help="PNG to write")
+    weak_strip.add_argument("--frames", type=int, default=4, help="rows (train frames)")
+    weak_strip.set_defaults(func=_weak_strip)
 
     weak_report = sub.add_parser(
         "weak-report", help="the weak experiment's tables from its results JSON",

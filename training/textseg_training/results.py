@@ -66,19 +66,23 @@ def load_runs(path: str | Path) -> list[dict[str, Any]]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc}); fix or move it first") from None
-    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise ValueError(f"{path}: expected an object with a list 'runs'")
-    return data["runs"]
+    if not isinstance(data, dict) or not isinstance(data.get("runs", []), list):
+        raise ValueError(f"{path}: expected an object whose 'runs' is a list")
+    return data.get("runs", [])
 
 
 def record_run(path: str | Path, entry: dict[str, Any]) -> Path:
-    """Add `entry` to the file's runs, replacing an earlier entry of the same row and seed."""
+    """Add `entry` to the file's runs, replacing an earlier entry of the same row and seed;
+    the file's other keys (a sweep, tag statistics) are kept."""
     runs = [r for r in load_runs(path)
             if (r.get("row"), r.get("seed")) != (entry["row"], entry["seed"])]
     runs.append(entry)
     runs = portable(runs)  # also entries an older version wrote
     runs.sort(key=lambda r: (str(r.get("row")), r.get("seed", 0)))
-    text = json.dumps({"runs": runs}, indent=1, sort_keys=False) + "\n"
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data["runs"] = runs
+    text = json.dumps(data, indent=1, sort_keys=False) + "\n"
     return atomic_write_bytes(path, text.encode())
 
 

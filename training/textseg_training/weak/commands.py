@@ -170,3 +170,40 @@ def pseudo_sweep_command(data_root: str, grids: list[str], threshold: float, tow
         print(f"strip: {write_strip(strip, strip_rows)} (image | ground truth | CAM | "
               "pseudo label, uncertain in black)")
     return record
+
+
+def strip_command(checkpoint: str, output: str, frames: int = 4) -> Path:
+    """image | ground truth | CAM | pseudo label | prediction for `frames` train frames of a
+    weak-mode run (the pseudo labels as the run made them last: the RFM's once it started)."""
+    from textseg_training.trainer.checkpoint import load_checkpoint
+    from textseg_training.weak.config import WeakConfig
+    from textseg_training.weak.trainer import WeakTrainer
+
+    data = load_checkpoint(checkpoint)
+    if data.get("kind") != "weak" or data["config"].get("stage") != "weak":
+        raise ValueError(f"{checkpoint}: not a checkpoint of a `stage: weak` run (the strip "
+                         "needs its tags and tag head)")
+    if frames < 1:
+        raise ValueError(f"--frames must be at least 1, got {frames}")
+    trainer = WeakTrainer(WeakConfig.from_dict(data["config"], source=f"{checkpoint} config"),
+                          resume=checkpoint, progress=False)
+    height, width = CAMVID.network_input_size
+    count = len(trainer.train_set)
+    rows = []
+    for index in range(0, count, max(1, count // frames))[:frames]:
+        maps = trainer.frame_maps(index)
+        image = cv2.resize(trainer.train_set.load_image(index), (width, height),
+                           interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(trainer.train_mask(index), (width, height),
+                          interpolation=cv2.INTER_NEAREST)
+        cam = cv2.resize(maps["cam"].max(axis=0), (width, height), interpolation=cv2.INTER_LINEAR)
+        cam = cv2.applyColorMap((255 * cam).clip(0, 255).astype(np.uint8),
+                                cv2.COLORMAP_JET)[..., ::-1]
+        gt = np.where(mask == CAMVID.ignore_index, UNCERTAIN, mask)
+        rows.append([image, _colour(gt, CAMVID.palette), cam,
+                     _colour(maps["pseudo"], CAMVID.palette),
+                     _colour(maps["prediction"], CAMVID.palette)])
+    path = write_strip(output, rows)
+    print(f"strip: {path} (train frames of {checkpoint} at iteration {trainer.iteration}: image "
+          "| ground truth | CAM | pseudo label | prediction; uncertain and void in black)")
+    return path

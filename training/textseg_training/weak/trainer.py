@@ -27,7 +27,7 @@ from textseg_training.trainer.checkpoint import (
 )
 from textseg_training.trainer.schedule import build_scheduler
 from textseg_training.weak.affinity import cosine_attention, transition_matrix
-from textseg_training.weak.cam import TagHead, pool_tiles, train_tag_head
+from textseg_training.weak.cam import TagHead, pool_tiles, tile_cams, train_tag_head
 from textseg_training.weak.config import WeakConfig
 from textseg_training.weak.metrics import PseudoLabelScore
 from textseg_training.weak.model import WeakSegModel
@@ -141,6 +141,7 @@ class WeakTrainer:
         self.pseudo_scores: dict[str, Any] = {}
         self.previous_seconds = 0.0
         self.tag_head_losses: list[float] = []
+        self._masks: tuple[Any, dict[str, int]] | None = None  # train masks, for measuring
         if resume:
             self._resume(resume)
         elif self.head is not None:
@@ -332,32 +333,51 @@ class WeakTrainer:
                         progress=self.progress)
 
     @torch.no_grad()
+    def frame_maps(self, index: int) -> dict[str, np.ndarray]:
+        """For train frame `index` at the network size: its CAMs [K, h, w], its pseudo labels
+        on the label grid (the RFM's once active) and the decoder's prediction [H, W]."""
+        self.model.decoder.eval()
+        image, ids = self._full_frame(index)
+        out = self.model.tower(image[None])
+        logits, fused = self.model.decoder(out.levels)
+        tags = torch.from_numpy(self.tags.tags[index]).float()[None]
+        labels = self.pseudo_labels(image[None], ids[None], tags, out.levels, out.cam_features,
+                                    fused)[0]
+        cells = sample_grid(ids[None], *out.cam_features.shape[-2:])
+        cam = tile_cams(self.head, out.cam_features, cells, tags)[0]
+        prediction = F.interpolate(logits, size=image.shape[-2:], mode="bilinear",
+                                   align_corners=False).argmax(1)[0]
+        return {"cam": cam.numpy(), "pseudo": labels.numpy(), "prediction": prediction.numpy()}
+
+    @torch.no_grad()
     def score_pseudo_labels(self) -> dict[str, Any]:
         """The current pseudo labels of `pseudo_eval_frames` train frames against their masks
         (measuring only: the masks never reach training)."""
-        from textseg_training.data import camvid
         from textseg_training.data.transforms import resize_label
 
         count = min(self.config.pseudo_eval_frames, len(self.train_set))
         if count == 0:
             return {}
-        masks = camvid(Path(self.config.data_root), "train")
-        by_path = {str(Path(image).resolve()): i for i, (image, _) in enumerate(masks.pairs)}
         score = PseudoLabelScore(len(self.class_names), CAMVID.ignore_index)
-        self.model.decoder.eval()
         for index in np.linspace(0, len(self.train_set) - 1, count).round().astype(int):
-            image, ids = self._full_frame(int(index))
-            out = self.model.tower(image[None])
-            fused = self.model.decoder(out.levels)[1]
-            labels = self.pseudo_labels(image[None], ids[None],
-                                        torch.from_numpy(self.tags.tags[index]).float()[None],
-                                        out.levels, out.cam_features, fused)[0]
-            _, mask = masks.load_raw(by_path[str(self.train_set.paths[index].resolve())])
-            score.update(labels.numpy(), resize_label(mask, *labels.shape))
+            labels = self.frame_maps(int(index))["pseudo"]
+            mask = self.train_mask(int(index))
+            score.update(labels, resize_label(mask, *labels.shape))
         summary = score.summary(self.class_names)
         summary["frames"], summary["iteration"] = count, self.iteration
         summary["affinity"] = "rfm" if self.rfm_active else "frozen"
         return summary
+
+    def train_mask(self, index: int) -> np.ndarray:
+        """The mask of train frame `index`, for measuring and pictures only (never training)."""
+        from textseg_training.data import camvid
+
+        if self._masks is None:
+            masks = camvid(Path(self.config.data_root), "train")
+            self._masks = (masks, {str(Path(image).resolve()): i
+                                   for i, (image, _) in enumerate(masks.pairs)})
+        masks, by_path = self._masks
+        return masks.load_raw(by_path[str(self.train_set.paths[index].resolve())])[1]
 
     # ------------------------------------------------------------------------- checkpoints
     def save(self, path: Path, started: float) -> None:
