@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from textseg.fileio import atomic_write_bytes
-from textseg_training.results import mean_std
+from textseg_training.results import mean_pm, mean_std
 
 # Row id -> the paper's CamVid val mIoU (STDC1-Seg, 960x720 crop, 10k iterations, one seed).
 PAPER_CAMVID: dict[str, str] = {
@@ -152,11 +152,6 @@ def _by_seed(runs: list[dict[str, Any]], row: str) -> dict[int, dict[str, Any]]:
     return {r["seed"]: r for r in runs if r["row"] == row}
 
 
-def _pm(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
-
-
 def main_table(runs: list[dict[str, Any]]) -> str:
     present = [row for row in ROW_ORDER if _by_seed(runs, row)]
     present += sorted({r["row"] for r in runs} - set(ROW_ORDER))
@@ -169,7 +164,7 @@ def main_table(runs: list[dict[str, Any]]) -> str:
         walls = [r["wall_seconds"] for r in entries if r.get("wall_seconds") is not None]
         wall = f"{sum(walls) / len(walls) / 60:.1f}" if walls else "n/a"
         iterations = ", ".join(sorted({str(r["iterations"]) for r in entries}))
-        lines.append(f"| `{row}` | {PAPER_CAMVID.get(row, '')} | {_pm(mious)} | {per_seed} | "
+        lines.append(f"| `{row}` | {PAPER_CAMVID.get(row, '')} | {mean_pm(mious)} | {per_seed} | "
                      f"{iterations} | {wall} | {ROW_NOTES.get(row, '')} |")
     return "\n".join(lines)
 
@@ -234,17 +229,17 @@ def prompt_rows_table(runs: list[dict[str, Any]]) -> str:
             continue
         scores = [r.get("score_map_miou") for r in entries]
         score = ("not recorded" if None in scores else
-                 f"{_pm(scores)} ({', '.join(f'{v:.2f}' for v in scores)})")
+                 f"{mean_pm(scores)} ({', '.join(f'{v:.2f}' for v in scores)})")
         moved = [r["prompts"] for r in entries if r.get("prompts")]
-        change = _pm([m["prompt_relative_change"] for m in moved]) if moved else ""
+        change = mean_pm([m["prompt_relative_change"] for m in moved]) if moved else ""
         cosine = ""
         if moved:
             lowest = min(((c, name) for m in moved
                           for name, c in m["embedding_cosine_per_class"].items()))
-            cosine = (f"{_pm([m['embedding_cosine_mean'] for m in moved])} "
+            cosine = (f"{mean_pm([m['embedding_cosine_mean'] for m in moved])} "
                       f"({lowest[1]} {lowest[0]:.2f})")
         machines = "; ".join(sorted({f"{_cpu(r)}, {r.get('precision')}" for r in entries}))
-        lines.append(f"| `{row}` | {len(entries)} | {_pm([r['val_miou'] for r in entries])} | "
+        lines.append(f"| `{row}` | {len(entries)} | {mean_pm([r['val_miou'] for r in entries])} | "
                      f"{score} | {change} | {cosine} | {machines} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 

@@ -58,29 +58,32 @@ def run_entry(row: str, config_file: str, overrides: list[str], config: dict[str
     }
 
 
-def load_runs(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
+def _read_results(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        return []
+        return {}
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc}); fix or move it first") from None
     if not isinstance(data, dict) or not isinstance(data.get("runs", []), list):
         raise ValueError(f"{path}: expected an object whose 'runs' is a list")
-    return data.get("runs", [])
+    return data
+
+
+def load_runs(path: str | Path) -> list[dict[str, Any]]:
+    return _read_results(Path(path)).get("runs", [])
 
 
 def record_run(path: str | Path, entry: dict[str, Any]) -> Path:
     """Add `entry` to the file's runs, replacing an earlier entry of the same row and seed;
     the file's other keys (a sweep, tag statistics) are kept."""
-    runs = [r for r in load_runs(path)
+    path = Path(path)
+    data = _read_results(path)
+    runs = [r for r in data.get("runs", [])
             if (r.get("row"), r.get("seed")) != (entry["row"], entry["seed"])]
     runs.append(entry)
     runs = portable(runs)  # also entries an older version wrote
     runs.sort(key=lambda r: (str(r.get("row")), r.get("seed", 0)))
-    path = Path(path)
-    data = json.loads(path.read_text()) if path.is_file() else {}
     data["runs"] = runs
     text = json.dumps(data, indent=1, sort_keys=False) + "\n"
     return atomic_write_bytes(path, text.encode())
@@ -93,8 +96,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+def mean_pm(values: list[float], digits: int = 2) -> str:
+    """'mean ± sample std' of `values` ('mean' alone for one value)."""
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def rows_table(runs: list[dict[str, Any]], rows: list[str] | None = None,
@@ -113,7 +118,7 @@ def rows_table(runs: list[dict[str, Any]], rows: list[str] | None = None,
             raise ValueError(f"no runs recorded for row {row!r}")
         mious = [r["val_miou"] for r in entries]
         per_seed = ", ".join(f"{r['seed']}: {r['val_miou']:.2f}" for r in entries)
-        cells = [row, str(len(entries)), _pm(*mean_std(mious)), per_seed]
+        cells = [row, str(len(entries)), mean_pm(mious), per_seed]
         for name in classes:
             values = [r["per_class_iou"].get(name) for r in entries]
             values = [v for v in values if v is not None]

@@ -186,15 +186,20 @@ class TrainConfig:
         # Checkpoints written before `precision` existed carry `amp` (CUDA AMP on or off).
         if "amp" in data and "precision" not in data:
             data["precision"] = "auto" if data.pop("amp") else "fp32"
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown keys {unknown} (known: {sorted(known)})")
-        return cls(**data)
+        return cls(**check_known_keys(cls, data, source))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         return cls.from_dict(read_yaml_with_overrides(path, overrides), source=str(path))
+
+
+def check_known_keys(config_class: type, data: dict[str, Any], source: str) -> dict[str, Any]:
+    """`data` unchanged if every key is a field of the config dataclass; else a clear error."""
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {unknown} (known: {sorted(known)})")
+    return data
 
 
 def read_yaml_with_overrides(path: str | Path, overrides: list[str] | None = None

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from textseg_training.trainer.config import read_yaml_with_overrides
+from textseg_training.trainer.config import check_known_keys, read_yaml_with_overrides
 from textseg_training.weak.pseudo import PseudoLabelSettings
 
 # weak: pseudo labels from tile tags; weak_full: the same tower, decoder and schedule on pixel
@@ -101,11 +101,7 @@ class WeakConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> WeakConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown keys {unknown} (known: {sorted(known)})")
-        return cls(**data)
+        return cls(**check_known_keys(cls, data, source))
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> WeakConfig:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ def runs_tables(runs: list[dict[str, Any]]) -> str:
     """The training rows: val mIoU over seeds, the share of the pixel-label upper bound, the
     pseudo labels' mIoU when training starts, when the RFM starts and at the end, step and
     wall time; then per-class IoU and the paired differences that answer the protocol."""
-    from textseg_training.results import mean_std, paired_difference
+    from textseg_training.results import mean_pm, mean_std, paired_difference
 
     order = [row for row in ROWS if any(r["row"] == row for r in runs)]
     order += sorted({r["row"] for r in runs} - set(order))
@@ -54,15 +53,10 @@ def runs_tables(runs: list[dict[str, Any]]) -> str:
     full = mean_std([r["val_miou"] for r in by_row.get(FULL, [])])[0] if FULL in by_row \
         else None
 
-    def pm(values: list[float], digits: int = 2) -> str:
-        mean, std = mean_std(values)
-        return f"{mean:.{digits}f}" if math.isnan(std) else \
-            f"{mean:.{digits}f} ± {std:.{digits}f}"
-
     def pseudo(entries: list[dict[str, Any]], moment: str) -> str:
         values = [r["pseudo_labels"][moment]["miou"] for r in entries
                   if moment in (r.get("pseudo_labels") or {})]
-        return pm(values, 1) if values else "-"
+        return mean_pm(values, 1) if values else "-"
 
     lines = ["| row | what it is | seeds | val mIoU % | per seed | of full | pseudo mIoU: start "
              "/ RFM start / end | step s | wall min |",
@@ -74,11 +68,11 @@ def runs_tables(runs: list[dict[str, Any]]) -> str:
         steps = [r["step_seconds_mean"] for r in entries if r.get("step_seconds_mean")]
         walls = [r["wall_seconds"] / 60 for r in entries if r.get("wall_seconds")]
         lines.append(
-            f"| {row} | {ROWS.get(row, '')} | {len(entries)} | {pm(mious)} | "
+            f"| {row} | {ROWS.get(row, '')} | {len(entries)} | {mean_pm(mious)} | "
             + ", ".join(f"{r['seed']}: {r['val_miou']:.2f}" for r in entries)
             + f" | {share} | {pseudo(entries, 'start')} / {pseudo(entries, 'rfm_start')} / "
-            f"{pseudo(entries, 'end')} | {pm(steps) if steps else '-'} | "
-            f"{pm(walls, 1) if walls else '-'} |")
+            f"{pseudo(entries, 'end')} | {mean_pm(steps) if steps else '-'} | "
+            f"{mean_pm(walls, 1) if walls else '-'} |")
     classes = list(runs[0]["per_class_iou"])
     lines += ["", "Per-class val IoU % (mean over seeds):", "",
               "| row | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]

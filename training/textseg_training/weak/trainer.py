@@ -27,7 +27,7 @@ from textseg_training.trainer.checkpoint import (
 )
 from textseg_training.trainer.schedule import build_scheduler
 from textseg_training.weak.affinity import cosine_attention, transition_matrix
-from textseg_training.weak.cam import TagHead, pool_tiles, tile_cams, train_tag_head
+from textseg_training.weak.cam import TagHead, pool_tiles, train_tag_head
 from textseg_training.weak.config import WeakConfig
 from textseg_training.weak.metrics import PseudoLabelScore
 from textseg_training.weak.model import WeakSegModel
@@ -229,16 +229,21 @@ class WeakTrainer:
                       levels: list[Tensor], cam_features: Tensor, fused: Tensor | None
                       ) -> Tensor:
         """Pseudo labels on the label grid: the frozen affinity, or the RFM once active."""
+        return self._label(images, tile_ids, tags, levels, cam_features,
+                           fused)[self.config.pseudo_variant]
+
+    @torch.no_grad()
+    def _label(self, images: Tensor, tile_ids: Tensor, tags: Tensor, levels: list[Tensor],
+               cam_features: Tensor, fused: Tensor | None) -> dict[str, Tensor]:
+        """PseudoLabeler.run for the configured variant (its labels and "cam_map")."""
         variant = self.config.pseudo_variant
         transition = None
         if variant != "cam":
             transition = (rfm_transition(levels, fused, self.config)
                           if self.rfm_active and fused is not None
                           else affinity_transition(levels, self.settings))
-        labeler = PseudoLabeler(self.head, self.settings)
-        with torch.no_grad():
-            return labeler.run(cam_features, transition, images, tile_ids, tags,
-                               variants=(variant,))[variant]
+        return PseudoLabeler(self.head, self.settings).run(cam_features, transition, images,
+                                                           tile_ids, tags, variants=(variant,))
 
     def train_step(self, batch: tuple[Tensor, ...]) -> dict[str, float]:
         self.model.decoder.train()
@@ -341,13 +346,12 @@ class WeakTrainer:
         out = self.model.tower(image[None])
         logits, fused = self.model.decoder(out.levels)
         tags = torch.from_numpy(self.tags.tags[index]).float()[None]
-        labels = self.pseudo_labels(image[None], ids[None], tags, out.levels, out.cam_features,
-                                    fused)[0]
-        cells = sample_grid(ids[None], *out.cam_features.shape[-2:])
-        cam = tile_cams(self.head, out.cam_features, cells, tags)[0]
+        maps = self._label(image[None], ids[None], tags, out.levels, out.cam_features, fused)
         prediction = F.interpolate(logits, size=image.shape[-2:], mode="bilinear",
                                    align_corners=False).argmax(1)[0]
-        return {"cam": cam.numpy(), "pseudo": labels.numpy(), "prediction": prediction.numpy()}
+        return {"cam": maps["cam_map"][0].numpy(),
+                "pseudo": maps[self.config.pseudo_variant][0].numpy(),
+                "prediction": prediction.numpy()}
 
     @torch.no_grad()
     def score_pseudo_labels(self) -> dict[str, Any]:
