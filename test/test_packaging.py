@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import xml.etree.ElementTree as ET
 from glob import glob
 from pathlib import Path
@@ -164,6 +165,37 @@ def test_segmentation_config_parses():
         assert isinstance(section.get("ros__parameters"), dict), node
 
 
+NODE_SOURCE = ROOT / "src" / "textseg" / "node" / "segmentation_node.py"
+
+
+def test_segmentation_config_names_every_parameter():
+    """docs/node.md says config/segmentation.yaml documents every parameter: each one the node
+    declares (PARAMETERS, read without importing rclpy) is set there, or shown commented out."""
+    tree = ast.parse(NODE_SOURCE.read_text(encoding="utf-8"))
+    (table,) = [node.value for node in tree.body if isinstance(node, ast.AnnAssign)
+                and getattr(node.target, "id", "") == "PARAMETERS"]
+    declared = [key.value for key in table.keys]
+    assert "points" in declared and "model" in declared
+    config = (ROOT / "config" / "segmentation.yaml").read_text(encoding="utf-8")
+    missing = [name for name in declared
+               if not re.search(rf"^\s*(# )?{name}:", config, re.MULTILINE)]
+    assert missing == [], f"parameters missing from config/segmentation.yaml: {missing}"
+
+
+def test_node_docstring_lists_every_topic_of_the_reference():
+    """The node module's docstring, its topic summary, names every topic docs/node.md's topic
+    table lists."""
+    reference = (ROOT / "docs" / "node.md").read_text(encoding="utf-8")
+    table = reference[reference.index("| topic | type |"):]
+    table = table[:table.index("\n\n")]
+    names = [line.split("|")[1].split("(")[0] for line in table.splitlines()[2:]]
+    topics = {name for cell in names for name in re.findall(r"`(/?[a-z_]+(?:/[a-z_]+)*)`", cell)}
+    assert {"image", "labels/image", "labels/points", "depth/camera_info"} <= topics
+    docstring = ast.get_docstring(ast.parse(NODE_SOURCE.read_text(encoding="utf-8")))
+    missing = sorted(topic for topic in topics if f"``{topic}``" not in docstring)
+    assert missing == [], f"topics missing from segmentation_node's docstring: {missing}"
+
+
 def test_launch_file_declares_the_documented_arguments():
     """Without launch_ros (test/ros/test_launch_file.py runs it where it exists): the launch
     file declares exactly the arguments the node reference (docs/node.md) documents."""
@@ -179,7 +211,7 @@ def test_launch_file_declares_the_documented_arguments():
         assert f"`{name}`" in reference, f"launch argument {name} is not documented"
 
 
-_MACHINE_PATH = __import__("re").compile(r"""["'=](/(?:root|home|Users|work|tmp|mnt)/[^"'\s]*)""")
+_MACHINE_PATH = re.compile(r"""["'=](/(?:root|home|Users|work|tmp|mnt)/[^"'\s]*)""")
 
 
 def test_committed_results_and_models_carry_no_machine_paths():

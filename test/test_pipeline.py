@@ -3,6 +3,8 @@ backend and real CamVid frames."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pytest
@@ -12,7 +14,9 @@ from textseg.imaging import ImageRejected, colorize, encode_rgb
 from textseg.pipeline import (
     OutputRequest,
     SegmentationPipeline,
+    camera_image_size,
     fold_binning_roi,
+    labels_intrinsics,
     scale_intrinsics,
 )
 
@@ -119,6 +123,37 @@ def test_binning_and_roi_fold_into_k_and_p_so_projections_land_on_the_image():
     assert (fu, fv) == pytest.approx(((su - 200) / 2, (sv - 100) / 2))
     assert p2[3] == -25.0 and p2[2] == (1020.0 - 200) / 2 and p2[6] == (770.0 - 100) / 2
     assert fold_binning_roi(k, p, 0, 0, 0, 0) == (k, p)  # binning 0 = 1, no ROI: unchanged
+
+
+def _camera_info(width, height, binning=0, roi=(0, 0, 0, 0)):
+    k = [800.0, 0.0, 479.5, 0.0, 820.0, 359.5, 0.0, 0.0, 1.0]
+    p = [800.0, 0.0, 479.5, -40.0, 0.0, 820.0, 359.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    x_offset, y_offset, roi_width, roi_height = roi
+    return SimpleNamespace(k=k, p=p, width=width, height=height, binning_x=binning,
+                           binning_y=binning, roi=SimpleNamespace(
+                               x_offset=x_offset, y_offset=y_offset, width=roi_width,
+                               height=roi_height))
+
+
+def test_labels_intrinsics_fold_binning_then_scale_to_the_labels():
+    """960x720 binned by 2 is the 480x360 frame; its labels at 240x180 see the sensor's K
+    divided by 4 (fx) and principal point moved likewise; a ROI moves it first."""
+    binned = _camera_info(960, 720, binning=2)
+    assert camera_image_size(binned) == (360, 480)
+    k, p = labels_intrinsics(binned, (360, 480), (180, 240))
+    assert k == [200.0, 0.0, 479.5 / 4, 0.0, 205.0, 359.5 / 4, 0.0, 0.0, 1.0]
+    assert p[3] == -10.0
+    # the same camera unbinned at 480x360: the same labels' K
+    plain = _camera_info(480, 360)
+    plain.k = [400.0, 0.0, 479.5 / 2, 0.0, 410.0, 359.5 / 2, 0.0, 0.0, 1.0]
+    assert labels_intrinsics(plain, (360, 480), (180, 240))[0] == k
+    roi = _camera_info(1600, 1200, binning=2, roi=(160, 120, 960, 720))
+    assert camera_image_size(roi) == (360, 480)
+    assert labels_intrinsics(roi, (360, 480), (360, 480))[0][2] == (479.5 - 160) / 2
+    # no size given: the frame's; a size that is not the frame's: scaled from it
+    assert camera_image_size(_camera_info(0, 0)) is None
+    assert labels_intrinsics(_camera_info(0, 0), (720, 960), (360, 480))[0][0] == 400.0
+    assert labels_intrinsics(_camera_info(960, 720), (360, 480), (360, 480))[0][0] == 400.0
 
 
 def test_a_batch_of_cameras_gives_each_frame_its_own_outputs(backend, camvid_frames):

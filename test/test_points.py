@@ -4,22 +4,28 @@ against geometry computed independently here."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from textseg.pipeline import labels_intrinsics
 from textseg.points import (
+    DEPTH_ENCODINGS,
     POINT_DTYPE,
     GroundPose,
     Intrinsics,
     PointsError,
+    depth_at_labels,
     depth_in_metres,
     pack_cloud,
     points_from_depth,
     points_on_ground,
-    resize_depth,
     standing_table,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 K = Intrinsics(fx=400.0, fy=410.0, cx=239.5, cy=179.5)
 H, W = 360, 480
@@ -65,8 +71,49 @@ def test_bad_depth_is_an_error_naming_the_problem():
     padded[:, :3] = 1500  # a row step with padding: 3 pixels, 8 bytes a row
     depth = depth_in_metres("16UC1", 2, 3, 8, padded.tobytes())
     assert depth.shape == (2, 3) and np.allclose(depth, 1.5)
-    assert resize_depth(np.arange(16, dtype=np.float32).reshape(4, 4), 2, 2).tolist() == \
-        [[5.0, 7.0], [13.0, 15.0]]  # nearest, never a blend of two surfaces
+    assert depth_at_labels(np.arange(16, dtype=np.float32).reshape(4, 4), 2, 2).tolist() == \
+        [[0.0, 2.0], [8.0, 10.0]]  # one depth pixel, never a blend of two surfaces
+    with pytest.raises(PointsError, match=r"^depth/camera_info K is not a calibrated pinhole"):
+        Intrinsics.from_k([0.0] * 9, "depth/camera_info")
+
+
+@pytest.mark.parametrize("size", [(180, 240), (270, 360), (120, 160), (359, 479)])
+def test_depth_is_taken_where_the_ray_of_each_label_pixel_is(size):
+    """With labels smaller than the depth image (output_scale), label pixel (u, v) has the ray
+    labels/camera_info's K gives it; its depth must come from the depth pixel that ray passes
+    through (the nearest one), never from a neighbour. A distinct depth per pixel tells which
+    pixel was taken; the ray is found independently by projecting it with the full-size K."""
+    height, width = size
+    rows, cols = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    depth = (1.0 + (rows * W + cols) * 1e-5).astype(np.float32)  # 1.00000 .. 2.72799 m
+    camera = SimpleNamespace(k=[K.fx, 0.0, K.cx, 0.0, K.fy, K.cy, 0.0, 0.0, 1.0], p=[0.0] * 12,
+                             width=W, height=H, binning_x=0, binning_y=0,
+                             roi=SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0))
+    small_k, _ = labels_intrinsics(camera, (H, W), size)  # what labels/camera_info publishes
+    small = Intrinsics.from_k(small_k)
+    points = points_from_depth(depth_at_labels(depth, height, width), small)
+    # which depth pixel each label pixel took
+    taken = np.round((points[..., 2].astype(np.float64) - 1.0) / 1e-5).astype(np.int64)
+    taken_row, taken_col = np.divmod(taken, W)
+    # where the label pixel's ray meets the full-size image
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    ray_x, ray_y = (u - small.cx) / small.fx, (v - small.cy) / small.fy
+    at_col, at_row = K.fx * ray_x + K.cx, K.fy * ray_y + K.cy
+    assert np.abs(taken_col - at_col).max() <= 0.5 + 1e-9
+    assert np.abs(taken_row - at_row).max() <= 0.5 + 1e-9
+    if (height * 2, width * 2) == (H, W):  # output_scale 0.5: exactly depth pixel (2u, 2v)
+        assert (taken_col == 2 * u).all() and (taken_row == 2 * v).all()
+        assert np.allclose(at_col, 2 * u) and np.allclose(at_row, 2 * v)
+    # and the point lies on the label pixel's ray
+    z = points[..., 2]
+    assert np.allclose(points[..., 0] / z, ray_x, atol=1e-6)
+    assert np.allclose(points[..., 1] / z, ray_y, atol=1e-6)
+
+
+def test_the_node_reference_names_every_accepted_depth_encoding():
+    reference = (ROOT / "docs" / "node.md").read_text(encoding="utf-8")
+    row = next(line for line in reference.splitlines() if line.startswith("| `depth/image`"))
+    assert [name for name in DEPTH_ENCODINGS if f"{name} " not in row] == [], row
 
 
 def _world_from_camera(pose: GroundPose) -> np.ndarray:

@@ -137,6 +137,32 @@ def fold_binning_roi(k, p, binning_x: int, binning_y: int, x_offset: int, y_offs
     return scale_intrinsics(k, p, 1.0 / bx, 1.0 / by)
 
 
+def camera_image_size(info) -> tuple[int, int] | None:
+    """(height, width) of the image a CameraInfo describes: its ROI (the whole sensor when the
+    ROI is empty) divided by the binning (integer division, as image_geometry reads it); None
+    when it gives no size (width or height 0). `info` is a sensor_msgs/CameraInfo or anything
+    with its fields."""
+    roi = info.roi
+    width, height = (roi.width or info.width), (roi.height or info.height)
+    if not width or not height:
+        return None
+    return height // max(1, int(info.binning_y)), width // max(1, int(info.binning_x))
+
+
+def labels_intrinsics(info, input_size: tuple[int, int], output_size: tuple[int, int]
+                      ) -> tuple[list[float], list[float]]:
+    """K and P of a camera's CameraInfo for the labels of its frames: binning and ROI folded
+    (the frames are the whole binned ROI image), then scaled from the image the camera_info
+    describes (the frame's `input_size` when it gives no size) to `output_size` (height,
+    width) as image_proc's resize does. The one definition behind labels/camera_info and
+    labels/points."""
+    k, p = fold_binning_roi(info.k, info.p, info.binning_x, info.binning_y,
+                            info.roi.x_offset, info.roi.y_offset)
+    in_h, in_w = camera_image_size(info) or input_size
+    out_h, out_w = output_size
+    return scale_intrinsics(k, p, out_w / in_w, out_h / in_h)
+
+
 def scale_intrinsics(k, p, scale_x: float, scale_y: float) -> tuple[list[float], list[float]]:
     """K (3x3) and P (3x4), row-major, for an image resized by (scale_x, scale_y): focal
     lengths, principal point and P's Tx scale with the image (as image_proc's resize does)."""

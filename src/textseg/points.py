@@ -3,8 +3,10 @@
 Two sources of the metric position of each pixel, both in the camera's optical frame (x right,
 y down, z forward, metres; REP 103):
 
-- depth: a registered depth image (16UC1 millimetres or 32FC1 metres) back-projected through
-  the pinhole K: X = (u - cx) Z / fx, Y = (v - cy) Z / fy. Invalid depth (0, NaN, inf) -> NaN.
+- depth: a registered depth image (16UC1 or mono16 millimetres, 32FC1 metres) back-projected
+  through the pinhole K: X = (u - cx) Z / fx, Y = (v - cy) Z / fy. Invalid depth (0, NaN, inf)
+  -> NaN. Labels smaller than the depth image (output_scale) take the depth where each label
+  pixel's ray is (depth_at_labels).
 - ground: a plain camera at a known pose above flat ground. Each pixel's ray meets the ground
   plane at t = -h / (up . r); pixels whose ray points at or above the horizon, or meets the
   ground beyond `max_range`, are NaN. Objects standing on the ground (`standing` class ids)
@@ -45,16 +47,12 @@ class Intrinsics:
     cy: float
 
     @classmethod
-    def from_k(cls, k) -> Intrinsics:
+    def from_k(cls, k, topic: str = "camera_info") -> Intrinsics:
+        """From a row-major K; `topic` names where it came from in the error."""
         k = [float(v) for v in k]
         if len(k) != 9 or k[0] <= 0 or k[4] <= 0:
-            raise PointsError(f"camera_info K {k} is not a calibrated pinhole (fx, fy > 0)")
+            raise PointsError(f"{topic} K is not a calibrated pinhole: {k} (fx, fy > 0)")
         return cls(k[0], k[4], k[2], k[5])
-
-    def scaled(self, scale_x: float, scale_y: float) -> Intrinsics:
-        """For an image resized by (scale_x, scale_y), as image_proc's resize scales K."""
-        return Intrinsics(self.fx * scale_x, self.fy * scale_y, self.cx * scale_x,
-                          self.cy * scale_y)
 
     def rays(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """(x / z, y / z) of each pixel centre's ray: [1, W] and [H, 1] float32."""
@@ -67,7 +65,8 @@ def depth_in_metres(encoding: str, height: int, width: int, step: int, data) -> 
     """A sensor_msgs/Image depth payload -> float32 [H, W] metres (invalid: NaN)."""
     if encoding not in DEPTH_ENCODINGS:
         raise PointsError(f"depth encoding {encoding!r} is not one of "
-                          f"{sorted(DEPTH_ENCODINGS)} (16UC1 millimetres, 32FC1 metres)")
+                          f"{sorted(DEPTH_ENCODINGS)} (16UC1 or mono16 millimetres, 32FC1 "
+                          "metres)")
     dtype, scale = DEPTH_ENCODINGS[encoding]
     itemsize = np.dtype(dtype).itemsize
     if height < 1 or width < 1 or step < width * itemsize or len(data) < step * height:
@@ -80,15 +79,27 @@ def depth_in_metres(encoding: str, height: int, width: int, step: int, data) -> 
     return metres
 
 
-def resize_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Depth at the label size: nearest neighbour (averaging depths across an edge would put
-    points in the air between the two surfaces)."""
+def nearest_source_pixels(size: int, source_size: int) -> np.ndarray:
+    """int64 [size]: for each pixel index i of an image resized from `source_size` to `size`
+    pixels along one axis, the source pixel nearest to i * source_size / size (round half up,
+    within the image). That is where the ray of pixel i is when K is scaled by
+    size / source_size without a half-pixel shift, as image_proc's resize and
+    labels/camera_info scale it: (2i) at a scale of 0.5."""
+    index = np.arange(size, dtype=np.int64)
+    # floor(i * source / size + 1/2) in integers: exact, no float ties
+    return np.minimum((2 * index * source_size + size) // (2 * size), source_size - 1)
+
+
+def depth_at_labels(depth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Depth at the label size, taken where each label pixel's ray is: label pixel (u, v),
+    back-projected with K scaled to the label size, looks along the ray of depth pixel
+    (u W / width, v H / height), so it takes the depth of the nearest depth pixel
+    (nearest_source_pixels; (2u, 2v) at output_scale 0.5). Never a blend: averaging depths
+    across an edge would put points in the air between the two surfaces."""
     if depth.shape == (height, width):
         return depth
-    rows = np.minimum((np.arange(height) + 0.5) * depth.shape[0] / height,
-                      depth.shape[0] - 1).astype(np.int64)
-    cols = np.minimum((np.arange(width) + 0.5) * depth.shape[1] / width,
-                      depth.shape[1] - 1).astype(np.int64)
+    rows = nearest_source_pixels(height, depth.shape[0])
+    cols = nearest_source_pixels(width, depth.shape[1])
     return depth[rows][:, cols]
 
 

@@ -59,13 +59,14 @@ def side(ros_context):
     node.destroy_node()
 
 
-def _start(tiny_model_path, ros_env, ros_context, namespace, params):
+def _start(tiny_model_path, ros_env, ros_context, namespace, params, outputs=None):
     node = NodeProcess({"model": str(tiny_model_path), "threads": 1, "publish_confidence": True,
                         "diagnostics_period": 0.3, **params}, env=ros_env,
                        namespace=namespace).start()
     client = FrameClient(context=ros_context, image_topic=f"{namespace}/image",
                          labels_topic=f"{namespace}/labels/image", name="points_client",
-                         outputs={f"{namespace}/labels/points": PointCloud2}, diagnostics=True)
+                         outputs={f"{namespace}/labels/points": PointCloud2, **(outputs or {})},
+                         diagnostics=True)
     client.wait_for_node(timeout=60.0, alive=node.alive)
     return node, client
 
@@ -129,6 +130,125 @@ def test_depth_cloud_is_the_back_projection_aligned_with_the_labels(
         client.close()
         code = node.stop()
     assert code == 0, node.log_text()[-2000:]
+
+
+# --- output_scale 0.5 with a binned camera: the cloud and labels/camera_info agree ---------
+
+@pytest.fixture(scope="module")
+def scaled_rgbd(tiny_model_path, ros_env, ros_context):
+    """A depth node at output_scale 0.5 that also publishes labels/camera_info, with publishers
+    of its camera_info, depth/image and depth/camera_info."""
+    node, client = _start(tiny_model_path, ros_env, ros_context, "/binned",
+                          {"points": "depth", "output_scale": 0.5, "camera_info": True},
+                          outputs={"/binned/labels/camera_info": CameraInfo})
+    pubs = {name: client.node.create_publisher(kind, f"/binned/{name}", RELIABLE)
+            for name, kind in (("camera_info", CameraInfo), ("depth/image", Image),
+                               ("depth/camera_info", CameraInfo))}
+    yield node, client, pubs
+    client.close()
+    code = node.stop()
+    assert code == 0, node.log_text()[-2000:]
+
+
+def _distinct_depth() -> np.ndarray:
+    """32FC1 metres, a different depth at every pixel of the 480x360 frame, so the pixel a
+    point's z came from can be read back: 1 m + (row * 480 + column) * 0.01 mm."""
+    rows, cols = np.meshgrid(np.arange(360), np.arange(480), indexing="ij")
+    return (1.0 + (rows * 480 + cols) * 1e-5).astype(np.float32)
+
+
+def _float_depth_image(stamp, metres: np.ndarray) -> Image:
+    msg = Image()
+    msg.header.stamp, msg.header.frame_id = stamp, "cam"
+    msg.height, msg.width = metres.shape
+    msg.encoding, msg.step = "32FC1", metres.shape[1] * 4
+    msg.data = metres.astype("<f4").tobytes()
+    return msg
+
+
+def _sensor_info(stamp, width, height, binning, roi, k) -> CameraInfo:
+    info = CameraInfo()
+    info.header.stamp, info.header.frame_id = stamp, "cam"
+    info.width, info.height, info.k = width, height, list(k)
+    info.binning_x = info.binning_y = binning
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = roi
+    return info
+
+
+@pytest.mark.parametrize("camera", ["binned", "binned_roi"])
+def test_a_binned_camera_gets_its_cloud_placed_with_the_labels_camera_info(
+        camera, scaled_rgbd, camvid_frames):
+    """The 480x360 frames of a camera calibrated at 960x720 with binning 2 (or a 960x720 ROI of
+    a 1600x1200 sensor, binned by 2): the cloud of the 240x180 labels uses the very K that
+    labels/camera_info publishes, and each label pixel (u, v) takes the depth of frame pixel
+    (2u, 2v), the one its ray passes through."""
+    node, client, pubs = scaled_rgbd
+    (_, rgb), = camvid_frames(1)
+    depth = _distinct_depth()
+    # sensor K whose folded (binning 2) and scaled (x0.5) form is fx 200, fy 205, c (120.25, 89.5)
+    if camera == "binned":
+        size, roi, cx, cy = (960, 720), (0, 0, 0, 0), 481.0, 358.0
+    else:
+        size, roi, cx, cy = (1600, 1200), (160, 120, 960, 720), 641.0, 478.0
+    k = (800.0, 0.0, cx, 0.0, 820.0, cy, 0.0, 0.0, 1.0)
+
+    def inputs(stamp):
+        info = _sensor_info(stamp, *size, 2, roi, k)
+        return [(pubs["camera_info"], info), (pubs["depth/camera_info"], info),
+                (pubs["depth/image"], _float_depth_image(stamp, depth))]
+
+    stamp, msg = _send_until(client, inputs, lambda s: client.image_message(rgb, "rgb8", s, "cam"),
+                             "/binned/labels/points")
+    assert msg is not None, node.log_text()[-3000:]
+    key = (stamp.sec, stamp.nanosec)
+    infos = client.outputs["/binned/labels/camera_info"]
+    assert client.wait_for(lambda: key in infos, 10.0)
+    labels_info = infos[key][0]
+    assert list(labels_info.k) == [200.0, 0.0, 120.25, 0.0, 205.0, 89.5, 0.0, 0.0, 1.0]
+    assert (msg.height, msg.width) == (labels_info.height, labels_info.width) == (180, 240)
+    cloud = _cloud(msg)
+    labels = np.frombuffer(bytes(client.received[key][0].data), np.uint8).reshape(180, 240)
+    assert (cloud["label"] == labels).all()
+    # z: the depth of frame pixel (2u, 2v), identified by its value
+    u, v = np.meshgrid(np.arange(240), np.arange(180))
+    assert np.array_equal(cloud["z"], depth[2 * v, 2 * u])
+    # x, y: along the ray labels/camera_info gives the label pixel
+    fx, cx, fy, cy = (labels_info.k[i] for i in (0, 2, 4, 5))
+    assert np.allclose(cloud["x"], (u - cx) / fx * cloud["z"], atol=1e-5)
+    assert np.allclose(cloud["y"], (v - cy) / fy * cloud["z"], atol=1e-5)
+
+
+def test_depth_camera_info_problems_name_depth_camera_info(scaled_rgbd, camvid_frames):
+    """A depth/camera_info that cannot place the depth image is a counted skip whose warning
+    names depth/camera_info (not the colour camera's camera_info, which is fine here)."""
+    node, client, pubs = scaled_rgbd
+    (_, rgb), = camvid_frames(1)
+    depth = _distinct_depth()
+    uncalibrated = list(K)
+    uncalibrated[0] = 0.0
+    sent = []
+    for width, height, binning, k, expected in (
+            (640, 480, 0, K, "depth/camera_info size mismatch: 640x480 for a 480x360 image"),
+            (1280, 960, 2, K, "depth/camera_info size mismatch: 1280x960 (binning 2x2: a "
+                              "640x480 image) for a 480x360 image"),
+            (480, 360, 0, uncalibrated, "depth/camera_info K is not a calibrated pinhole")):
+        # frames until the warning shows (one per kind every 5 s: the log is rate-limited)
+        deadline = time.monotonic() + 20.0
+        while expected not in node.log_text() and time.monotonic() < deadline:
+            stamp = Time(sec=1_900_000_000 + next(_stamps))
+            pubs["camera_info"].publish(_info(stamp))
+            pubs["depth/camera_info"].publish(
+                _sensor_info(stamp, width, height, binning, (0, 0, 0, 0), k))
+            pubs["depth/image"].publish(_float_depth_image(stamp, depth))
+            client.spin_for(0.05)
+            client.publish(client.image_message(rgb, "rgb8", stamp, "cam"))
+            client.spin_for(0.8)
+            sent.append((stamp.sec, stamp.nanosec))
+        assert expected in node.log_text(), node.log_text()[-3000:]
+    assert any(key in client.received for key in sent)  # the labels flowed
+    assert not any(key in client.outputs["/binned/labels/points"] for key in sent)
+    values = client.node_diagnostics("/binned/segmentation_node")[0]
+    assert int(values["points skipped: depth/camera_info size mismatch"]) >= 2
 
 
 def test_ground_cloud_from_a_plain_camera_and_counted_skips(

@@ -10,18 +10,19 @@ from collections import deque
 
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
+from textseg.pipeline import camera_image_size, labels_intrinsics
 from textseg.points import (
     POINT_FIELDS,
     GroundPose,
     Intrinsics,
     PointsError,
+    depth_at_labels,
     depth_in_metres,
     ground_points,
     pack_cloud,
     place_standing,
     point_slots,
     points_from_depth,
-    resize_depth,
 )
 
 POINTS_MODES = ("off", "depth", "ground")
@@ -82,6 +83,31 @@ class PointsOutput:
             return None
         return best
 
+    def _intrinsics(self, input_size: tuple[int, int], labels_size: tuple[int, int]
+                    ) -> Intrinsics:
+        """K of the labels, the one labels/camera_info publishes (labels_intrinsics: binning
+        and ROI folded, scaled to the label size), from the latest camera_info; it must
+        describe an image of the frame's size."""
+        topic = "depth/camera_info" if self.mode == "depth" else "camera_info"
+        with self._lock:
+            info = self._info
+        if info is None:
+            raise PointsError(f"no {topic} yet: no intrinsics to place the pixels with")
+        described = camera_image_size(info)
+        if described not in (None, tuple(input_size)):
+            roi, parts = info.roi, []
+            if roi.width or roi.height or roi.x_offset or roi.y_offset:
+                parts.append(f"ROI {roi.width}x{roi.height} at ({roi.x_offset}, "
+                             f"{roi.y_offset})")
+            if info.binning_x > 1 or info.binning_y > 1:
+                parts.append(f"binning {info.binning_x}x{info.binning_y}")
+            folded = f" ({', '.join(parts)}: a {described[1]}x{described[0]} image)" if parts \
+                else ""
+            raise PointsError(f"{topic} size mismatch: {info.width}x{info.height}{folded} for "
+                              f"a {input_size[1]}x{input_size[0]} image")
+        k, _ = labels_intrinsics(info, input_size, labels_size)
+        return Intrinsics.from_k(k, topic)
+
     def publish(self, header, labels, confidence, input_size: tuple[int, int]) -> str:
         """Make and publish the cloud of one frame's labels; returns '' or why it was
         skipped (counted; never raises for bad or missing inputs)."""
@@ -100,17 +126,7 @@ class PointsOutput:
     def cloud(self, header, labels, confidence, input_size: tuple[int, int]) -> PointCloud2:
         """The PointCloud2 of one frame's labels; raises PointsError for missing or bad inputs."""
         height, width = labels.shape
-        with self._lock:
-            info = self._info
-        if info is None:
-            topic = "depth/camera_info" if self.mode == "depth" else "camera_info"
-            raise PointsError(f"no {topic} yet: no intrinsics to place the pixels with")
-        # K is the input image's: scale it to the labels' size (output_scale)
-        scale_x, scale_y = width / input_size[1], height / input_size[0]
-        if (info.width, info.height) not in ((0, 0), (input_size[1], input_size[0])):
-            raise PointsError(f"camera_info size mismatch: {info.width}x{info.height} for a "
-                              f"{input_size[1]}x{input_size[0]} image")
-        intrinsics = Intrinsics.from_k(info.k).scaled(scale_x, scale_y)
+        intrinsics = self._intrinsics(input_size, (height, width))
         if self.mode == "depth":
             depth_msg = self._matching_depth(header.stamp)
             if depth_msg is None:
@@ -123,7 +139,7 @@ class PointsOutput:
                     "camera)")
             depth = depth_in_metres(depth_msg.encoding, depth_msg.height, depth_msg.width,
                                     depth_msg.step, depth_msg.data)
-            points = points_from_depth(resize_depth(depth, height, width), intrinsics,
+            points = points_from_depth(depth_at_labels(depth, height, width), intrinsics,
                                        out=point_slots(height, width))
         else:
             # the rays' ground points depend only on K, the pose and the size: made once

@@ -2,12 +2,15 @@
 
 Subscribes  ``image``               sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), or
             ``image/compressed``    sensor_msgs/CompressedImage (jpeg, png)  [transport]
-            ``camera_info``         sensor_msgs/CameraInfo                   [camera_info]
+            ``camera_info``         sensor_msgs/CameraInfo        [camera_info, points: ground]
+            ``depth/image``         sensor_msgs/Image 16UC1 or mono16 mm, 32FC1 m [points: depth]
+            ``depth/camera_info``   sensor_msgs/CameraInfo of depth/image    [points: depth]
 Publishes   ``labels/image``        sensor_msgs/Image mono8 class ids, the input's header
             ``labels/color``        rgb8 colour mask                          [publish_color]
             ``labels/overlay``      rgb8 mask blended over the image          [publish_overlay]
             ``labels/confidence``   mono8 max probability x 255          [publish_confidence]
             ``labels/camera_info``  camera_info of every labels/* image       [camera_info]
+            ``labels/points``       sensor_msgs/PointCloud2 x y z label confidence  [points]
             ``label_info``          vision_msgs/LabelInfo, transient local (when installed)
             ``/diagnostics``        diagnostic_msgs/DiagnosticArray
 
@@ -64,12 +67,7 @@ from textseg.malloc_tuning import keep_large_buffers_in_heap
 from textseg.node.label_info import MISSING_MESSAGE, label_info_message, load_label_info_types
 from textseg.node.points_output import DEPTH_BUFFER, POINTS_MODES, PointsOutput
 from textseg.node.topic_watch import SilenceCheck, TopicWatch
-from textseg.pipeline import (
-    OutputRequest,
-    SegmentationPipeline,
-    fold_binning_roi,
-    scale_intrinsics,
-)
+from textseg.pipeline import OutputRequest, SegmentationPipeline, labels_intrinsics
 from textseg.points import GroundPose, PointsError, standing_table
 from textseg.stats import NodeStatistics, RateLimitedLog, diagnostic_level, diagnostic_values
 
@@ -155,9 +153,9 @@ PARAMETERS: dict[str, tuple] = {
                          "the image topics the node can see; 0 = never", ">= 0"),
     "points": ("off", STRING, "labels/points, an organized PointCloud2 pixel-aligned with "
                "labels/image (x, y, z in the camera frame, label, confidence), made only while "
-               "subscribed: depth = from a registered depth image on depth/image (16UC1 mm or "
-               "32FC1 m) with depth/camera_info; ground = a plain camera above flat ground "
-               "(camera_info and the ground_* pose)", " | ".join(POINTS_MODES)),
+               "subscribed: depth = from a registered depth image on depth/image (16UC1 or "
+               "mono16 mm, 32FC1 m) with depth/camera_info; ground = a plain camera above flat "
+               "ground (camera_info and the ground_* pose)", " | ".join(POINTS_MODES)),
     "depth_tolerance": (0.0, DOUBLE, "points: depth: the depth image's stamp may differ from "
                         "the colour frame's by this many seconds (0 = identical stamps)", ">= 0"),
     "ground_height": (0.0, DOUBLE, "points: ground: the camera's height above the ground, m",
@@ -898,27 +896,14 @@ class SegmentationNode(SegmentationBehaviour, Node):
 
 
 def _scaled_camera_info(source: CameraInfo, header, input_size, output_size) -> CameraInfo:
-    """`source` (the camera's calibration) for the labels: K and P scaled to their size."""
-    out_h, out_w = output_size
-    roi = source.roi
-    k, p = source.k, source.p
-    if source.binning_x > 1 or source.binning_y > 1 or roi.x_offset or roi.y_offset \
-            or roi.width or roi.height:
-        # The published image is the ROI of the sensor, binned: describe the labels
-        # relative to that image, with binning and ROI folded into K and P.
-        k, p = fold_binning_roi(k, p, source.binning_x, source.binning_y,
-                                roi.x_offset, roi.y_offset)
-        in_h, in_w = input_size
-    else:
-        in_h, in_w = (source.height, source.width) if source.width else input_size
-    k, p = scale_intrinsics(k, p, out_w / in_w, out_h / in_h)
+    """`source` (the camera's calibration) for the labels: binning and ROI folded into K and
+    P, scaled to their size; so binning 0 and an empty ROI (labels_intrinsics)."""
     out = CameraInfo()
     out.header = header
-    out.height, out.width = out_h, out_w
+    out.height, out.width = output_size
     out.distortion_model = source.distortion_model
-    out.d, out.r, out.k, out.p = source.d, source.r, k, p
-    # binning 0 and an empty ROI: the labels image is the full image K and P describe.
-    out.binning_x = out.binning_y = 0
+    out.d, out.r = source.d, source.r
+    out.k, out.p = labels_intrinsics(source, input_size, output_size)
     return out
 
 
