@@ -68,3 +68,20 @@ def test_info(tiny_model_path, capsys):
     assert main(["info", str(tiny_model_path)]) == 0
     out = capsys.readouterr().out
     assert "confidence output  yes" in out and "classes            11" in out
+
+
+def test_info_prints_the_network_size_as_width_x_height(tiny_model_path, capsys):
+    assert main(["info", str(tiny_model_path)]) == 0  # a 96x128 (h, w) network
+    assert "network_input_size 128x96\n" in capsys.readouterr().out
+
+
+def test_help_summary_lists_every_command(capsys):
+    from textseg.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    summary = capsys.readouterr().out.split("positional arguments")[0]
+    parser = build_parser()
+    (commands,) = [a.choices for a in parser._subparsers._group_actions]
+    missing = [name for name in commands if f"textseg {name} " not in summary]
+    assert missing == []

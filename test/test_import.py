@@ -178,7 +178,7 @@ def test_a_hand_made_graph_imports_with_bgr_nhwc_and_a_name_clash(tmp_path):
                     [helper.make_tensor("shape", TensorProto.INT64, [3], [1, -1, 4])]),
      {}, "not semantic segmentation"),
     (lambda: _conv_logits(5), {}, "has 5 class channels"),
-    (lambda: _conv_logits(3, (1, 3, "h", "w")), {}, "dynamic size"),
+    (lambda: _conv_logits(3, (1, 3, "h", "w")), {}, r"dynamic size .* --size WxH"),
     (lambda: _conv_logits(3, (1, 64, 64, 3)), {}, "is the layout nhwc"),
     (lambda: _conv_logits(3, opset=11), {}, "opset 11"),
     (lambda: b"not a model", {}, "is not an ONNX model"),
@@ -300,3 +300,130 @@ def test_class_names_from_a_hugging_face_id2label(tmp_path):
     names.write_text('{"road": 0}')
     with pytest.raises(ImportRefused, match="ids as keys"):
         read_class_names(str(names))
+
+
+class _StrideFourSoftmax(torch.nn.Module):
+    """A decoder at 1/4 of the input, then a softmax over the classes (probabilities out)."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.down = torch.nn.Conv2d(3, 16, 4, stride=4)
+        self.head = torch.nn.Conv2d(16, classes, 3, padding=1)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.down(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scores(x).softmax(1)
+
+
+def test_a_softmax_below_the_input_resolution_imports(tmp_path):
+    """The import upsamples the scores before their softmax; its check must compare those
+    with their graph's own scores, not with upsampled probabilities (which legitimately
+    give other labels near class boundaries)."""
+    torch.manual_seed(0)
+    model = _StrideFourSoftmax(6).eval()
+    source = tmp_path / "quarter.onnx"
+    torch.onnx.export(model, torch.randn(1, 3, 96, 128), str(source), dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["probabilities"])
+    names = ("a", "b", "c", "d", "e", "f")
+    report = import_model(source, tmp_path / "o.onnx", ImportOptions(class_names=names))
+    assert report.info.network_input_size == (96, 128)
+    frame = np.random.default_rng(4).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    backend = load_backend(report.path, "onnxruntime", self_check="refuse")
+    try:
+        result = backend.infer(frame, want_confidence=True)
+    finally:
+        backend.close()
+    x = (torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+         - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) \
+        / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        scores = torch.nn.functional.interpolate(model.scores(x), size=(96, 128),
+                                                 mode="bilinear", align_corners=False)[0]
+    top2 = scores.topk(2, 0).values.numpy()
+    decided = top2[0] - top2[1] > 1e-3
+    assert (result.labels == scores.argmax(0).numpy())[decided].all()
+    expected = np.round(scores.softmax(0).max(0).values.numpy() * 255)
+    assert np.abs(result.confidence.astype(int) - expected)[decided].max() <= 1
+
+
+def test_a_dynamic_class_axis_is_checked_against_the_names(tmp_path):
+    """torch leaves the class dimension dynamic for some exports (LRASPP with dynamic H/W):
+    the channel count seen when the check runs the graph must match the names. Channels 3-5
+    never win here, so no predicted id gives the mismatch away."""
+    rng = np.random.default_rng(5)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [6, 3, 1, 1],
+                                rng.standard_normal(18).astype(np.float32))
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [6], [0, 0, 0, -1e4, -1e4, -1e4])
+    source = tmp_path / "dynamic_classes.onnx"
+    source.write_bytes(_graph(
+        [_image()], [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                   [1, "classes", 64, 64])],
+        [helper.make_node("Conv", ["input", "w", "b"], ["logits"])], [weight, bias]))
+    with pytest.raises(ImportRefused, match="6 class channels.*but 3 class names"):
+        import_model(source, tmp_path / "o.onnx", ImportOptions(class_names=("a", "b", "c")))
+    assert not (tmp_path / "o.onnx").exists()
+    report = import_model(source, tmp_path / "o.onnx", ImportOptions(class_names=tuple("abcdef")))
+    assert report.info.num_classes == 6
+
+
+def test_instance_ops_inside_a_subgraph_are_refused(tmp_path):
+    """torchvision's ssdlite keeps its NonMaxSuppression inside an If: found there too."""
+    rng = np.random.default_rng(6)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 3, 1, 1],
+                                rng.standard_normal(9).astype(np.float32))
+    boxes = helper.make_tensor("boxes", TensorProto.FLOAT, [1, 2, 4],
+                               [0, 0, 1, 1, 0, 0, 1, 1])
+    box_scores = helper.make_tensor("box_scores", TensorProto.FLOAT, [1, 1, 2], [0.9, 0.8])
+    kept = helper.make_tensor_value_info("kept", TensorProto.INT64, [None, 3])
+    then_branch = helper.make_graph(
+        [helper.make_node("NonMaxSuppression", ["boxes", "box_scores"], ["selected"])],
+        "then", [], [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])])
+    else_branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["none"], value=helper.make_tensor(
+            "none", TensorProto.INT64, [0, 3], []))],
+        "else", [], [helper.make_tensor_value_info("none", TensorProto.INT64, [0, 3])])
+    source = tmp_path / "ssd_like.onnx"
+    source.write_bytes(_graph(
+        [_image()], [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 64, 64]),
+                     kept],
+        [helper.make_node("Conv", ["input", "w"], ["logits"]),
+         helper.make_node("If", ["detect"], ["kept"], then_branch=then_branch,
+                          else_branch=else_branch)],
+        [weight, boxes, box_scores, helper.make_tensor("detect", TensorProto.BOOL, [], [1])]))
+    onnx.checker.check_model(onnx.load(source), full_check=True)  # a valid graph
+    with pytest.raises(ImportRefused, match=r"NonMaxSuppression.*instance or panoptic"):
+        import_model(source, tmp_path / "o.onnx",
+                     ImportOptions(class_names=("a", "b", "c"), output="logits"))
+
+
+def test_an_imported_file_leaves_no_unused_initializer(tmp_path, capfd):
+    """No initializer that no node reads, in the file or in the labels-only graph the backend
+    runs (ONNX Runtime would print "Removing initializer ..." in every tool), and the
+    branches of the outputs not chosen are gone."""
+    rng = np.random.default_rng(7)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 3, 1, 1],
+                                rng.standard_normal(9).astype(np.float32))
+    unused = helper.make_tensor("unused", TensorProto.FLOAT, [2], [1, 2])
+    aux = helper.make_tensor("aux_w", TensorProto.FLOAT, [2, 3, 1, 1], np.ones(6, np.float32))
+    source = tmp_path / "two_heads.onnx"
+    source.write_bytes(_graph(
+        [_image()], [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 64, 64]),
+                     helper.make_tensor_value_info("aux", TensorProto.FLOAT, [1, 2, 64, 64])],
+        [helper.make_node("Conv", ["input", "w"], ["logits"]),
+         helper.make_node("Conv", ["input", "aux_w"], ["aux"])], [weight, unused, aux]))
+    report = import_model(source, tmp_path / "o.onnx",
+                          ImportOptions(class_names=("a", "b", "c"), output="logits"))
+    model = onnx.load(report.path)
+    read = {name for node in model.graph.node for name in node.input}
+    assert [t.name for t in model.graph.initializer if t.name not in read] == []
+    assert "aux_w" not in read and "w" in read
+    capfd.readouterr()
+    backend = load_backend(report.path, "onnxruntime", self_check="refuse")
+    try:
+        backend.infer(np.zeros((48, 64, 3), np.uint8), want_confidence=True)
+    finally:
+        backend.close()
+    assert backend.pruned_nodes > 0  # the labels-only graph was opened too
+    assert "Removing initializer" not in capfd.readouterr().err

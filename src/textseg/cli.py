@@ -6,8 +6,10 @@
   textseg bench MODEL          backend and node throughput, latency and node overhead
   textseg overload MODEL       frames at 3x capacity: bounded latency, flat memory
   textseg quantize MODEL.onnx --calibration DIR   static int8 Q/DQ model (TensorRT or CPU)
+  textseg profile MODEL.onnx   which operators ONNX Runtime's CPU time goes to
   textseg fp16 MODEL.onnx      float16 model for TensorRT's strongly typed builds
   textseg self-check MODEL     run (or --embed) the model's load-time label check
+  textseg import THEIRS.onnx --classes a,b,c   any segmentation ONNX into a textseg model
   textseg bag-from-dataset DIR BAG   an image folder (+ labels) as a ROS 2 bag
   textseg replay BAG           play a bag through the node over DDS, score it, report
   textseg eval-offline BAG     the same scoring with the backend called directly (no ROS)
@@ -48,7 +50,10 @@ def _info(args: argparse.Namespace) -> int:
         print(f"int8               {int8}")
     for name in ("architecture", "dataset", "text_encoder", "training_stage", "eval_miou",
                  "network_input_size", "contract_version"):
-        print(f"{name:<19}{getattr(info, name)}")
+        value = getattr(info, name)
+        if name == "network_input_size":  # (height, width): WxH like every command
+            value = f"{value[1]}x{value[0]}"
+        print(f"{name:<19}{value}")
     print(f"confidence output  {'yes' if backend.has_confidence else 'no'}")
     evaluation = _json_or_none(info.extra.get("evaluation"))
     iou = (evaluation or {}).get("per_class_iou", {})

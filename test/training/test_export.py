@@ -149,8 +149,8 @@ def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
 def test_cli_export_writes_loadable_model(tmp_path, capsys):
     path = tmp_path / "sub" / "cli.onnx"
     code = cli_main(["export", "--init", "random", "--output", str(path),
-                     "--input-size", str(SMALL[0]), str(SMALL[1]), "--confidence"])
-    assert code == 0
+                     "--input-size", f"{SMALL[1]}x{SMALL[0]}", "--confidence"])
+    assert code == 0  # WxH like every textseg command
     assert "wrote" in capsys.readouterr().out
     backend = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"])
     assert backend.info.network_input_size == SMALL
@@ -164,10 +164,25 @@ def test_cli_export_writes_loadable_model(tmp_path, capsys):
 def test_cli_rejects_tiny_input_size(tmp_path, capsys):
     path = tmp_path / "small.onnx"
     code = cli_main(["export", "--init", "random", "--output", str(path),
-                     "--input-size", "32", "32"])
+                     "--input-size", "32x32"])
     assert code == 2
-    assert "each at least 64" in capsys.readouterr().err
+    assert "32x32 (width x height): each at least 64" in capsys.readouterr().err
     assert not path.exists()
+
+
+def test_cli_input_size_is_width_x_height_and_the_old_form_is_deprecated(tmp_path, capsys):
+    path = tmp_path / "old.onnx"
+    assert cli_main(["export", "--init", "random", "--output", str(path),
+                     "--input-size", str(SMALL[0]), str(SMALL[1])]) == 0
+    err = capsys.readouterr().err
+    assert "--input-size H W is deprecated" in err and f"{SMALL[1]}x{SMALL[0]}" in err
+    assert OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"]
+                              ).info.network_input_size == SMALL
+    for bad in (["96"], ["96", "64", "3"], ["64x"]):
+        assert cli_main(["export", "--init", "random", "--output", str(tmp_path / "b.onnx"),
+                         "--input-size", *bad]) == 2
+        assert "width x height" in capsys.readouterr().err
+    assert not (tmp_path / "b.onnx").exists()
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["export", "--help"]])

@@ -109,9 +109,29 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_size(values: list[str] | None) -> tuple[int, int] | None:
+    """--input-size WxH -> (height, width); the old two numbers H W still work, with a
+    deprecation warning."""
+    from textseg.benchmark import parse_size
+
+    if values is None:
+        return None
+    if len(values) == 2 and all(v.isdigit() for v in values):
+        height, width = int(values[0]), int(values[1])
+        print(f"textseg-train export: warning: --input-size H W is deprecated and will go; "
+              f"give width x height like every textseg command: --input-size "
+              f"{width}x{height}", file=sys.stderr)
+        return height, width
+    if len(values) != 1:
+        raise ValueError(f"--input-size {' '.join(values)}: expected one WxH (width x "
+                         "height), e.g. 480x360")
+    return parse_size(values[0])
+
+
 def _export(args: argparse.Namespace) -> int:
     from textseg_training.export import export_checkpoint, export_random
 
+    size = _export_size(args.input_size)
     metadata = {}
     for item in args.metadata:
         key, sep, value = item.partition("=")
@@ -126,16 +146,16 @@ def _export(args: argparse.Namespace) -> int:
                              "checkpoints yet")
         report = export_weak_checkpoint(args.checkpoint, args.output,
                                         confidence=args.confidence,
-                                        input_size=args.input_size)
+                                        input_size=size)
     elif args.checkpoint is not None:
         report = export_checkpoint(args.checkpoint, args.output, confidence=args.confidence,
-                                   input_size=args.input_size, evaluate=args.evaluate,
+                                   input_size=size, evaluate=args.evaluate,
                                    metadata=metadata)
     elif args.evaluate or metadata:
         raise ValueError("--evaluate and --metadata need --checkpoint")
     else:
         report = export_random(args.output, dataset=args.dataset, backbone=args.backbone,
-                               confidence=args.confidence, input_size=args.input_size,
+                               confidence=args.confidence, input_size=size,
                                seed=args.seed)
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB); ONNX Runtime vs PyTorch: "
           f"{100 * report.parity_agreement:.3f}% of {report.parity_pixels} pixels identical")
@@ -360,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --init random: class names, palette, network size")
     export.add_argument("--backbone", choices=sorted(MODEL_BUILDERS), default="stdc1",
                         help="with --init random")
-    export.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="network input size (default: the training one)")
+    export.add_argument("--input-size", nargs="+", metavar="WxH",
+                        help="network input size, width x height like every textseg command, "
+                        "e.g. 480x360 (default: the training one; the old form H W still "
+                        "works, deprecated)")
     export.add_argument("--confidence", action="store_true",
                         help="add the per-pixel 'confidence' output (max softmax x 255)")
     export.add_argument("--seed", type=int, default=0, help="with --init random")

@@ -459,7 +459,10 @@ def _validation_set(config: dict[str, Any], model: nn.Module) -> Any:
 
 def _check_size(size) -> tuple[int, int]:
     size = tuple(int(v) for v in size)
-    if len(size) != 2 or min(size) < 64:
+    if len(size) != 2:
+        raise ValueError(f"network input size {size} must be (height, width)")
+    if min(size) < 64:
         # The network downsamples by 32; smaller inputs leave nothing of the 1/32 features.
-        raise ValueError(f"network input size {size} must be (h, w), each at least 64")
+        raise ValueError(f"network input size {size[1]}x{size[0]} (width x height): each "
+                         "at least 64")
     return size

@@ -7,14 +7,18 @@ fetched, and removing the graph output alone did not help. The backend therefore
 without the confidence output and its nodes for frames that want labels only, and opens the
 whole graph only when confidence is asked for.
 
+Initializers only the removed nodes read go too (ONNX Runtime would warn "Removing
+initializer ..." on every load: an imported model's confidence has a constant of its own).
+
 Works on the protobuf wire format (``ModelProto.graph`` 7; ``GraphProto.node`` 1,
-``GraphProto.output`` 12), so the vehicle needs no `onnx`. Nodes are kept in file order
+``GraphProto.initializer`` 5, ``GraphProto.input`` 11, ``GraphProto.output`` 12;
+``TensorProto.name`` 8), so the vehicle needs no `onnx`. Nodes are kept in file order
 (ONNX requires a topological order, so one backward pass finds everything still needed).
 """
 
 from __future__ import annotations
 
-from textseg.engine.onnx_file import _fields
+from textseg.engine.onnx_file import _fields, _text
 from textseg.engine.qdq_cpu import _field_bytes
 from textseg.engine.tensorrt_rules import _node, _value_type
 
@@ -49,9 +53,20 @@ def without_output(data: bytes, output: str) -> tuple[bytes, int]:
         else:
             dropped.add(index)
     dropped.update(i for i, name in outputs.items() if name == output)
+    needed.update(_value_type(value)[0] for number, wire, value in entries
+                  if number == 11 and wire == 2)  # an initializer that is an input stays
+    unread = {i for i, (number, wire, value) in enumerate(entries) if number == 5 and wire == 2
+              and _tensor_name(value) not in needed}
     graph_bytes = b"".join(_field_bytes(number, wire, value)
-                           for i, (number, wire, value) in enumerate(entries) if i not in dropped)
+                           for i, (number, wire, value) in enumerate(entries)
+                           if i not in dropped and i not in unread)
     model_bytes = b"".join(
         _field_bytes(7, 2, graph_bytes) if number == 7 and wire == 2
         else _field_bytes(number, wire, value) for number, wire, value in model_fields)
     return model_bytes, len(dropped) - 1
+
+
+def _tensor_name(tensor) -> str:
+    """TensorProto.name, without reading the tensor's data."""
+    return next((_text(value) for number, wire, value in _fields(tensor)
+                 if number == 8 and wire == 2), "")

@@ -183,11 +183,24 @@ def _dims(value_info) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim]
 
 
+def _node_subgraphs(node):
+    """The graphs in `node`'s attributes (If branches, Loop and Scan bodies)."""
+    for attribute in node.attribute:
+        yield from ([attribute.g] if attribute.HasField("g") else [])
+        yield from attribute.graphs
+
+
 def _subgraphs(graph):
     for node in graph.node:
-        for attribute in node.attribute:
-            yield from ([attribute.g] if attribute.HasField("g") else [])
-            yield from attribute.graphs
+        yield from _node_subgraphs(node)
+
+
+def _all_nodes(graph):
+    """Every node of `graph` and of its subgraphs, at any depth."""
+    for node in graph.node:
+        yield node
+        for sub in _node_subgraphs(node):
+            yield from _all_nodes(sub)
 
 
 def _tensor_names(graph) -> set[str]:
@@ -220,8 +233,9 @@ def _opset(model) -> int:
 
 
 def _before_softmax(graph, output):
-    """A graph that ends in a Softmax over the class axis gives probabilities: the wrapper's
-    confidence wants the scores before it (the argmax is the same)."""
+    """A graph that ends in a Softmax over the class axis gives probabilities: the wrapper
+    upsamples the scores before it (its confidence is their softmax; the labels near class
+    boundaries are the upsampled scores', which upsampled probabilities may not give)."""
     from onnx import helper
 
     producer = next((n for n in graph.node if output.name in n.output), None)
@@ -262,10 +276,12 @@ def _check_source(model, options: ImportOptions):
     if _opset(model) < _OPSET_FLOOR:
         raise ImportRefused(f"the model uses opset {_opset(model)}: re-export it with opset "
                             f"{_OPSET_FLOOR} or later (torch.onnx.export(..., opset_version=17))")
-    found = [n.op_type for n in graph.node if n.op_type in INSTANCE_OPS]
+    # inside If / Loop bodies too (torchvision's ssdlite), and in the model's local functions
+    nodes = [*_all_nodes(graph), *(n for f in model.functions for n in f.node)]
+    found = sorted({n.op_type for n in nodes if n.op_type in INSTANCE_OPS})
     if found:
-        raise ImportRefused(f"the graph contains {sorted(set(found))}: an instance or panoptic "
-                            "head (boxes, masks per object); textseg imports semantic "
+        raise ImportRefused(f"the graph contains {found}: an instance or panoptic head "
+                            "(boxes, masks per object); textseg imports semantic "
                             "segmentation, one class per pixel")
     outputs = list(graph.output)
     if options.output:
@@ -306,7 +322,8 @@ def _check_source(model, options: ImportOptions):
         spatial = dims[2:] if options.input_layout == "nchw" else dims[1:3]
         if not all(isinstance(d, int) and d > 0 for d in spatial):
             raise ImportRefused(f"input {image.name!r} has a dynamic size {dims}: give the "
-                                "size the network runs at with --size HxW")
+                                "size the network runs at with --size WxH (width x height, "
+                                "e.g. 480x384)")
         size = (int(spatial[0]), int(spatial[1]))
     return image, output, size
 
@@ -419,11 +436,36 @@ def _wrap(model, image, output, size: tuple[int, int], options: ImportOptions):
                         *kept_inputs])
     del graph.output[:]
     graph.output.extend(outputs)
+    _drop_unused(graph)
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # noqa: BLE001 - the checker's own error types
         raise ImportRefused(f"the wrapped graph fails the ONNX checker: {exc}") from None
     return model
+
+
+def _drop_unused(graph) -> None:
+    """Remove the nodes whose results nothing reads (their Softmax when the wrapper takes the
+    scores before it, the heads of outputs not chosen), then the initializers no node reads:
+    ONNX Runtime would run the first on every frame and warn about the second in every tool
+    ("Removing initializer ..."). Nodes are in topological order, so one backward pass finds
+    everything still needed; a node with subgraphs needs every name they mention."""
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(node.input)
+            for sub in _node_subgraphs(node):
+                needed |= _tensor_names(sub)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    inputs = [i for i in graph.input if i.name in needed]  # IR < 4 lists initializers here
+    del graph.input[:]
+    graph.input.extend(inputs)
 
 
 def _reference_labels(source: bytes, frames: Sequence[np.ndarray], image_name: str,
@@ -435,6 +477,7 @@ def _reference_labels(source: bytes, frames: Sequence[np.ndarray], image_name: s
     import onnxruntime as ort
 
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    classes = len(options.class_names)
     mean = np.array(options.mean, np.float32) / np.float32(options.scale)
     std = np.array(options.std, np.float32) / np.float32(options.scale)
     labels = []
@@ -446,6 +489,11 @@ def _reference_labels(source: bytes, frames: Sequence[np.ndarray], image_name: s
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None] if options.input_layout == "nchw"
                                  else x[None])
         out = session.run([output_name], {image_name: x})[0]
+        if options.output_kind == "logits" and out.ndim == 4 and out.shape[1] != classes:
+            # an output whose class axis the file leaves dynamic: the count shows only here
+            raise ImportRefused(f"the model returns {out.shape[1]} class channels (output "
+                                f"shape {list(out.shape)} when run), but {classes} class "
+                                "names were given")
         labels.append(_to_labels(out, frame.shape[:2], options.output_kind))
     return labels
 
@@ -530,8 +578,15 @@ def import_model(source: str | Path, output: str | Path, options: ImportOptions,
     if any(key.startswith("textseg.") for key in (p.key for p in model.metadata_props)):
         raise ImportRefused(f"{source} is already a textseg model: nothing to import")
     image, chosen, size = _check_source(model, options)
-    # the output as their graph returns it (`chosen` may be the scores before a Softmax)
-    image_name, output_name = image.name, options.output or model.graph.output[0].name
+    # The check compares like with like: the tensor the wrapper upsamples (`chosen`: the
+    # scores before a final Softmax, which their graph does not return), so their graph gets
+    # it as an extra output. Probabilities upsampled give other labels near class boundaries.
+    # (names taken now: the wrapping below renames their tensors in place)
+    reference, image_name, output_name = data, image.name, chosen.name
+    if output_name not in {o.name for o in model.graph.output}:
+        extra = onnx.load_from_string(data)
+        extra.graph.output.append(chosen)
+        reference = extra.SerializeToString()
     palette = options.palette or generated_palette(len(options.class_names))
     if len(options.class_names) > UNLABELLED:
         raise ImportRefused(f"{len(options.class_names)} classes do not fit a uint8 label image")
@@ -552,7 +607,7 @@ def import_model(source: str | Path, output: str | Path, options: ImportOptions,
 
     check_frames = check_images(list(frames) if frames else synthetic_frames(size), size,
                                 count=max(2, len(frames or [])))
-    expected = _reference_labels(data, check_frames, image_name, output_name, options)
+    expected = _reference_labels(reference, check_frames, image_name, output_name, options)
     session = ort.InferenceSession(result, providers=["CPUExecutionProvider"])
     differing = decided_differing = pixels = 0
     for frame, (reference, ties) in zip(check_frames, expected, strict=True):
