@@ -87,15 +87,22 @@ def _train(args: argparse.Namespace) -> int:
 
         if result.final_eval is None or result.iterations != config.iterations:
             raise RuntimeError("--results: the run has no evaluation at its last iteration")
-        entry = run_entry(args.row, str(args.config), overrides, config.to_dict(),
-                          trainer.class_names, result.final_eval, result.iterations,
-                          result.wall_seconds, "+".join(trainer.trained_precisions)
-                          if trainer.trained_precisions is not None else "unrecorded")
-        if trainer.prompt_learner is not None:
-            from textseg_training.prompt_report import prompt_movement
+        precision = ("+".join(trainer.trained_precisions)
+                     if trainer.trained_precisions is not None else "unrecorded")
+        evals = result.final_evals or {"val": result.final_eval}
+        # The weights' moving average is a row of its own (`ROW_ema`), paired by seed.
+        for suffix in ("", "_ema") if "val_ema" in evals else ("",):
+            row = args.row + suffix
+            entry = run_entry(row, str(args.config), overrides, config.to_dict(),
+                              trainer.class_names, evals["val" + suffix], result.iterations,
+                              result.wall_seconds, precision,
+                              heldout=evals.get("heldout" + suffix))
+            if trainer.prompt_learner is not None:
+                from textseg_training.prompt_report import prompt_movement
 
-            entry["prompts"] = prompt_movement(result.last_checkpoint, summary=True)
-        print(f"recorded row {args.row!r} seed {config.seed} in {record_run(args.results, entry)}")
+                entry["prompts"] = prompt_movement(result.last_checkpoint, summary=True)
+            print(f"recorded row {row!r} seed {config.seed} in "
+                  f"{record_run(args.results, entry)}")
     return 0
 
 
@@ -150,9 +157,9 @@ def _export(args: argparse.Namespace) -> int:
     elif args.checkpoint is not None:
         report = export_checkpoint(args.checkpoint, args.output, confidence=args.confidence,
                                    input_size=size, evaluate=args.evaluate,
-                                   metadata=metadata)
-    elif args.evaluate or metadata:
-        raise ValueError("--evaluate and --metadata need --checkpoint")
+                                   metadata=metadata, ema=args.ema)
+    elif args.evaluate or metadata or args.ema:
+        raise ValueError("--evaluate, --metadata and --ema need --checkpoint")
     else:
         report = export_random(args.output, dataset=args.dataset, backbone=args.backbone,
                                confidence=args.confidence, input_size=size,
@@ -224,6 +231,15 @@ def _results(args: argparse.Namespace) -> int:
     runs = load_runs(args.file)
     if not runs:
         raise FileNotFoundError(f"no runs recorded in {args.file}")
+    if args.study:
+        from textseg_training.experiment import update_marked_block
+        from textseg_training.recipe_study import BEGIN, END, study_report
+
+        report = study_report(runs)
+        print(report)
+        if args.update:
+            print(f"\nupdated {update_marked_block(args.update, report, BEGIN, END)}")
+        return 0
     if args.protocol or args.update:
         from textseg_training.experiment import protocol_report, update_marked_block
 
@@ -251,9 +267,9 @@ def _check_data(args: argparse.Namespace) -> int:
     config = TrainConfig.from_yaml(args.config, args.set)
     spec = dataset_spec(config)
     backbone = build_model(SegModelConfig(config.backbone, len(spec.class_names))).backbone
-    train_set, val_set, spec = build_datasets(config, backbone.input_mean, backbone.input_std)
+    train_set, eval_sets, spec = build_datasets(config, backbone.input_mean, backbone.input_std)
     failed = False
-    for name, dataset in (("train", train_set), ("val", val_set)):
+    for name, dataset in (("train", train_set), *eval_sets.items()):
         report = validate_dataset(dataset, limit=args.limit)
         total = max(1, int(report.class_pixels.sum()))
         shares = ", ".join(f"{n} {100 * c / total:.1f}%"
@@ -394,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
                         help="more provenance in the artifact (repeatable), e.g. "
                         "reproduce='textseg-train train ...'")
+    export.add_argument("--ema", action="store_true",
+                        help="with --checkpoint: export the moving average of the weights the "
+                        "run kept (ema_decay) instead of the trained weights")
     export.set_defaults(func=_export)
 
     params = sub.add_parser("params", help="parameters and GMACs of the deploy graphs",
@@ -456,9 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--protocol", action="store_true",
                          help="the text experiment's report: every row beside the paper's, "
                               "the paired differences and the thin-class gains")
+    results.add_argument("--study", action="store_true",
+                         help="issue 30's recipe study (training/results/recipe_study.json): "
+                              "every row on the held-out street and val, the thin classes, "
+                              "and the candidates ranked by their paired held-out difference")
     results.add_argument("--update", type=Path, default=None, metavar="MARKDOWN",
-                         help="write the --protocol report into MARKDOWN between its "
-                              "<!-- cpu-protocol:begin --> and <!-- cpu-protocol:end --> lines")
+                         help="write the --protocol (or --study) report into MARKDOWN between "
+                              "its <!-- cpu-protocol:begin --> and <!-- cpu-protocol:end --> "
+                              "(<!-- recipe-study:begin/end -->) lines")
     results.set_defaults(func=_results)
 
     prompts = sub.add_parser(

@@ -31,8 +31,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | None = None,
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     torch_device = torch.device("cuda" if use_cuda else "cpu")
     model.to(torch_device).eval()
-    _, val_set, spec = build_datasets(config, model.backbone.input_mean,
-                                      model.backbone.input_std)
+    _, eval_sets, spec = build_datasets(config, model.backbone.input_mean,
+                                        model.backbone.input_std)
+    val_set = eval_sets["val"]
     loader = build_val_loader(val_set, config, DistributedContext(device=torch_device))
 
     def model_fn(images: torch.Tensor) -> dict[str, torch.Tensor]:

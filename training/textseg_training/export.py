@@ -408,11 +408,13 @@ def export_random(path: str | Path, dataset: str = "camvid", backbone: str = "st
 def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool = False,
                       input_size: tuple[int, int] | None = None,
                       check_images: list[np.ndarray] | None = None, evaluate: bool = False,
-                      metadata: dict[str, str] | None = None) -> ExportReport:
+                      metadata: dict[str, str] | None = None, ema: bool = False
+                      ) -> ExportReport:
     """A trained checkpoint -> artifact; only the final text embeddings remain, as a constant.
 
     `evaluate`: score the artifact on the validation split the checkpoint was trained against
     and embed the figures. `metadata`: more provenance (e.g. `reproduce`: the commands).
+    `ema`: export the moving average of the weights the run kept (ema_decay) instead.
     """
     from textseg_training.model import SegModelConfig, build_model
     from textseg_training.trainer.checkpoint import load_checkpoint
@@ -420,7 +422,10 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool
     data = load_checkpoint(checkpoint)
     config = SegModelConfig.from_dict(data["model_config"])
     trained = build_model(config)
-    trained.load_state_dict(data["model"])
+    if ema and not data.get("ema"):
+        raise ValueError(f"{checkpoint}: --ema, but the run kept no moving average of its "
+                         "weights (train with ema_decay > 0)")
+    trained.load_state_dict(data["ema"]["model"] if ema else data["model"])
     model = build_model(config, deploy=True)
     model.load_state_dict(trained.deploy_state_dict())
     model.eval()
@@ -432,7 +437,7 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool
                      architecture=f"{config.backbone}-seg" + (f"+{config.text_fusion}"
                                                                 if config.text_width else ""),
                      dataset=data["dataset"], text_encoder=data["text_encoder"],
-                     training_stage=f"{stage}@{data['iteration']}",
+                     training_stage=f"{stage}@{data['iteration']}" + ("+ema" if ema else ""),
                      eval_miou=None if data.get("best_miou") is None
                      else round(float(data["best_miou"]), 2),
                      extra={"training_config": json.dumps(portable(data["config"])),
@@ -452,9 +457,9 @@ def _validation_set(config: dict[str, Any], model: nn.Module) -> Any:
     from textseg_training.trainer.data_setup import build_datasets
 
     train_config = TrainConfig.from_dict(config, source="checkpoint config")
-    _, val_set, _ = build_datasets(train_config, model.backbone.input_mean,
-                                   model.backbone.input_std)
-    return val_set
+    _, eval_sets, _ = build_datasets(train_config, model.backbone.input_mean,
+                                     model.backbone.input_std)
+    return eval_sets["val"]
 
 
 def _check_size(size) -> tuple[int, int]:

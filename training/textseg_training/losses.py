@@ -68,7 +68,8 @@ class OhemCrossEntropy(nn.Module):
     """
 
     def __init__(
-        self, threshold: float = 0.7, min_kept_divisor: int = 16, ignore_index: int = 255
+        self, threshold: float = 0.7, min_kept_divisor: int = 16, ignore_index: int = 255,
+        class_weights: Tensor | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < threshold <= 1.0 or min_kept_divisor < 1:
@@ -77,6 +78,13 @@ class OhemCrossEntropy(nn.Module):
         self.loss_threshold = -math.log(threshold)
         self.min_kept_divisor = min_kept_divisor
         self.ignore_index = ignore_index
+        # Per-class weights scale each kept pixel's loss; which pixels are hard is still
+        # decided on the unweighted loss, so the threshold keeps its meaning.
+        self.class_weights: Tensor | None
+        if class_weights is not None:
+            self.register_buffer("class_weights", torch.as_tensor(class_weights).float())
+        else:
+            self.class_weights = None
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if logits.shape[-2:] != target.shape[-2:]:
@@ -89,10 +97,16 @@ class OhemCrossEntropy(nn.Module):
             # All pixels ignored: zero that still depends on the logits, so backward() works.
             return logits.sum() * 0.0
         n_min = max(1, min(target.numel() // self.min_kept_divisor, valid_loss.numel()))
-        hard = valid_loss[valid_loss > self.loss_threshold]
-        if hard.numel() >= n_min:
-            return hard.mean()
-        return valid_loss.topk(n_min, sorted=False).values.mean()
+        hard = valid_loss > self.loss_threshold
+        if self.class_weights is None:
+            if int(hard.sum()) >= n_min:
+                return valid_loss[hard].mean()
+            return valid_loss.topk(n_min, sorted=False).values.mean()
+        valid_target = target.flatten()[(target != self.ignore_index).flatten()]
+        weighted = valid_loss * self.class_weights[valid_target]
+        if int(hard.sum()) >= n_min:
+            return weighted[hard].mean()
+        return weighted[valid_loss.topk(n_min, sorted=False).indices].mean()
 
 
 def dice_loss(logits: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
@@ -155,6 +169,17 @@ class DetailLoss(nn.Module):
         return bce + dice_loss(logits, target, smooth=1.0)
 
 
+def enet_class_weights(class_pixels: Tensor, c: float = 1.02) -> Tensor:
+    """ENet's class weights 1 / ln(c + p_k) from per-class pixel counts, normalised to mean 1
+    (a class absent from the counts gets the largest weight, 1 / ln(c))."""
+    counts = torch.as_tensor(class_pixels, dtype=torch.float64)
+    if counts.ndim != 1 or counts.numel() == 0 or (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError(f"class pixel counts must be a non-empty, non-negative 1-D tensor with "
+                         f"some pixels, got {counts.tolist()}")
+    weights = 1.0 / torch.log(c + counts / counts.sum())
+    return (weights / weights.mean()).float()
+
+
 class SegmentationLoss(nn.Module):
     """The paper's total loss over the model's training output dict.
 
@@ -178,6 +203,7 @@ class SegmentationLoss(nn.Module):
         ohem_threshold: float = 0.7,
         min_kept_divisor: int = 16,
         text_loss_stride: int = 1,
+        class_weights: Tensor | None = None,
     ) -> None:
         super().__init__()
         if tau <= 0:
@@ -187,10 +213,13 @@ class SegmentationLoss(nn.Module):
         self.text_loss_stride = text_loss_stride
         self.w_aux, self.w_text, self.w_detail, self.tau = w_aux, w_text, w_detail, tau
         self.ohem = OhemCrossEntropy(ohem_threshold, min_kept_divisor, ignore_index)
+        # The prediction and auxiliary heads may weight classes; the text loss does not.
+        self.seg_ohem = self.ohem if class_weights is None else OhemCrossEntropy(
+            ohem_threshold, min_kept_divisor, ignore_index, class_weights)
         self.detail = DetailLoss(ignore_index=ignore_index)
 
     def _ohem(self, logits: Tensor, label: Tensor) -> Tensor:
-        return self.ohem(upsample_to(logits, label.shape[-2:]), label)
+        return self.seg_ohem(upsample_to(logits, label.shape[-2:]), label)
 
     def forward(
         self, outputs: Mapping[str, Tensor], label: Tensor

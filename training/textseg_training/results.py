@@ -37,8 +37,10 @@ def _finite(value: float) -> float | None:
 
 def run_entry(row: str, config_file: str, overrides: list[str], config: dict[str, Any],
               class_names: tuple[str, ...], result: Any, iterations: int,
-              wall_seconds: float | None, precision: str) -> dict[str, Any]:
-    """One `runs` entry from an EvalResult (IoU values reported in percent)."""
+              wall_seconds: float | None, precision: str, heldout: Any = None
+              ) -> dict[str, Any]:
+    """One `runs` entry from an EvalResult (IoU values reported in percent); `heldout`, the
+    EvalResult on the frames train_exclude kept out of training, adds `heldout_*` keys."""
     return {
         "row": row,
         "seed": config["seed"],
@@ -48,6 +50,12 @@ def run_entry(row: str, config_file: str, overrides: list[str], config: dict[str
                           for name, iou in zip(class_names, result.iou, strict=True)},
         **({"score_map_miou": _finite(100.0 * result.outputs["score"].miou)}
            if "score" in result.outputs else {}),
+        **({"heldout": "+".join(config.get("train_exclude") or []),
+            "heldout_miou": _finite(100.0 * heldout.miou),
+            "heldout_per_class_iou": {name: _finite(100.0 * iou)
+                                      for name, iou in zip(class_names, heldout.iou,
+                                                           strict=True)}}
+           if heldout is not None else {}),
         "config_file": config_file,
         "overrides": portable(list(overrides)),
         "precision": precision,

@@ -80,6 +80,8 @@ class TrainTransform:
         contrast: float = 0.5,
         saturation: float = 0.5,
         seed: int | None = None,
+        photometric: str = "colour",
+        light_prob: float = 0.5,
     ) -> None:
         if len(crop_size) != 2 or min(crop_size) < 1:
             raise ValueError(f"crop_size must be (height, width) > 0, got {crop_size}")
@@ -91,6 +93,10 @@ class TrainTransform:
         self.ignore_index = ignore_index
         self.flip_prob = flip_prob
         self.jitter = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
+        if photometric not in ("colour", "light"):
+            raise ValueError(f"photometric must be 'colour' or 'light', got {photometric!r}")
+        self.photometric = photometric
+        self.light_prob = light_prob
         self.rng = np.random.default_rng(seed)
 
     def reseed(self, seed: int) -> None:
@@ -114,6 +120,22 @@ class TrainTransform:
             image = np.clip(image, 0.0, 255.0)  # torchvision clamps after every step
         return image
 
+    def _other_light(self, image: np.ndarray) -> np.ndarray:
+        """One of exposure, colour temperature or dusk on a float 0..255 RGB image."""
+        kind = int(self.rng.integers(0, 3))
+        if kind == 0:  # exposure: gamma < 1 brightens (over-exposed), > 1 darkens
+            gamma = float(np.exp(self.rng.uniform(np.log(0.6), np.log(1.7))))
+            image = 255.0 * np.power(image * (1.0 / 255.0), gamma)
+        elif kind == 1:  # colour temperature: warm (red up, blue down) or cold
+            shift = float(self.rng.uniform(-0.2, 0.2))
+            image = image * np.array([1.0 + shift, 1.0, 1.0 - shift], dtype=np.float32)
+        else:  # dusk: a fraction of the light, bluish, with sensor noise
+            dim = float(self.rng.uniform(0.25, 0.6))
+            tint = np.array([0.9, 0.95, 1.1], dtype=np.float32)
+            noise = self.rng.normal(0.0, self.rng.uniform(2.0, 8.0), image.shape)
+            image = image * (dim * tint) + noise.astype(np.float32)
+        return np.clip(image, 0.0, 255.0).astype(np.float32)
+
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[Tensor, Tensor]:
         scale = float(self.rng.choice(self.scales))
         h, w = label.shape
@@ -131,6 +153,8 @@ class TrainTransform:
             image, label = image[:, ::-1], label[:, ::-1]
 
         image = self._colour_jitter(image.astype(np.float32))
+        if self.photometric == "light" and self.rng.random() < self.light_prob:
+            image = self._other_light(image)
         image = normalize(image, self.mean, self.std)
         vh, vw = label.shape
         if (vh, vw) != (ch, cw):

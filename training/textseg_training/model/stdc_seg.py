@@ -280,10 +280,11 @@ class STDCSeg(nn.Module):
         }
 
     def param_groups(
-        self, lr: float, weight_decay: float, head_lr_mult: float = 10.0
+        self, lr: float, weight_decay: float, head_lr_mult: float = 10.0,
+        backbone_lr_mult: float = 1.0,
     ) -> list[dict[str, Any]]:
-        """Optimizer groups: backbone at ``lr``, the rest (TGM projection included) at
-        ``lr * head_lr_mult``.
+        """Optimizer groups: backbone at ``lr * backbone_lr_mult``, the rest (TGM projection
+        included) at ``lr * head_lr_mult``.
 
         Parameters with ndim <= 1 (BN affine, biases) get no weight decay. Frozen parameters
         (``freeze_backbone``) are left out; empty groups are dropped.
@@ -304,7 +305,7 @@ class STDCSeg(nn.Module):
             {
                 "name": name,
                 "params": params,
-                "lr": lr * (1.0 if name.startswith("backbone") else head_lr_mult),
+                "lr": lr * (backbone_lr_mult if name.startswith("backbone") else head_lr_mult),
                 "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay,
             }
             for name, params in groups.items()

@@ -11,6 +11,8 @@ import yaml
 STAGES = ("baseline", "stage1", "stage2", "e2e")
 STAGE1_TEXTS = ("class_names", "initial_prompts")
 STAGE2_TRAINS = ("heads", "prompts", "heads+projection")
+PHOTOMETRICS = ("colour", "light")
+CLASS_WEIGHTS = ("none", "enet")
 CPU_TEXT_LOSS_STRIDE = 8  # text_loss_stride: null on a CPU
 
 
@@ -28,10 +30,17 @@ class TrainConfig:
     # Data
     dataset: str = "camvid"  # camvid | cityscapes | path/to/custom.yaml
     val_dataset: str | None = None  # custom only; default: every 10th image held out
+    # Training frames whose file name starts with one of these (CamVid: a sequence, e.g.
+    # 0006R0) are left out of training and scored as a second split, "heldout": a street the
+    # run never saw, beside val (whose sequence is partly in train).
+    train_exclude: tuple[str, ...] = ()
     data_root: str = "../shared/datasets/camvid"
     crop_size: tuple[int, int] = (360, 480)  # (h, w)
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5)
     num_workers: int = 2
+    # Colour augmentation: colour (brightness / contrast / saturation jitter, the official
+    # code's) | light (also exposure as gamma, colour temperature, dusk: dark, blue, noisy)
+    photometric: str = "colour"
     # Decoded pairs kept in memory per process (MiB; 0 = off): PNG decoding was the largest
     # data cost of a CPU run. CamVid train fits in 250 MiB; larger sets cache what fits.
     data_cache_mb: float = 1024.0
@@ -75,12 +84,24 @@ class TrainConfig:
     warmup_iterations: int = 200
     warmup_start_lr: float = 1e-5
     poly_power: float = 0.9
+    # The backbone's LR is lr * backbone_lr_mult (the head's stays lr * head_lr_mult).
+    backbone_lr_mult: float = 1.0
+    # Linear probe, then fine-tune: the backbone (and detail head) frozen, BN statistics too,
+    # for the first N iterations; then the whole network trains.
+    backbone_frozen_iterations: int = 0
+    # Exponential moving average of the weights (0 = off), e.g. 0.999; evaluated beside the
+    # trained weights, and what `export --ema` writes. Warmed up as (1 + t) / (10 + t).
+    ema_decay: float = 0.0
     # auto | fp32 | bf16 | amp (see trainer/precision.py): auto = amp on CUDA, bf16 on a CPU
     # with native bf16, else fp32. Loss, BN statistics and optimizer state stay fp32.
     precision: str = "auto"
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU, with bf16 too
     # Loss weights
     ohem_threshold: float = 0.7
+    # Per-class weights of the segmentation cross-entropy: none | enet (1 / ln(1.02 + p_c),
+    # p_c the class's pixel share in the training split, normalised to mean 1): thin, rare
+    # classes (pole, sign, fence, pedestrian) count more.
+    class_weights: str = "none"
     aux_weight: float = 1.0
     text_weight: float = 1.0
     detail_weight: float = 1.0
@@ -104,6 +125,9 @@ class TrainConfig:
         self.crop_size = tuple(int(v) for v in self.crop_size)
         self.scales = tuple(float(v) for v in self.scales)
         self.eval_scales = tuple(float(v) for v in self.eval_scales)
+        if isinstance(self.train_exclude, str):
+            self.train_exclude = (self.train_exclude,)
+        self.train_exclude = tuple(str(v) for v in self.train_exclude)
         problems = []
         if self.stage not in STAGES:
             problems.append(f"stage '{self.stage}' is not one of {STAGES}")
@@ -153,6 +177,19 @@ class TrainConfig:
             problems.append(f"prompt_lr_mult must be >= 0, got {self.prompt_lr_mult}")
         if self.lr <= 0 or self.warmup_iterations < 0:
             problems.append("lr must be > 0 and warmup_iterations >= 0")
+        if self.photometric not in PHOTOMETRICS:
+            problems.append(f"photometric '{self.photometric}' is not one of {PHOTOMETRICS}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            problems.append(f"class_weights '{self.class_weights}' is not one of "
+                            f"{CLASS_WEIGHTS}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.backbone_lr_mult < 0 or self.backbone_frozen_iterations < 0:
+            problems.append("backbone_lr_mult and backbone_frozen_iterations must be >= 0")
+        if self.backbone_frozen_iterations and self.stage == "stage2":
+            problems.append("backbone_frozen_iterations: stage 2 freezes the backbone already")
+        if any(not prefix for prefix in self.train_exclude):
+            problems.append("train_exclude holds an empty prefix (it would exclude every frame)")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
@@ -176,7 +213,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("crop_size", "scales", "eval_scales"):
+        for key in ("crop_size", "scales", "eval_scales", "train_exclude"):
             data[key] = list(data[key])
         return data
 

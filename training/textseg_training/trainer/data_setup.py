@@ -30,19 +30,40 @@ def dataset_spec(config: TrainConfig) -> DatasetSpec:
 
 
 def build_datasets(config: TrainConfig, mean, std
-                   ) -> tuple[SegmentationDataset, SegmentationDataset, DatasetSpec]:
-    """Training set (with augmentation) and validation set (normalised, labels full size)."""
+                   ) -> tuple[SegmentationDataset, dict[str, SegmentationDataset], DatasetSpec]:
+    """Training set (with augmentation) and the evaluation sets (normalised, labels full
+    size): "val", and "heldout" (the training frames `train_exclude` leaves out) when set."""
     train_set, val_set, spec = _build_datasets(config, mean, std)
-    for dataset in (train_set, val_set):
+    eval_sets = {"val": val_set}
+    if config.train_exclude:
+        heldout = split_off(train_set, config.train_exclude, val_set.transform)
+        eval_sets["heldout"] = heldout
+    for dataset in (train_set, *eval_sets.values()):
         dataset.cache_mb = config.data_cache_mb
-    return train_set, val_set, spec
+    return train_set, eval_sets, spec
+
+
+def split_off(train_set: SegmentationDataset, prefixes: tuple[str, ...], transform
+              ) -> SegmentationDataset:
+    """Move the pairs whose image file name starts with one of `prefixes` out of
+    `train_set` into a new evaluation set (named after them); refuses an empty side."""
+    held = [p for p in train_set.pairs if p[0].name.startswith(prefixes)]
+    kept = [p for p in train_set.pairs if not p[0].name.startswith(prefixes)]
+    if not held:
+        raise ValueError(f"train_exclude {list(prefixes)}: no training image name starts with "
+                         f"it (e.g. {train_set.pairs[0][0].name})")
+    if not kept:
+        raise ValueError(f"train_exclude {list(prefixes)} leaves no training image")
+    train_set.pairs = kept
+    return SegmentationDataset(held, train_set.num_classes, train_set.ignore_index, transform,
+                               name=f"{train_set.name}-heldout:{'+'.join(prefixes)}")
 
 
 def _build_datasets(config: TrainConfig, mean, std
                     ) -> tuple[SegmentationDataset, SegmentationDataset, DatasetSpec]:
     spec = dataset_spec(config)
     train_tf = TrainTransform(config.crop_size, config.scales, mean, std, spec.ignore_index,
-                              seed=config.seed)
+                              seed=config.seed, photometric=config.photometric)
     val_tf = EvalTransform(mean, std, size=tuple(spec.network_input_size))
     if config.dataset == "camvid":
         return (camvid(Path(config.data_root), "train", train_tf),

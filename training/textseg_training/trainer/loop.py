@@ -35,6 +35,7 @@ from textseg_training.trainer.distributed import (
     cleanup_distributed,
     setup_distributed,
 )
+from textseg_training.trainer.ema import WeightAverage
 from textseg_training.trainer.logging import RunLog
 from textseg_training.trainer.precision import resolve_precision
 from textseg_training.trainer.sampling import ResumableSampler
@@ -53,6 +54,9 @@ class TrainResult:
     images_per_second: float
     final_eval: Any = None  # EvalResult of the last evaluation (at the final iteration)
     wall_seconds: float | None = 0.0  # the whole run's, across resumes; None when unknown
+    # Every split of the last evaluation: "val", "heldout" (train_exclude), and the same with
+    # "_ema" for the weights' moving average (ema_decay).
+    final_evals: dict[str, Any] | None = None
 
 
 class Trainer:
@@ -148,8 +152,9 @@ class Trainer:
         if config.uses_text and not config.learns_prompts:
             model.set_text_embeddings(fixed)
         # Normalisation constants come from the backbone: one place, exported with the model.
-        self.train_set, self.val_set, _ = build_datasets(
+        self.train_set, self.eval_sets, _ = build_datasets(
             config, model.backbone.input_mean, model.backbone.input_std)
+        self.val_set = self.eval_sets["val"]
         if config.init_from:
             self._init_from(model, config.init_from)
         if config.stage == "stage2" and self.prompt_learner is not None:
@@ -186,7 +191,8 @@ class Trainer:
             # Stage 2 freezes the detail head with the backbone (freeze_backbone): no loss.
             w_detail=0.0 if config.stage == "stage2" else config.detail_weight,
             tau=config.text_temperature,
-            text_loss_stride=config.resolved_text_loss_stride(self.device.type)
+            text_loss_stride=config.resolved_text_loss_stride(self.device.type),
+            class_weights=self._class_weights(),
         ).to(self.device)
         self.optimizer = torch.optim.SGD(self._param_groups(), lr=config.lr,
                                          momentum=config.momentum)
@@ -197,6 +203,7 @@ class Trainer:
         self.memory_format = (torch.channels_last if config.channels_last
                               else torch.contiguous_format)
         self.model.to(memory_format=self.memory_format)
+        self.ema = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.uses_grad_scaler)
         self.iteration = 0
         self.best_miou: float | None = None
@@ -206,21 +213,48 @@ class Trainer:
         # checkpoint it resumed, which predates the record).
         self.trained_precisions: list[str] | None = []
         self._fit_started: float | None = None
+        self.last_evals: dict[str, Any] = {}
         self.log = RunLog(self.output_dir, enabled=self.dist.is_main)
         self._say(f"precision {self.precision.name} on {self.device.type}"
                   f"{' (auto)' if config.precision == 'auto' else ''}, "
                   f"{'channels_last' if config.channels_last else 'NCHW'}")
         if resume:
             self._resume(resume)
+        self._set_backbone_probe()
 
     # ----------------------------------------------------------------------------- set-up
     def _say(self, text: str) -> None:
         if self.dist.is_main:
             tqdm.write(text)
 
+    def _class_weights(self) -> torch.Tensor | None:
+        """ENet weights from the training split's pixel shares (class_weights: enet)."""
+        if self.config.class_weights == "none":
+            return None
+        from textseg_training.data import validate_dataset
+        from textseg_training.losses import enet_class_weights
+
+        report = validate_dataset(self.train_set, raise_on_error=True)
+        weights = enet_class_weights(torch.from_numpy(report.class_pixels))
+        self._say("class weights (enet): " + ", ".join(
+            f"{name} {w:.2f}" for name, w in zip(self.class_names, weights.tolist(),
+                                                 strict=True)))
+        return weights
+
+    def _set_backbone_probe(self) -> None:
+        """Backbone frozen (and no detail loss) while iteration < backbone_frozen_iterations:
+        the linear probe before the fine-tune."""
+        if not self.config.backbone_frozen_iterations or self.config.stage == "stage2":
+            return
+        probing = self.iteration < self.config.backbone_frozen_iterations
+        if probing != self.model.backbone_frozen:
+            self.model.freeze_backbone(probing)
+        self.criterion.w_detail = 0.0 if probing else self.config.detail_weight
+
     def _param_groups(self) -> list[dict[str, Any]]:
         groups = self.model.param_groups(self.config.lr, self.config.weight_decay,
-                                         self.config.head_lr_mult)
+                                         self.config.head_lr_mult,
+                                         self.config.backbone_lr_mult)
         if self.prompt_learner is not None:
             groups.append({"name": "prompts", "params": list(self.prompt_learner.parameters()),
                            "lr": self.config.lr * self.config.prompt_lr_mult,
@@ -295,6 +329,10 @@ class Trainer:
         if data["scaler"]:  # empty when the checkpoint was written without loss scaling
             self.scaler.load_state_dict(data["scaler"])
         self.criterion.load_state_dict(data["criterion"])
+        if self.ema is not None:
+            if not data.get("ema"):
+                raise ValueError(f"{path}: has no weight average, but this run sets ema_decay")
+            self.ema.load_state_dict(data["ema"])
         self.iteration = int(data["iteration"])
         self.best_miou = data.get("best_miou")
         self.log.restore(data.get("log_rows", []))
@@ -321,6 +359,7 @@ class Trainer:
         return self.prompt_module() if self.prompt_module is not None else None
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        self._set_backbone_probe()
         self.train_module.train()
         if self.prompt_learner is not None:
             self.prompt_learner.train()
@@ -339,6 +378,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.iteration += 1
         if self.trained_precisions is not None and \
                 self.precision.name not in self.trained_precisions:
@@ -383,7 +424,7 @@ class Trainer:
         images = (self.iteration - start_iteration) * config.batch_size  # the global batch
         result = TrainResult(self.output_dir, self.iteration, self.best_miou, last_checkpoint,
                              images / elapsed if elapsed > 0 else 0.0, self.last_eval,
-                             self.train_seconds())
+                             self.train_seconds(), dict(self.last_evals))
         cleanup_distributed()
         return result
 
@@ -394,15 +435,24 @@ class Trainer:
             with torch.no_grad():
                 self.model.set_text_embeddings(self.prompt_learner().float())
 
-    def evaluate(self) -> Any:
-        """Val metrics of the prediction, and of the TGM's score map alone where there is one
-        (result.outputs["score"])."""
+    def evaluate(self, split: str = "val", ema: bool = False) -> Any:
+        """Metrics of the prediction on one evaluation split ("val", or "heldout" with
+        train_exclude), and of the TGM's score map alone where there is one
+        (result.outputs["score"]); `ema` scores the weights' moving average instead."""
         from textseg_training.evaluation import evaluate
         from textseg_training.trainer.data_setup import build_val_loader
 
         self.finalize_text_embeddings()
-        self.model.eval()
-        loader = build_val_loader(self.val_set, self.config, self.dist)
+        model = self.model
+        if ema:
+            if self.ema is None:
+                raise ValueError("evaluate(ema=True): this run keeps no average (ema_decay 0)")
+            model = self.ema.model
+            if self.prompt_learner is not None:  # the prompts are not averaged
+                with torch.no_grad():
+                    model.set_text_embeddings(self.prompt_learner().float())
+        model.eval()
+        loader = build_val_loader(self.eval_sets[split], self.config, self.dist)
 
         # Scores as the exported fp32 model computes them; only CUDA AMP keeps its autocast.
         eval_precision = self.precision if self.precision.name == "amp" else None
@@ -410,27 +460,37 @@ class Trainer:
         def model_fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
             images = images.to(self.device, memory_format=self.memory_format)
             if eval_precision is None:
-                return scored_outputs(self.model(images))
+                return scored_outputs(model(images))
             with eval_precision.autocast():
-                return scored_outputs(self.model(images))
+                return scored_outputs(model(images))
 
         return evaluate(model_fn, loader, len(self.class_names), self.spec.ignore_index,
                         flip=self.config.eval_flip, scales=self.config.eval_scales,
                         device=self.device, progress=self.progress,
                         categories=getattr(self.spec, "categories", None) or None,
-                        outputs=scored_output_names(self.model))
+                        outputs=scored_output_names(model))
 
     def _evaluate_and_keep_best(self) -> None:
-        result = self.evaluate()
+        """Every split, with the trained weights and (ema_decay) their average; best.pt
+        follows val mIoU of the trained weights."""
+        self.last_evals = {}
+        for split in self.eval_sets:
+            for ema in (False, True) if self.ema is not None else (False,):
+                key = split + ("_ema" if ema else "")
+                result = self.evaluate(split, ema=ema)
+                self.last_evals[key] = result
+                metrics = {f"{key}/miou": 100.0 * result.miou,
+                           f"{key}/pixel_accuracy": 100.0 * result.pixel_accuracy}
+                score = result.outputs.get("score")
+                if score is not None:
+                    metrics[f"{key}/score_map_miou"] = 100.0 * score.miou
+                self.log.log(self.iteration, metrics)
+                self._say(f"iteration {self.iteration}: {key} mIoU {100.0 * result.miou:.2f}"
+                          + ("" if score is None
+                             else f", score map alone {100.0 * score.miou:.2f}"))
+        result = self.last_evals["val"]
         self.last_eval = result
         miou = 100.0 * result.miou
-        metrics = {"val/miou": miou, "val/pixel_accuracy": 100.0 * result.pixel_accuracy}
-        score = result.outputs.get("score")
-        if score is not None:
-            metrics["val/score_map_miou"] = 100.0 * score.miou
-        self.log.log(self.iteration, metrics)
-        self._say(f"iteration {self.iteration}: val mIoU {miou:.2f}" + (
-            "" if score is None else f", score map alone {100.0 * score.miou:.2f}"))
         if self.dist.is_main and (self.best_miou is None or miou > self.best_miou):
             self.best_miou = miou
             self.save(self.output_dir / "best.pt")
@@ -466,6 +526,7 @@ class Trainer:
             "log_rows": self.log.rows,
             "train_seconds": self.train_seconds(),
             "trained_precisions": self.trained_precisions,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def save(self, path: Path) -> None:
