@@ -5,11 +5,13 @@
 # DDS traffic stays on this machine.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=ros_distro.sh
+source "$root/scripts/ros_distro.sh"  # ROS_DISTRO=kilted: the Kilted venv
 "$root/scripts/setup.sh"
 cd "$root"
 # shellcheck source=local_ros_env.sh
 source "$root/scripts/local_ros_env.sh"
 echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the figures)"
-"$root/.venv/bin/textseg" bench "$@"
+"$ros_venv/bin/textseg" bench "$@"
 echo
-"$root/.venv/bin/textseg" overload "$@"
+"$ros_venv/bin/textseg" overload "$@"

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Idempotent set-up: .venv/ with the runtime, the training package, the test tools, and the
-# default model artifact. Re-running it does only what changed.
+# Idempotent set-up: a venv with the runtime, ROS 2 as PyPI wheels, the training package, the
+# test tools, and the default model artifact. Re-running it does only what changed.
+#   ./scripts/setup.sh                     ROS 2 Jazzy (the default, LTS) in .venv/
+#   ROS_DISTRO=kilted ./scripts/setup.sh   ROS 2 Kilted in .venv-kilted/
+# (scripts/ros_distro.sh: the choices; any other value is refused, naming them.)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-venv="$root/.venv"
+# shellcheck source=ros_distro.sh
+source "$root/scripts/ros_distro.sh"
+venv="$ros_venv"
 py="$venv/bin/python"
+ros_pins="$ros_requirements/ros.txt"
 
 if [ ! -x "$py" ]; then
   echo "setup: creating $venv"
@@ -13,20 +19,27 @@ if [ ! -x "$py" ]; then
 fi
 
 # Install when any requirement or packaging file changed since the last successful set-up.
-deps_hash=$(cat requirements/*.txt setup.py setup.cfg training/pyproject.toml | sha256sum | cut -c1-16)
+deps_hash=$(cat requirements/*.txt "$ros_pins" setup.py setup.cfg training/pyproject.toml \
+  | sha256sum | cut -c1-16)
 if [ "$(cat "$venv/.textseg-deps" 2>/dev/null)" != "$deps_hash" ]; then
-  echo "setup: installing packages (about a minute on a fresh machine; log: .venv/setup.log)"
-  pip_install() {
-    if ! "$py" -m pip install --disable-pip-version-check "$@" >> "$venv/setup.log" 2>&1; then
+  echo "setup: installing packages for ROS 2 $ros_distro (about a minute on a fresh machine;" \
+    "log: ${venv#"$root"/}/setup.log)"
+  pip_run() {  # pip_run install ARGS...
+    if ! "$py" -m pip "$@" --disable-pip-version-check >> "$venv/setup.log" 2>&1; then
       tail -n 30 "$venv/setup.log" >&2
-      echo "setup: pip install failed (full log: $venv/setup.log)" >&2
+      echo "setup: pip $1 failed (full log: $venv/setup.log)" >&2
       exit 1
     fi
   }
-  pip_install --upgrade pip
-  pip_install -c requirements/constraints.txt \
-    -r requirements/runtime.txt -r requirements/training.txt -r requirements/dev.txt
-  pip_install --no-deps -e . -e training
+  pip_run install --upgrade pip
+  if ! ros_clear_other_wheels "$venv" >> "$venv/setup.log"; then  # says so when it does
+    echo "setup: removing the venv's old ROS wheels failed (log: $venv/setup.log)" >&2
+    exit 1
+  fi
+  pip_run install -c requirements/constraints.txt -r requirements/runtime.txt -r "$ros_pins" \
+    -r requirements/training.txt -r requirements/dev.txt
+  ros_mark_wheels "$venv"
+  pip_run install --no-deps -e . -e training
   echo "$deps_hash" > "$venv/.textseg-deps"
 fi
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import sys
 
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-
 from textseg.node.segmentation_node import SegmentationBehaviour, run_node
+from textseg.ros_compat import lifecycle_api
+
+LifecycleNode, LifecycleState, TransitionCallbackReturn = lifecycle_api()
 
 
 class LifecycleSegmentationNode(SegmentationBehaviour, LifecycleNode):

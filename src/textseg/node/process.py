@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from textseg.engine import package_share_dir
+from textseg.ros_compat import local_discovery_environment
 
 
 def fastdds_profile_path() -> Path:
@@ -21,19 +22,22 @@ def fastdds_profile_path() -> Path:
 def local_ros_environment(domain_id: int | None = None) -> dict[str, str]:
     """Environment for ROS processes that must talk only on this machine.
 
-    Keeps a ROS_DOMAIN_ID already set (else picks one), confines discovery to localhost and
-    uses the large-image Fast DDS profile unless the caller set another.
+    Keeps a ROS_DOMAIN_ID already set (else picks one), confines discovery to localhost (with
+    this distro's variable: textseg.ros_compat) and uses the large-image Fast DDS profile unless
+    the caller set another.
     """
     env = dict(os.environ)
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    for key, value in local_discovery_environment().items():
+        env.setdefault(key, value)
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile_path()))
     return env
 
 
-ROS_ENVIRONMENT_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+# ROS_LOCALHOST_ONLY: Humble's, in place of ROS_AUTOMATIC_DISCOVERY_RANGE (copied when set).
+ROS_ENVIRONMENT_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY",
                         "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
@@ -43,7 +47,8 @@ def use_local_ros_environment() -> dict[str, str]:
     environment for those processes."""
     env = local_ros_environment()
     for key in ROS_ENVIRONMENT_KEYS:
-        os.environ[key] = env[key]
+        if key in env:
+            os.environ[key] = env[key]
     return env
 
 

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from textseg.ros_compat import event_callbacks
+
 
 def describe_qos(profile) -> str:
     """'reliable, volatile, keep_last 1' for an rclpy QoSProfile."""
@@ -34,22 +36,6 @@ def endpoint_name(info) -> str:
     if "_UNKNOWN_" in info.node_name:
         return "a node"
     return f"{info.node_namespace.rstrip('/')}/{info.node_name}"
-
-
-def _callbacks(kind: str, on_qos, on_type):
-    """rclpy's event callbacks object: rclpy.event_handler from Iron on (with the
-    incompatible-type event), rclpy.qos_event on Humble (without it)."""
-    import inspect
-
-    try:
-        from rclpy import event_handler as events
-    except ImportError:  # Humble
-        from rclpy import qos_event as events
-    cls = getattr(events, kind)
-    options = {"incompatible_qos": on_qos}
-    if "incompatible_type" in inspect.signature(cls).parameters:
-        options["incompatible_type"] = on_type
-    return cls(**options)
 
 
 def _compatible(other_qos, own_qos, side: str) -> bool:
@@ -95,14 +81,14 @@ class TopicWatch:
 
     # --- events ---------------------------------------------------------------------------
     def subscription_callbacks(self, topic: str, own_qos):
-        return _callbacks("SubscriptionEventCallbacks",
-                          lambda info: self._on_qos(topic, own_qos, info, "subscription"),
-                          lambda info: self._on_type(topic, info, "subscription"))
+        return event_callbacks("SubscriptionEventCallbacks",
+                               lambda info: self._on_qos(topic, own_qos, info, "subscription"),
+                               lambda info: self._on_type(topic, info, "subscription"))
 
     def publisher_callbacks(self, topic: str, own_qos):
-        return _callbacks("PublisherEventCallbacks",
-                          lambda info: self._on_qos(topic, own_qos, info, "publisher"),
-                          lambda info: self._on_type(topic, info, "publisher"))
+        return event_callbacks("PublisherEventCallbacks",
+                               lambda info: self._on_qos(topic, own_qos, info, "publisher"),
+                               lambda info: self._on_type(topic, info, "publisher"))
 
     def _others(self, topic: str, own_qos, side: str) -> str:
         """The other endpoints on `topic` with their QoS (what a user would have to change)."""

@@ -26,6 +26,7 @@ from textseg.imaging import (
     compressed_to_rgb,
     image_to_rgb,
 )
+from textseg.ros_compat import bag_typestore, bag_version
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -44,15 +45,8 @@ class BagError(ValueError):
 
 
 def _typestore():
-    from rosbags.typesys import Stores, get_typestore
-
-    global _TYPESTORE
-    if _TYPESTORE is None:
-        _TYPESTORE = get_typestore(Stores.ROS2_KILTED)
-    return _TYPESTORE
-
-
-_TYPESTORE = None
+    """The message definitions of this process's ROS 2 distro (textseg.ros_compat)."""
+    return bag_typestore()
 
 
 def stamp_ns(stamp: Stamp) -> int:
@@ -481,7 +475,8 @@ class RawBagWriter:
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
         try:
             plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
-            writer = Writer(self._tmp / self.path.name, version=Writer.VERSION_LATEST,
+            # The metadata version this distro's rosbag2 writes, so its `ros2 bag` opens it.
+            writer = Writer(self._tmp / self.path.name, version=bag_version(),
                             storage_plugin=plugin)
             if self.compress_storage:
                 mode = (CompressionMode.STORAGE if self.storage == "mcap"

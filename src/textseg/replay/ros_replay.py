@@ -45,7 +45,6 @@ from textseg.replay.progress import Progress
 from textseg.replay.scoring import Scorer
 
 WARMUP_STAMP = (0, 1)  # the warm-up frame's stamp; never scored
-ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
 RECORD_TOPICS = {"labels": "/textseg/labels/image", "color": "/textseg/labels/color",
                  "ground_truth": "/textseg/ground_truth/color"}
 
@@ -129,8 +128,10 @@ class ReplayRun:
 @contextmanager
 def _environment(env: dict[str, str]):
     """Our own DDS participant must use the node's domain, discovery range and profile."""
-    saved = {k: os.environ.get(k) for k in ENV_KEYS}
-    os.environ.update({k: env[k] for k in ENV_KEYS if k in env})
+    from textseg.node.process import ROS_ENVIRONMENT_KEYS
+
+    saved = {k: os.environ.get(k) for k in ROS_ENVIRONMENT_KEYS}
+    os.environ.update({k: env[k] for k in ROS_ENVIRONMENT_KEYS if k in env})
     try:
         yield
     finally:
