@@ -85,9 +85,16 @@ def test_recipe_imports_and_gives_the_frameworks_own_labels(name, imported, camv
 def test_an_imported_model_quantizes_and_benchmarks_like_any_other(name, imported, camvid_dir,
                                                                    tmp_path, camvid_frames):
     _, path = imported(name)
+    from textseg.engine.quantize import failed_check_path
+
     int8 = tmp_path / f"{name}_int8_cpu.onnx"
-    assert main(["quantize", str(path), "--calibration", str(camvid_dir / "train"),
-                 "--frames", "4", "--target", "cpu", "--output", str(int8)]) == 0
+    code = main(["quantize", str(path), "--calibration", str(camvid_dir / "train"),
+                 "--frames", "4", "--target", "cpu", "--output", str(int8), "--keep-failed"])
+    if code == 1:  # random weights: int8 can fail its own self-check (issue 31), kept aside
+        int8 = failed_check_path(int8)
+    made = json.loads(load_backend(int8, self_check="off").info.extra["quantization"])[
+        "self_check_where_made"]
+    assert code == (0 if made["passed"] else 1), made
     (_, rgb), = camvid_frames(1)
     fp32 = load_backend(path, "onnxruntime", self_check="refuse")
     quantized = load_backend(int8, "onnxruntime", self_check="warn")

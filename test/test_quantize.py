@@ -30,6 +30,7 @@ def test_quantize_writes_a_qdq_model_that_keeps_the_contract(tiny_model_path, ca
     int8, fp32 = load_backend(output, self_check="warn"), load_backend(tiny_model_path)
     quant = json.loads(int8.info.extra["quantization"])
     assert quant["calibration"] == "minmax" and quant["calibration_frames"] == 3
+    assert quant["self_check_where_made"]["passed"]  # checked before it was written
     assert int8.info.class_names == fp32.info.class_names and int8.has_confidence
     (_, rgb), = camvid_frames(1)
     got, want = int8.infer(rgb, want_confidence=True), fp32.infer(rgb)
@@ -145,3 +146,70 @@ def test_the_cpu_form_runs_on_onnx_runtime_whatever_auto_finds(tiny_model_path, 
     with pytest.raises(ValueError, match="use backend onnxruntime"):
         choose_backend("tensorrt", output)
     assert choose_backend("onnxruntime", output) == ("onnxruntime", "requested")
+
+
+def _lossy_model(tiny_model_path, path):
+    """The tiny model with one input channel of its class-score convolution weighted 300x
+    the largest weight, equally for every class: fp32 labels unchanged (the same sum added to
+    every class score), but each class's per-channel int8 scale then rounds all its other
+    weights to zero, so every int8 class score is equal and the labels collapse to class 0.
+    Its self-check is re-made from its own fp32 labels."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from textseg.engine.onnx_file import read_onnx_summary, with_metadata
+    from textseg.engine.self_check import SELF_CHECK_KEY, make_self_check, read_self_check
+
+    proto = onnx.load(str(tiny_model_path))
+    scores = [n for n in proto.graph.node if n.op_type == "Conv"][-1]
+    weights = next(t for t in proto.graph.initializer if t.name == scores.input[1])
+    array = numpy_helper.to_array(weights).copy()
+    assert array.shape[0] == 11  # one output channel per CamVid class
+    array[:, 0] = 300 * np.abs(array).max()
+    weights.CopyFrom(numpy_helper.from_array(array, weights.name))
+    data = proto.SerializeToString()
+    stored = read_self_check(read_onnx_summary(tiny_model_path).metadata)
+    check = make_self_check(data, stored.frames, path.name)
+    path.write_bytes(with_metadata(data, {SELF_CHECK_KEY: check.to_metadata()}))
+    return path
+
+
+def test_a_file_that_fails_its_own_self_check_is_not_written(tiny_model_path, camvid_dir,
+                                                             tmp_path, capsys):
+    """Issue 31: int8 labels that disagree with fp32 (as an imported LRASPP's did, 75.7 %)
+    make quantize exit 1 saying what int8 lost and what to try, with no file at the output;
+    --keep-failed keeps it under a name that says so, and the node then says that the file
+    failed where it was made instead of blaming the machine."""
+    from textseg.engine.self_check import SelfCheckFailed
+
+    lossy = _lossy_model(tiny_model_path, tmp_path / "lossy.onnx")
+    assert load_backend(lossy).self_check.passed  # the fp32 model is fine
+    output = tmp_path / "lossy_int8.onnx"
+    command = ["quantize", str(lossy), "--calibration", str(camvid_dir / "val"), "--frames",
+               "2", "--output", str(output)]
+    assert main(command) == 1
+    printed = capsys.readouterr()
+    error = printed.err
+    assert "lossy_int8.onnx failed its own self-check: " in error
+    agreement = float(error.split("failed its own self-check: ")[1].split(" %")[0])
+    assert agreement < 50, error
+    assert "this machine is not the cause: int8 lost accuracy against fp32" in error
+    assert "Worst classes, int8 against fp32: " in error and "IoU 0.0 %" in error
+    for advice in ("--method entropy", "--calibration DIR", "--keep-float NODE",
+                   "textseg fp16", "keep the fp32 model lossy.onnx"):
+        assert advice in error, advice
+    assert "next:" not in printed.out and "wrote" not in printed.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lossy.onnx"]  # nothing left over
+
+    assert main([*command, "--keep-failed"]) == 1
+    kept = tmp_path / "lossy_int8.failed-self-check.onnx"
+    assert f"Kept as {kept} (--keep-failed)" in capsys.readouterr().err
+    assert kept.is_file() and not output.exists()
+    quant = json.loads(load_backend(kept, self_check="off").info.extra["quantization"])
+    made = quant["self_check_where_made"]
+    assert made["passed"] is False and made["agreement"] < 0.5 and "cpu" in made
+    with pytest.raises(SelfCheckFailed) as refused:  # what the node and bench say
+        load_backend(kept, "onnxruntime")
+    message = str(refused.value)
+    assert "already failed this check where `textseg quantize` made it" in message
+    assert "this machine is not the cause" in message and "on this version" not in message

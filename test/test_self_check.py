@@ -16,6 +16,8 @@ from textseg.engine.self_check import (
     THRESHOLDS,
     SelfCheckData,
     SelfCheckFailed,
+    class_agreement,
+    int8_advice,
     interior,
     read_self_check,
     run_self_check,
@@ -118,13 +120,50 @@ def test_quantized_file_carries_the_fp32_reference(tiny_model_path, tmp_path, ca
     from textseg.engine.quantize import quantize_model
 
     output = quantize_model(tiny_model_path, tmp_path / "q.onnx", camvid_dir / "train",
-                            frames=4, target="cpu").path
+                            frames=4, target="cpu", self_check="warn").path
     metadata = read_onnx_summary(output).metadata
     assert metadata[SELF_CHECK_KEY] == read_onnx_summary(tiny_model_path).metadata[
         SELF_CHECK_KEY]
     backend = OnnxRuntimeBackend(output, self_check="warn")  # a random model's margins
     assert backend.self_check.precision == "int8"
     assert backend.self_check.threshold == THRESHOLDS["int8"]
+
+
+def test_class_agreement_names_the_classes_that_lost():
+    reference = np.zeros((20, 20), np.uint8)
+    reference[:, 10:] = 1
+    labels = np.zeros_like(reference)  # class 1 lost to class 0
+    data = SelfCheckData((np.zeros((20, 20, 3), np.uint8),), (reference,), "fp32")
+    car, road = class_agreement([labels], data, ["road", "car"])
+    # Interior pixels only: 8 columns of each class (the 4 around the boundary do not count).
+    assert (car.name, car.pixels, car.kept, car.iou, car.labelled) == ("car", 160, 0, 0, 0)
+    assert (road.name, road.pixels, road.kept, road.iou, road.labelled) == (
+        "road", 160, 1, 0.5, 320)
+    assert "car IoU 0.0 %" in car.describe()
+
+
+def test_int8_advice_follows_what_the_file_recorded_where_it_was_made():
+    """Issue 31: an int8 file refused by the node is blamed on the machine only when it
+    passed its self-check where it was made; one kept after failing there lost accuracy."""
+    def metadata(record):
+        quantization = {"format": "QDQ"}
+        if record is not None:
+            quantization["self_check_where_made"] = {
+                "passed": record, "agreement": 0.757, "cpu": "Xeon (x86_64; VNNI, no bf16)",
+                "backend": "onnxruntime 1.32.0 CPUExecutionProvider"}
+        return {"quantization": json.dumps(quantization)}
+
+    failed = int8_advice(metadata(False))
+    assert "already failed this check where `textseg quantize` made it (75.70 % on Xeon" \
+        in failed
+    assert "int8 lost accuracy" in failed and "this machine is not the cause" in failed
+    assert "--method" in failed and "fp32 model" in failed and "on this version" not in failed
+    passed = int8_advice(metadata(True))
+    assert "passed where `textseg quantize` made it" in passed
+    assert "computes the int8 file differently" in passed
+    unknown = int8_advice(metadata(None))
+    assert "does not record" in unknown and "textseg quantize" in unknown
+    assert int8_advice({}) == int8_advice({"quantization": "not json"}) == unknown
 
 
 def test_embedding_a_self_check_changes_nothing_else(tmp_path, camvid_dir):

@@ -230,24 +230,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from textseg.engine.quantize import quantize_model
+    from textseg.engine.quantize import QuantizedModelFailed, quantize_model
 
     model = Path(args.model)
     suffix = "_int8" if args.target == "tensorrt" else "_int8_cpu"
     output = Path(args.output) if args.output else model.with_name(f"{model.stem}{suffix}.onnx")
-    report = quantize_model(model, output, args.calibration, args.method, args.frames,
-                            tuple(args.ops), tuple(args.keep_float), args.target,
-                            args.weight_bits)
+    try:
+        report = quantize_model(model, output, args.calibration, args.method, args.frames,
+                                tuple(args.ops), tuple(args.keep_float), args.target,
+                                args.weight_bits, keep_failed=args.keep_failed)
+    except QuantizedModelFailed as exc:  # the file failed its own check: not written
+        print(f"textseg quantize: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB): {report.quantized_nodes} "
           f"activations quantized around {', '.join(report.ops)}, {report.method} "
           f"calibration on {report.frames} frames, in {report.seconds:.1f} s, for "
           + ("TensorRT and ONNX Runtime" if report.target == "tensorrt"
              else "ONNX Runtime CPU only (TensorRT refuses it)"))
-    from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
-
-    check = OnnxRuntimeBackend(report.path, self_check="warn", report=print)
-    print(f"{check.self_check_note}; {_int8_summary(report.path)}")
-    check.close()
+    print(f"{report.self_check.describe()}; {_int8_summary(report.path)}")
     print(f"next: textseg eval-offline BAG --model {report.path}  (accuracy), "
           f"textseg bench {report.path} --no-node  (speed)")
     return 0
@@ -386,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrator; also runs on ONNX Runtime), checked against TensorRT's parser rules. "
         "--target cpu: asymmetric uint8 activations, with each ReLU6 folded into its "
         "QuantizeLinear, faster on ONNX Runtime's CPU kernels; TensorRT refuses it. "
-        "Metadata is carried over plus what was quantized and how. Needs the onnx package.",
+        "Metadata is carried over plus what was quantized and how. The file is checked "
+        "first (its int8 labels against the fp32 model's on the self-check frames): one that "
+        "fails is not written, exit code 1. Needs the onnx package.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     quantize.add_argument("model", help="fp32 textseg ONNX model")
     quantize.add_argument("--calibration", required=True, type=Path,
@@ -408,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "it there)")
     quantize.add_argument("--output", default="",
                           help="default: MODEL_int8.onnx (tensorrt), MODEL_int8_cpu.onnx (cpu)")
+    quantize.add_argument("--keep-failed", action="store_true",
+                          help="a file that fails its own self-check (int8 labels against "
+                          "fp32, exit code 1) is kept as OUTPUT.failed-self-check.onnx "
+                          "instead of deleted; never under OUTPUT")
     quantize.set_defaults(func=_quantize)
 
     profile = sub.add_parser(

@@ -24,6 +24,7 @@ from textseg.engine.self_check import (
     act,
     check_policy,
     enforce,
+    int8_advice,
     read_self_check,
     run_self_check,
 )
@@ -103,7 +104,8 @@ class OnnxRuntimeBackend:
     def _run_self_check(self, path: Path, policy: str, report, data: bytes | None) -> None:
         from textseg.engine.tensorrt_rules import model_precision
 
-        stored = read_self_check(self.session.get_modelmeta().custom_metadata_map, str(path))
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        stored = read_self_check(metadata, str(path))
         if stored is None:
             self.self_check_note = NOT_STORED
             return
@@ -112,8 +114,7 @@ class OnnxRuntimeBackend:
             lambda frames: [r.labels for r in self.infer_batch(frames)], stored, precision,
             f"onnxruntime {ort.__version__} {self.providers[0]}")
         self.self_check, self.self_check_note = result, result.describe()
-        advice = ("use the fp32 model, or re-quantize it with `textseg quantize` on this "
-                  "version" if precision == "int8" else
+        advice = (int8_advice(metadata) if precision == "int8" else
                   "check the file (its sha256 against the published one) and the ONNX "
                   "Runtime version, or re-export it")
         enforce(result, path, policy, advice, report)

@@ -17,6 +17,12 @@ calibrated on frames from a camera folder. Two targets:
 The image input, the network-size resize and the label outputs stay as they are, so the
 artifact keeps the contract; its metadata is carried over, plus what was quantized and how.
 
+Every file is checked before it is written: ONNX Runtime runs it on its self-check frames
+here, against the fp32 labels stored with them. A file that fails is not written under the
+requested name (QuantizedModelFailed says how int8 lost against fp32 and what to try;
+`keep_failed` keeps it as NAME.failed-self-check.onnx), and what the check found here is
+recorded in the file, so a failure elsewhere can tell the machine from the quantization.
+
 Needs the `onnx` package (ONNX Runtime's quantization tools import it); the vehicle runtime
 does not.
 """
@@ -35,7 +41,15 @@ import numpy as np
 from textseg.engine.calibration import IMAGE_SUFFIXES
 from textseg.engine.contract import INPUT_NAME
 from textseg.engine.onnx_file import CPU_ONLY_TARGET
-from textseg.engine.self_check import SELF_CHECK_KEY, check_images, make_self_check
+from textseg.engine.self_check import (
+    SELF_CHECK_KEY,
+    WHERE_MADE_KEY,
+    SelfCheckFailed,
+    SelfCheckResult,
+    check_images,
+    check_policy,
+    make_self_check,
+)
 from textseg.fileio import atomic_write_bytes
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -48,6 +62,8 @@ DEFAULT_OPS = ("Conv",)
 # With asymmetric activations ONNX Runtime's quantizer removes these when they feed a
 # quantized tensor (its QDQRemovableActivation); listed so that it considers them.
 CPU_REMOVABLE_ACTIVATIONS = ("Clip", "Relu")
+FAILED_SUFFIX = ".failed-self-check.onnx"  # what --keep-failed calls a file that failed
+WORST_CLASSES = 3  # named in a failure
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,24 @@ class QuantizeReport:
     quantized_nodes: int
     seconds: float
     target: str = "tensorrt"
+    self_check: SelfCheckResult | None = None  # the file's own check here (None: not run)
+
+
+class QuantizedModelFailed(SelfCheckFailed):
+    """The int8 file failed its own self-check where it was made, so it was not written
+    under the requested name. `report.path`: where it was kept (`keep_failed`), else None."""
+
+    def __init__(self, message: str, report: QuantizeReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def failed_check_path(output: str | Path) -> Path:
+    """Where `keep_failed` keeps a file that failed its own self-check:
+    OUT.failed-self-check.onnx."""
+    output = Path(output)
+    stem = output.name[:-len(".onnx")] if output.name.endswith(".onnx") else output.name
+    return output.with_name(stem + FAILED_SUFFIX)
 
 
 def calibration_frames(folder: str | Path, limit: int) -> list[np.ndarray]:
@@ -88,11 +122,17 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
                    method: str = "minmax", frames: int = 32,
                    ops: tuple[str, ...] = DEFAULT_OPS,
                    exclude: tuple[str, ...] = (), target: str = "tensorrt",
-                   weight_bits: int = 7) -> QuantizeReport:
+                   weight_bits: int = 7, self_check: str = "refuse",
+                   keep_failed: bool = False) -> QuantizeReport:
     """Write a static int8 Q/DQ copy of `model` to `output` (atomically). `exclude`: node
     names kept in float (layers whose quantization costs the most accuracy); `target`:
     `tensorrt` (symmetric int8, also runs on the CPU) or `cpu` (asymmetric uint8, faster
-    on ONNX Runtime's CPU kernels, refused by TensorRT)."""
+    on ONNX Runtime's CPU kernels, refused by TensorRT).
+
+    `self_check`: `refuse` (default) raises QuantizedModelFailed, writing nothing at
+    `output`, when the file fails its own self-check on this machine (`keep_failed`: kept as
+    failed_check_path(output)); `warn` writes it anyway (the result in the report); `off`
+    does not run the check."""
     try:
         import onnx
         from onnxruntime.quantization import (
@@ -112,6 +152,7 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
         raise ValueError(f"quantization target {target!r}: choose from {TARGETS}")
     if weight_bits not in WEIGHT_BITS:
         raise ValueError(f"weight bits {weight_bits!r}: choose from {WEIGHT_BITS}")
+    check_policy(self_check)
     from textseg.engine.onnx_file import describe_model
 
     model, output = Path(model), Path(output)
@@ -186,7 +227,7 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
         meta[SELF_CHECK_KEY] = make_self_check(
             model, check_images(images, source.info.network_input_size)
         ).to_metadata()
-    meta["quantization"] = json.dumps({
+    quantization = {
         "format": "QDQ", "target": "tensorrt" if target == "tensorrt" else CPU_ONLY_TARGET,
         "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
         "weights": "int8 per-channel symmetric" + (
@@ -198,7 +239,8 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
         "ops": list(ops), "kept_float": kept_float, "calibration": method,
         "calibration_frames": len(images),
         "calibration_folder": Path(calibration).name, "source_sha256": source.sha256,
-        "tool": "onnxruntime.quantization.quantize_static"})
+        "tool": "onnxruntime.quantization.quantize_static"}
+    meta["quantization"] = json.dumps(quantization)
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -209,9 +251,115 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
         from textseg.engine.tensorrt_rules import require_tensorrt_rules
 
         require_tensorrt_rules(data, name=str(output))
+    check = failure = None
+    if self_check != "off":
+        from textseg.cpu import cpu_features
+        from textseg.engine.onnx_file import with_metadata
+
+        check, failure = _own_check(data, model, output.name)
+        quantization[WHERE_MADE_KEY] = {
+            "passed": check.passed, "agreement": round(check.agreement, 6),
+            "threshold": check.threshold, "pixels": check.pixels,
+            "cpu": cpu_features().describe(), "backend": check.backend}
+        data = with_metadata(data, {"quantization": json.dumps(quantization)})
+    report = QuantizeReport(output, len(data), method, len(images), tuple(ops), nodes,
+                            time.monotonic() - started, target, check)
+    if failure is not None and self_check == "refuse":
+        kept = failed_check_path(output) if keep_failed else None
+        if kept is not None:
+            atomic_write_bytes(kept, data)
+        raise QuantizedModelFailed(
+            _failure_message(output, kept, failure, method, len(images), Path(calibration),
+                             model, weight_bits),
+            replace(report, path=kept, seconds=time.monotonic() - started))
     atomic_write_bytes(output, data)
-    return QuantizeReport(output, len(data), method, len(images), tuple(ops), nodes,
-                          time.monotonic() - started, target)
+    return report
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """What the check knows when a new int8 file fails it."""
+    result: SelfCheckResult  # the int8 file against the stored fp32 labels
+    fp32: SelfCheckResult  # the fp32 source against the same labels, on this machine
+    classes: list  # self_check.ClassAgreement, worst first
+    warnings: list[str]  # what the backend reported when it opened the file
+    frames: int
+
+
+def _own_check(data: bytes, model: Path, name: str
+               ) -> tuple[SelfCheckResult, _Failure | None]:
+    """The new file's stored self-check, run here by ONNX Runtime as every node would; on a
+    failure also the fp32 source on the same frames and the classes that lost the most."""
+    from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
+    from textseg.engine.self_check import class_agreement, read_self_check, run_self_check
+
+    warnings: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="textseg_quantize_check_") as scratch:
+        candidate = Path(scratch) / name
+        candidate.write_bytes(data)
+        backend = OnnxRuntimeBackend(candidate, self_check="warn", report=warnings.append)
+        try:
+            result = backend.self_check
+            if result is None:
+                raise ValueError(f"{candidate.name}: no self-check stored to run")
+            if result.passed:
+                return result, None
+            stored = read_self_check(backend.session.get_modelmeta().custom_metadata_map)
+            labels = [backend.infer(frame).labels for frame in stored.frames]
+            classes = class_agreement(labels, stored, backend.info.class_names)
+        finally:
+            backend.close()
+    reference = OnnxRuntimeBackend(model, self_check="off")
+    try:
+        fp32 = run_self_check(lambda frames: [r.labels for r in reference.infer_batch(frames)],
+                              stored, "fp32", result.backend)
+    finally:
+        reference.close()
+    # The self-check's own failure line repeats the result; the rest (e.g. saturating int8
+    # sums on this CPU) says why.
+    warnings = [w.replace(str(candidate), name) for w in warnings
+                if "self-check FAILED" not in w]
+    return result, _Failure(result, fp32, classes, warnings, len(stored.frames))
+
+
+def _failure_message(output: Path, kept: Path | None, failure: _Failure, method: str,
+                     frames: int, calibration: Path, model: Path, weight_bits: int) -> str:
+    """Why the new file was not written, and what to try instead."""
+    result, fp32 = failure.result, failure.fp32
+    lines = [f"{output.name} failed its own self-check: {100 * result.agreement:.2f} % of "
+             f"{result.pixels} pixels of the {failure.frames} check frames agree with the "
+             f"fp32 model's labels (needs {100 * result.threshold:.1f} % for int8; "
+             f"{result.backend})."]
+    if failure.warnings:
+        lines.append("On this CPU: " + " ".join(w.removeprefix("WARNING ") for w in
+                                                failure.warnings))
+    if fp32.passed:
+        lines.append(f"The fp32 model computes those labels here ({100 * fp32.agreement:.2f} %), "
+                     "so this machine is not the cause: int8 lost accuracy against fp32"
+                     + (" because its sums saturate on this CPU." if failure.warnings else
+                        " on these frames."))
+    else:
+        lines.append(f"The fp32 model itself agrees with its stored labels on only "
+                     f"{100 * fp32.agreement:.2f} % here: this machine or ONNX Runtime version "
+                     f"computes the model differently too (`textseg self-check {model}`).")
+    worst = [c for c in failure.classes if c.iou < 1.0][:WORST_CLASSES]
+    if worst:
+        lines.append("Worst classes, int8 against fp32: "
+                     + "; ".join(c.describe() for c in worst) + ".")
+    before = " (the file already there is left as it was)" if output.exists() else ""
+    lines.append(f"Kept as {kept} (--keep-failed); nothing written at {output}{before}." if kept
+                 else f"Nothing written at {output}{before} (--keep-failed keeps the file as "
+                 f"{failed_check_path(output).name}).")
+    others = " or ".join(f"--method {m}" for m in CALIBRATION_METHODS if m != method)
+    tries = [f"another calibration method ({others}; this was {method})",
+             f"other or more calibration frames, like the camera's (--calibration DIR, "
+             f"--frames N; this was {frames} of {calibration.name})",
+             "the layers that lose the most left in float (--keep-float NODE)"]
+    if weight_bits == 8 and failure.warnings:
+        tries.insert(0, "7-bit weights (--weight-bits 7, the default)")
+    tries += [f"fp16 (`textseg fp16 {model}`)", f"or keep the fp32 model {model.name}"]
+    lines.append("Try: " + "; ".join(tries) + ".")
+    return "\n".join(lines)
 
 
 def _op_types(model: Path) -> list[str]:

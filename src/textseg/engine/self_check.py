@@ -49,7 +49,7 @@ BOUNDARY_KERNEL = 5
 
 
 class SelfCheckFailed(ContractError):
-    """The model computed labels that disagree with the ones it was shipped with."""
+    """The model computed labels that disagree with its stored fp32 reference labels."""
 
 
 @dataclass(frozen=True)
@@ -223,5 +223,81 @@ def enforce(result: SelfCheckResult, model: str | Path, policy: str, advice: str
             report: Callable[[str], None] | None = None) -> None:
     """Act on `result` when it failed."""
     if not result.passed:
-        act(f"{model}: {result.describe()}. The labels this machine computes are not the ones "
-            f"the model was shipped with: {advice}", policy, report)
+        act(f"{model}: {result.describe()}. The labels computed here are not the ones its fp32 "
+            f"reference stored in it: {advice}", policy, report)
+
+
+@dataclass(frozen=True)
+class ClassAgreement:
+    """One class of a self-check's reference labels against the labels a model computed."""
+    name: str
+    pixels: int  # interior reference pixels of the class
+    kept: float  # the share of them the model gives the same label
+    iou: float  # intersection over union of the two, on interior pixels
+    labelled: int  # interior pixels the model gives the class
+
+    def describe(self) -> str:
+        return (f"{self.name} IoU {100 * self.iou:.1f} % (reference {self.pixels} pixels, "
+                f"{100 * self.kept:.1f} % of them kept; labelled {self.labelled})")
+
+
+def class_agreement(labels: Sequence[np.ndarray], data: SelfCheckData,
+                    class_names: Sequence[str]) -> list[ClassAgreement]:
+    """Per class, how the labels a model computed for `data`'s frames (at their size) agree
+    with the stored reference on its interior pixels, as the check counts them; worst IoU
+    first, classes in neither left out."""
+    count = max(len(class_names), 256)
+    intersection, reference, computed = (np.zeros(count, np.int64) for _ in range(3))
+    for got, want in zip(labels, data.labels, strict=True):
+        mask = interior(want)
+        got, want = got[mask].astype(np.int64), want[mask].astype(np.int64)
+        reference += np.bincount(want, minlength=count)[:count]
+        computed += np.bincount(got, minlength=count)[:count]
+        intersection += np.bincount(want[got == want], minlength=count)[:count]
+    rows = []
+    for index in np.flatnonzero(reference + computed):
+        name = class_names[index] if index < len(class_names) else f"class {index}"
+        union = reference[index] + computed[index] - intersection[index]
+        rows.append(ClassAgreement(name, int(reference[index]),
+                                   intersection[index] / max(reference[index], 1),
+                                   intersection[index] / max(union, 1),
+                                   int(computed[index])))
+    return sorted(rows, key=lambda row: (row.iou, -row.pixels))
+
+
+# Where `textseg quantize` records, in the "quantization" metadata, its file's self-check on
+# the machine that made it: what a failure elsewhere is compared with.
+WHERE_MADE_KEY = "self_check_where_made"
+
+
+def where_made(metadata: dict[str, str]) -> dict | None:
+    """The self-check an int8 file recorded where it was made, None when it records none."""
+    try:
+        record = json.loads(metadata.get("quantization") or "{}").get(WHERE_MADE_KEY)
+    except (ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) and "passed" in record else None
+
+
+def int8_advice(metadata: dict[str, str]) -> str:
+    """What to do about an int8 file that fails its self-check here, from what it recorded
+    where it was made: a file that failed there lost accuracy in int8, one that passed there
+    meets a machine or ONNX Runtime version that computes it differently."""
+    made = where_made(metadata)
+    if made is None:
+        return ("the file does not record its self-check where it was made. Quantize the fp32 "
+                "model again here (`textseg quantize` checks the new file on this machine and "
+                "refuses one that fails, saying whether int8 itself loses the accuracy), or "
+                "use the fp32 model")
+    where = (f"{100 * float(made.get('agreement', 0)):.2f} % on {made.get('cpu', '?')}, "
+             f"{made.get('backend', '?')}")
+    if not made["passed"]:
+        return (f"it already failed this check where `textseg quantize` made it ({where}; "
+                "kept on request), so int8 lost accuracy against fp32 on the check frames and "
+                "this machine is not the cause. Use the fp32 model or an fp16 file "
+                "(`textseg fp16`), or quantize again with another calibration method "
+                "(--method) or other calibration frames")
+    return (f"it passed where `textseg quantize` made it ({where}), so this machine or ONNX "
+            "Runtime version computes the int8 file differently. Use the fp32 model here, or "
+            "quantize it again on this machine (`textseg quantize` checks the new file here "
+            "and refuses one that fails)")

@@ -68,8 +68,10 @@ from textseg.engine.self_check import (
     SelfCheckResult,
     check_policy,
     enforce,
+    int8_advice,
     read_self_check,
     run_self_check,
+    where_made,
 )
 from textseg.engine.tensorrt_rules import model_precision, require_tensorrt_rules
 from textseg.fileio import atomic_write_bytes
@@ -716,6 +718,9 @@ class TensorRTBackend:
                   "a corrupt cache or a bad int8 calibration is fixed that way); if a fresh "
                   "engine fails too, this TensorRT build is wrong for the model at "
                   f"{self.precision}: use precision fp32 or the fp32 model, and report it")
+        made = where_made(self._metadata) if precision == "int8" else None
+        if made is not None and not made["passed"]:  # the int8 file, not the engine
+            advice = f"{self.onnx_path or 'the model'}: {int8_advice(self._metadata)}"
         try:
             enforce(result, engine, self._self_check_policy, advice, self._report)
         except SelfCheckFailed:
