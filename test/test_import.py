@@ -434,3 +434,69 @@ def test_an_imported_file_leaves_no_unused_initializer(tmp_path, capfd):
         backend.close()
     assert backend.pruned_nodes > 0  # the labels-only graph was opened too
     assert "Removing initializer" not in capfd.readouterr().err
+
+
+def test_a_size_that_disagrees_with_a_static_input_is_refused_in_one_line(tmp_path, capsys):
+    """An outsider's report: `--size` against a fixed input ended in ONNX Runtime's
+    InvalidArgument traceback. A different size is refused naming both (WxH), the same one
+    is accepted."""
+    source = tmp_path / "static.onnx"
+    source.write_bytes(_conv_logits(3, (1, 3, 32, 48)))  # W 48, H 32
+    with pytest.raises(ImportRefused, match=r"static size 48x32 \(WxH\), but --size 32x48 "
+                       r"was given: --size is only for inputs of dynamic size"):
+        import_model(source, tmp_path / "o.onnx",
+                     ImportOptions(class_names=("a", "b", "c"), input_size=(48, 32)))
+    assert main(["import", str(source), "--classes", "a,b,c", "--size", "32x48",
+                 "-o", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "static size 48x32" in err
+    assert not (tmp_path / "o.onnx").exists()
+    assert main(["import", str(source), "--classes", "a,b,c", "--size", "48x32",
+                 "-o", str(tmp_path / "o.onnx")]) == 0
+
+
+def test_an_empty_class_name_is_refused_not_dropped(tmp_path, capsys):
+    with pytest.raises(ImportRefused, match="an empty name at position 2"):
+        read_class_names("a,,b,c,d")
+    source = tmp_path / "theirs.onnx"
+    source.write_bytes(_conv_logits(4))
+    assert main(["import", str(source), "--classes", "a,,b,c,d",
+                 "-o", str(tmp_path / "o.onnx")]) == 2
+    assert "an empty name" in capsys.readouterr().err
+
+
+def test_info_shows_sizes_as_wxh_the_batch_axis_and_no_empty_options(tmp_path, capsys):
+    """`textseg info` of an imported file: the import's --size as WxH (it stores [h, w]),
+    options left at nothing not shown, and whether the input batches cameras."""
+    source = tmp_path / "theirs.onnx"
+    source.write_bytes(_conv_logits(3, ("n", 3, "h", "w")))
+    out = tmp_path / "o.onnx"
+    assert main(["import", str(source), "--classes", "a,b,c", "--size", "48x32",
+                 "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    options = next(line for line in printed.splitlines() if line.startswith("import options"))
+    assert "input_size 48x32" in options and "[32, 48]" not in options
+    assert "output ," not in options and "None" not in options
+    assert "input batch        dynamic" in printed
+    static = tmp_path / "static.onnx"
+    static.write_bytes(_conv_logits(3))
+    assert main(["import", str(static), "--classes", "a,b,c", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    options = next(line for line in printed.splitlines() if line.startswith("import options"))
+    assert "input_size" not in options and "input batch        fixed at 1" in printed
+
+
+def test_info_nodes_lists_the_names_keep_float_takes(tmp_path, capsys):
+    source = tmp_path / "theirs.onnx"
+    source.write_bytes(_graph(
+        [_image()], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_node("Relu", ["input"], ["r"], name="/f/Relu"),
+         helper.make_node("Conv", ["r", "w"], ["y"], name="/cls/Conv")],
+        [helper.make_tensor("w", TensorProto.FLOAT, [3, 3, 1, 1], np.ones(9, np.float32))]))
+    assert main(["info", str(source), "--nodes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[1:3]] == [["/f/Relu", "Relu"], ["/cls/Conv", "Conv"]]

@@ -17,6 +17,7 @@ from textseg.engine.self_check import (
     SelfCheckData,
     SelfCheckFailed,
     class_agreement,
+    classes_that_lost,
     int8_advice,
     interior,
     read_self_check,
@@ -139,7 +140,28 @@ def test_class_agreement_names_the_classes_that_lost():
     assert (car.name, car.pixels, car.kept, car.iou, car.labelled) == ("car", 160, 0, 0, 0)
     assert (road.name, road.pixels, road.kept, road.iou, road.labelled) == (
         "road", 160, 1, 0.5, 320)
-    assert "car IoU 0.0 %" in car.describe()
+    assert car.describe("int8") == ("car: 0.0 % of its 160 reference pixels kept (IoU 0.0 %, "
+                                    "0 labelled by int8)")
+
+
+def test_classes_that_lost_rank_by_the_reference_pixels_they_lost():
+    """An outsider's report: the failure listed classes absent from the fp32 labels first
+    ("a IoU 0.0 % (reference 0 pixels, ...)") and missed the class that lost 35 % of its
+    pixels. Classes of the reference rank by the share they kept; one the model invents is
+    listed apart, worded as such."""
+    reference = np.full((40, 40), 2, np.uint8)
+    reference[:, :20] = 1  # class 1 ("road") and 2 ("car"), 20 columns each
+    labels = reference.copy()
+    labels[:, 20:27] = 0  # 7 of car's 20 columns (35 %) become class 0, absent from fp32
+    data = SelfCheckData((np.zeros((40, 40, 3), np.uint8),), (reference,), "fp32")
+    rows = class_agreement([labels], data, ["sky", "road", "car"])
+    lost, invented = classes_that_lost(rows, 3)
+    assert [row.name for row in lost] == ["car"]  # road kept everything
+    assert lost[0].kept == 13 / 18  # interior columns 22-39 of car, 22-26 lost
+    assert [row.name for row in invented] == ["sky"]
+    assert invented[0].describe("int8") == (
+        f"sky: 0 reference pixels, {invented[0].labelled} labelled by int8")
+    assert rows[0].name == "car"  # not the invented class first
 
 
 def test_int8_advice_follows_what_the_file_recorded_where_it_was_made():

@@ -292,6 +292,11 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
     return rows
 
 
+def _cell(value: float, spec: str, unit: str = "") -> str:
+    """A table figure, or '-' where none was measured (the node phase under --no-node)."""
+    return "-" if value != value else f"{value:{spec}}{unit}"  # NaN: not measured
+
+
 def format_bench_table(rows: list[BenchRow]) -> str:
     head = (f"{'backend':<42} {'input':>9} {'p50 ms':>7} {'p99 ms':>7} {'raw FPS':>8} "
             f"{'node FPS':>9} {'node/raw':>8} {'median':>7} {'overhead p50':>13} "
@@ -302,9 +307,10 @@ def format_bench_table(rows: list[BenchRow]) -> str:
         median = r.node_median_fps / r.raw_median_fps if r.raw_median_fps else float("nan")
         lines.append(
             f"{r.raw.description[:42]:<42} {r.raw.size[1]:>4}x{r.raw.size[0]:<4} "
-            f"{r.raw.p50_ms:>7.1f} {r.raw.p99_ms:>7.1f} {r.raw.fps:>8.2f} {r.node_fps:>9.2f} "
-            f"{ratio:>8.0%} {median:>7.0%} {r.overhead_p50_ms:>10.2f} ms "
-            f"{r.overhead_p99_ms:>10.2f} ms  {r.outputs}")
+            f"{r.raw.p50_ms:>7.1f} {r.raw.p99_ms:>7.1f} {r.raw.fps:>8.2f} "
+            f"{_cell(r.node_fps, '.2f'):>9} {_cell(ratio, '.0%'):>8} {_cell(median, '.0%'):>7} "
+            f"{_cell(r.overhead_p50_ms, '.2f', ' ms'):>13} "
+            f"{_cell(r.overhead_p99_ms, '.2f', ' ms'):>13}  {r.outputs or '-'}")
     rounds = rows[0].rounds if rows else 1
     lines.append(f"(raw = backend alone in this process; node = segmentation_node in its own "
                  f"process fed over DDS; FPS and latency of the best of {rounds} alternating "

@@ -39,6 +39,8 @@ def _info(args: argparse.Namespace) -> int:
     from textseg.engine import load_backend
     from textseg.engine.importer import IMPORT_KEY
 
+    if args.nodes:
+        return _info_nodes(args.model)
     # warn, not refuse: `info` is where a user looks when a model is refused.
     backend = load_backend(args.model, self_check="warn", report=print)
     info = backend.info
@@ -54,7 +56,13 @@ def _info(args: argparse.Namespace) -> int:
         if name == "network_input_size":  # (height, width): WxH like every command
             value = f"{value[1]}x{value[0]}"
         print(f"{name:<19}{value}")
+    batch = _batch_axis(getattr(backend, "model_path", args.model))
+    if batch:
+        print(f"input batch        {batch}")
     print(f"confidence output  {'yes' if backend.has_confidence else 'no'}")
+    quantization = _json_or_none(info.extra.get("quantization"))
+    if quantization:
+        print(f"quantization       {_quantization_summary(quantization)}")
     evaluation = _json_or_none(info.extra.get("evaluation"))
     iou = (evaluation or {}).get("per_class_iou", {})
     if evaluation:
@@ -67,8 +75,10 @@ def _info(args: argparse.Namespace) -> int:
             print(f"{key:<19}{info.extra[key]}")
     imported = _json_or_none(info.extra.get(IMPORT_KEY))
     if imported:  # textseg import: where the graph came from and what the user said about it
-        options = ", ".join(f"{k} {v}" for k, v in imported.get("options", {}).items()
-                            if k not in ("class_names", "architecture", "dataset"))
+        options = ", ".join(f"{k} {_option_text(k, v)}"
+                            for k, v in imported.get("options", {}).items()
+                            if k not in ("class_names", "architecture", "dataset")
+                            and v not in (None, "", []))
         print(f"imported from      {imported.get('source')} (sha256 "
               f"{str(imported.get('source_sha256'))[:16]}..., {imported.get('source_producer')})")
         print(f"import options     {options}")
@@ -76,6 +86,58 @@ def _info(args: argparse.Namespace) -> int:
     for i, (name, color) in enumerate(zip(info.class_names, info.palette, strict=True)):
         score = f"  {iou[name]:6.2f}" if iou.get(name) is not None else ""
         print(f"  {i:>3}  {name:<20} {'rgb' + str(tuple(color)):<18}{score}")
+    return 0
+
+
+def _option_text(key: str, value) -> str:
+    """An import option as `info` shows it: sizes (stored height, width) as WxH."""
+    if key == "input_size" and isinstance(value, list) and len(value) == 2:
+        return f"{value[1]}x{value[0]}"
+    return str(value)
+
+
+def _batch_axis(model) -> str:
+    """The image input's batch axis: 'dynamic (...)' or 'fixed at N' ('' when unreadable)."""
+    from textseg.engine.contract import INPUT_NAME
+    from textseg.engine.onnx_file import read_onnx_summary
+
+    path = Path(str(model))
+    if path.suffix != ".onnx" or not path.is_file():
+        return ""
+    spec = next((i for i in read_onnx_summary(path).inputs if i.name == INPUT_NAME), None)
+    if spec is None or not spec.shape:
+        return ""
+    batch = spec.shape[0]
+    if isinstance(batch, int):
+        return (f"fixed at {batch}" + (" (one camera per inference: export with dynamic_axes "
+                                        "on dim 0 to batch cameras)" if batch == 1 else ""))
+    return f"dynamic ({batch}: several cameras per inference)"
+
+
+def _quantization_summary(record: dict) -> str:
+    """What `textseg quantize` recorded in an int8 file, on one line."""
+    parts = [f"target {record.get('target')}", f"method {record.get('calibration')}",
+             f"{record.get('calibration_frames')} frames of {record.get('calibration_folder')}",
+             "kept_float " + (", ".join(record.get("kept_float") or []) or "none")]
+    made = record.get("self_check_where_made")
+    if isinstance(made, dict):
+        parts.append(f"self_check_where_made {'passed' if made.get('passed') else 'FAILED'} "
+                     f"{100 * float(made.get('agreement', 0)):.2f} % on {made.get('cpu')}")
+    return ", ".join(parts)
+
+
+def _info_nodes(model) -> int:
+    """Every node's name and operator type, in graph order (the names --keep-float takes)."""
+    from textseg.engine.tensorrt_rules import read_graph
+
+    if not model:
+        raise ValueError("give the ONNX file whose nodes to list (textseg info MODEL --nodes)")
+    graph = read_graph(model)
+    width = max((len(node.name) for node in graph.nodes), default=4)
+    print(f"{'node':<{width}}  op")
+    for node in graph.nodes:
+        print(f"{node.name or '(unnamed)':<{width}}  {node.op_type}")
+    print(f"{len(graph.nodes)} nodes in {model}")
     return 0
 
 
@@ -112,7 +174,8 @@ def _self_check(args: argparse.Namespace) -> int:
                              "from the fp32 reference (--reference FP32.onnx)")
         read_onnx_summary(model)  # a clear error for a file that is not a model
         size = describe_model(reference).info.network_input_size
-        frames = check_images(calibration_frames(args.embed, args.frames), size, args.frames)
+        frames = check_images(calibration_frames(args.embed, args.frames, "--embed"), size,
+                              args.frames)
         check = make_self_check(reference, frames)
         atomic_write_bytes(model, with_metadata(model.read_bytes(),
                                                 {SELF_CHECK_KEY: check.to_metadata()}))
@@ -230,7 +293,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from textseg.engine.quantize import QuantizedModelFailed, quantize_model
+    from textseg.engine.quantize import (
+        QuantizedModelFailed,
+        format_bytes,
+        quantize_model,
+    )
 
     model = Path(args.model)
     suffix = "_int8" if args.target == "tensorrt" else "_int8_cpu"
@@ -242,14 +309,15 @@ def _quantize(args: argparse.Namespace) -> int:
     except QuantizedModelFailed as exc:  # the file failed its own check: not written
         print(f"textseg quantize: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB): {report.quantized_nodes} "
+    print(f"wrote {report.path} ({format_bytes(report.size_bytes)}): {report.quantized_nodes} "
           f"activations quantized around {', '.join(report.ops)}, {report.method} "
           f"calibration on {report.frames} frames, in {report.seconds:.1f} s, for "
           + ("TensorRT and ONNX Runtime" if report.target == "tensorrt"
              else "ONNX Runtime CPU only (TensorRT refuses it)"))
     print(f"{report.self_check.describe()}; {_int8_summary(report.path)}")
-    print(f"next: textseg eval-offline BAG --model {report.path}  (accuracy), "
-          f"textseg bench {report.path} --no-node  (speed)")
+    path, images = shlex.quote(str(report.path)), shlex.quote(str(args.calibration))
+    print(f"next: textseg eval-offline BAG --model {path}  (accuracy), "
+          f"textseg bench {path} --no-node --images {images}  (speed)")
     return 0
 
 
@@ -266,17 +334,30 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _fp16(args: argparse.Namespace) -> int:
-    from textseg.engine.fp16 import convert_to_fp16
-    from textseg.engine.quantize import calibration_frames
+    from textseg.engine.fp16 import Fp16ModelFailed, convert_to_fp16
+    from textseg.engine.quantize import (
+        calibration_frames,
+        format_bytes,
+        refuse_reduced_precision,
+    )
 
     model = Path(args.model)
+    refuse_reduced_precision(model, "convert")  # before the frames are looked for
     output = Path(args.output) if args.output else model.with_name(f"{model.stem}_fp16.onnx")
-    frames = calibration_frames(args.images, args.frames) if args.frames else None
-    report = convert_to_fp16(model, output, frames)
-    agreement = ("" if report.agreement is None else
-                 f"; labels equal to fp32 on {100 * report.agreement:.3f}% of the pixels of "
-                 f"{report.frames} frames (ONNX Runtime CPU)")
-    print(f"wrote {report.path} ({report.size_bytes / 1e6:.1f} MB){agreement}")
+    frames = calibration_frames(args.images, args.frames, "--images") if args.frames else None
+    try:
+        report = convert_to_fp16(model, output, frames, keep_failed=args.keep_failed)
+    except Fp16ModelFailed as exc:  # would be refused by every node: not written
+        print(f"textseg fp16: {exc}", file=sys.stderr)
+        return 1
+    agreement = report.describe_agreement()
+    print(f"wrote {report.path} ({format_bytes(report.size_bytes)})"
+          + (f"; {agreement}" if agreement else ""))
+    if report.agreement is not None and report.agreement < report.threshold:
+        print(f"note: only {100 * report.agreement:.2f} % of all pixels agree (under "
+              f"{100 * report.threshold:.1f} %): the others lie at label boundaries, where "
+              "the class scores are close and float16 tips them; the check, like the load-time "
+              "self-check, leaves those out")
     return 0
 
 
@@ -306,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     info = sub.add_parser("info", help="print the metadata a model artifact carries")
     info.add_argument("model", nargs="?", default="", help="ONNX file ('' = default artifact)")
+    info.add_argument("--nodes", action="store_true",
+                      help="list every node's name and operator type instead (the names "
+                      "`textseg quantize --keep-float NODE` takes); any ONNX file")
     info.set_defaults(func=_info)
 
     bake = sub.add_parser(
@@ -408,12 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="7: weights in [-64, 64], right on every CPU; 8: the full "
                           "range, silently wrong on x86 CPUs without VNNI (ONNX Runtime refuses "
                           "it there)")
-    quantize.add_argument("--output", default="",
-                          help="default: MODEL_int8.onnx (tensorrt), MODEL_int8_cpu.onnx (cpu)")
-    quantize.add_argument("--keep-failed", action="store_true",
-                          help="a file that fails its own self-check (int8 labels against "
-                          "fp32, exit code 1) is kept as OUTPUT.failed-self-check.onnx "
-                          "instead of deleted; never under OUTPUT")
+    _written_file_arguments(quantize, "MODEL_int8.onnx (tensorrt), MODEL_int8_cpu.onnx (cpu)",
+                            "its own self-check (int8 labels against fp32")
     quantize.set_defaults(func=_quantize)
 
     profile = sub.add_parser(
@@ -437,14 +517,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a float16 copy of a textseg model with ONNX Runtime's float16 "
         "converter: interface unchanged, Resize, the confidence's reductions (or an older "
         "model's Softmax) and Cast kept in float32, checked against TensorRT's parser rules "
-        "and for label agreement with the fp32 model on --frames frames of --images. Bake it "
+        "and for label agreement with the fp32 model on --frames frames of --images, counted "
+        "like the load-time self-check (pixels away from label boundaries): below its fp16 "
+        "threshold (99 %) the file is not written, exit code 1. Bake it "
         "with `textseg bake MODEL_fp16.onnx --precision fp16`. Needs the onnx package.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     fp16.add_argument("model", help="fp32 textseg ONNX model")
     fp16.add_argument("--images", type=Path, default=DEFAULT_DEMO_IMAGES,
-                      help="frames for the agreement check")
+                      help="frames for the agreement check (relative to the current folder)")
     fp16.add_argument("--frames", type=int, default=20, help="0 = no agreement check")
-    fp16.add_argument("--output", default="", help="default: MODEL_fp16.onnx")
+    _written_file_arguments(fp16, "MODEL_fp16.onnx",
+                            "the agreement check (fp16 labels against fp32")
     fp16.set_defaults(func=_fp16)
 
     from textseg.engine.self_check import CHECK_FRAMES, THRESHOLDS
@@ -479,6 +562,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
     return parser
+
+
+def _written_file_arguments(parser: argparse.ArgumentParser, default: str, check: str) -> None:
+    """-o/--output and --keep-failed of the commands that write a checked model file."""
+    parser.add_argument("-o", "--output", default="",
+                        help=f"the file written (-o means that in every textseg command); "
+                        f"default: {default}")
+    parser.add_argument("--keep-failed", action="store_true",
+                        help=f"a file that fails {check}, exit code 1) is kept beside the "
+                        "output as NAME.failed-self-check.onnx, NAME being the output's file "
+                        "name without .onnx (-o x.onnx: x.failed-self-check.onnx), instead of "
+                        "deleted; never under the output's name")
 
 
 def _backend_arguments(parser: argparse.ArgumentParser) -> None:

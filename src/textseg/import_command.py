@@ -18,6 +18,9 @@ examples (docs/bring_your_model.md has the full recipes):
 """
 
 
+IMPORT_FRAMES = 8  # frames of --frames DIR the import checks (2 synthetic ones without it)
+
+
 def _size(text: str) -> tuple[int, int]:
     """WxH like every other textseg command -> (height, width)."""
     from textseg.benchmark import parse_size
@@ -72,8 +75,9 @@ def add_command(sub) -> None:
     parser.add_argument("--output", dest="output_name", default="", metavar="NAME",
                         help="which of several outputs holds the per-pixel result")
     parser.add_argument("--frames", type=Path, default=None, metavar="DIR",
-                        help="camera frames for the check and the stored self-check "
-                        "(default: synthetic colour fields)")
+                        help="camera frames for the check (8, spread over the folder; the first "
+                        "2 of them become the stored self-check) (default: 2 synthetic colour "
+                        "fields)")
     parser.add_argument("--name", default="", help="architecture name shown by textseg info")
     parser.add_argument("--dataset", default="unknown", help="what the model was trained on")
     parser.add_argument("--require-tensorrt", action="store_true",
@@ -100,7 +104,8 @@ def _import(args: argparse.Namespace) -> int:
         scale=args.scale, mean=tuple(args.mean), std=tuple(args.std),
         output=args.output_name, output_kind=args.output_kind, architecture=args.name,
         dataset=args.dataset)
-    frames = ([f[0] for f in calibration_frames(args.frames, 8)] if args.frames else None)
+    frames = ([f[0] for f in calibration_frames(args.frames, IMPORT_FRAMES, "--frames")]
+              if args.frames else None)
     output = args.out or args.model.with_name(f"{args.model.stem}_textseg.onnx")
     report = import_model(args.model, output, options, frames,
                           require_tensorrt=args.require_tensorrt)

@@ -89,7 +89,8 @@ class ModelInfo:
         if version_key not in meta:
             raise ContractError(
                 f"{source} is not a textseg model: its metadata has no '{version_key}' "
-                "(export models with `textseg-train export`)"
+                "(export models with `textseg-train export`; a model of your own: "
+                "`textseg import`)"
             )
         values = {}
         for name in ("class_names", "palette", "network_input_size", "architecture",

@@ -149,8 +149,12 @@ def read_class_names(text: str) -> tuple[str, ...]:
         else:
             names = [line.strip() for line in content.splitlines() if line.strip()]
     else:
-        names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names or not all(isinstance(n, str) for n in names):
+        names = [name.strip() for name in text.split(",")]
+        if len(names) > 1 and not all(names):
+            raise ImportRefused(f"class names {text!r}: an empty name at position "
+                                f"{names.index('') + 1} (each comma-separated name is one "
+                                "output channel, in order; none may be empty)")
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise ImportRefused(f"no class names in {text!r} (a comma-separated list, or a file "
                             "with one name a line or a JSON list)")
     return tuple(names)
@@ -316,11 +320,18 @@ def _check_source(model, options: ImportOptions):
                             "[N, h, w] or [N, 1, h, w]")
     if options.output_kind == "logits":
         output = _before_softmax(graph, output)
+    spatial = dims[2:] if options.input_layout == "nchw" else dims[1:3]
+    static = all(isinstance(d, int) and d > 0 for d in spatial)
     if options.input_size is not None:
         size = tuple(options.input_size)
+        if static and size != tuple(spatial):
+            raise ImportRefused(
+                f"input {image.name!r} has the static size {spatial[1]}x{spatial[0]} (WxH), "
+                f"but --size {size[1]}x{size[0]} was given: --size is only for inputs of "
+                f"dynamic size (leave it out, or re-export the model with dynamic_axes on "
+                f"the height and width)")
     else:
-        spatial = dims[2:] if options.input_layout == "nchw" else dims[1:3]
-        if not all(isinstance(d, int) and d > 0 for d in spatial):
+        if not static:
             raise ImportRefused(f"input {image.name!r} has a dynamic size {dims}: give the "
                                 "size the network runs at with --size WxH (width x height, "
                                 "e.g. 480x384)")

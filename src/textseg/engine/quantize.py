@@ -29,7 +29,10 @@ does not.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -96,13 +99,16 @@ def failed_check_path(output: str | Path) -> Path:
     return output.with_name(stem + FAILED_SUFFIX)
 
 
-def calibration_frames(folder: str | Path, limit: int) -> list[np.ndarray]:
+def calibration_frames(folder: str | Path, limit: int, option: str = "--calibration"
+                       ) -> list[np.ndarray]:
     """uint8 RGB frames [1, H, W, 3] from a camera folder, evenly spread over its files.
+    `option`: the command-line option that names the folder, for the error when it is absent.
 
     An unreadable file is an error naming it: a silently shorter calibration set is not."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"calibration folder not found: {folder}")
+        raise FileNotFoundError(f"image folder not found: {folder} (give one with {option} "
+                                "FOLDER)")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
@@ -116,6 +122,23 @@ def calibration_frames(folder: str | Path, limit: int) -> list[np.ndarray]:
             raise ValueError(f"cannot read calibration image {path}")
         frames.append(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))[None])
     return frames
+
+
+def refuse_reduced_precision(model: str | Path, making: str) -> None:
+    """A ValueError naming `model` when it is already int8 (Q/DQ) or fp16: `making` (e.g.
+    "quantize") starts from the fp32 file."""
+    from textseg.engine.tensorrt_rules import model_precision
+
+    precision = model_precision(model)
+    if precision == "int8":
+        raise ValueError(f"{model} is already quantized (int8 Q/DQ): {making} the fp32 file")
+    if precision == "fp16":
+        raise ValueError(f"{model} is an fp16 file (float16 weights): {making} the fp32 file")
+
+
+def format_bytes(size: int) -> str:
+    """A file size as messages write it: KB below 1 MB, else MB with one decimal."""
+    return f"{size / 1e3:.0f} KB" if size < 1e6 else f"{size / 1e6:.1f} MB"
 
 
 def quantize_model(model: str | Path, output: str | Path, calibration: str | Path,
@@ -156,6 +179,7 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
     from textseg.engine.onnx_file import describe_model
 
     model, output = Path(model), Path(output)
+    refuse_reduced_precision(model, "quantize")
     source = describe_model(model)  # a contract model, or a clear error
     images = calibration_frames(calibration, frames)
     started = time.monotonic()
@@ -203,12 +227,15 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
             # clamps cosines near 1) has no business being quantized.
             auto_excluded = _unquantized_activations(graph, tuple(ops), exclude)
             exclude = tuple(exclude) + auto_excluded
-        quantize_static(
-            str(prepared), str(quantized), Frames(), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=op_types, per_channel=True,
-            activation_type=activations, weight_type=QuantType.QInt8,
-            calibrate_method=calibrate, nodes_to_exclude=list(exclude),
-            reduce_range=weight_bits == 7, extra_options=options)
+        candidates = [name for name in output_layers(graph, tuple(ops)) if name not in exclude]
+        chatter = io.StringIO()  # the histogram calibrators print their progress on stdout
+        with contextlib.redirect_stdout(chatter):
+            quantize_static(
+                str(prepared), str(quantized), Frames(), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=op_types, per_channel=True,
+                activation_type=activations, weight_type=QuantType.QInt8,
+                calibrate_method=calibrate, nodes_to_exclude=list(exclude),
+                reduce_range=weight_bits == 7, extra_options=options)
         proto = onnx.load(str(quantized))
     nodes = sum(1 for n in proto.graph.node if n.op_type == "QuantizeLinear")
     kept_float = [name for name in exclude if name not in auto_excluded]
@@ -270,7 +297,7 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
             atomic_write_bytes(kept, data)
         raise QuantizedModelFailed(
             _failure_message(output, kept, failure, method, len(images), Path(calibration),
-                             model, weight_bits),
+                             model, weight_bits, candidates),
             replace(report, path=kept, seconds=time.monotonic() - started))
     atomic_write_bytes(output, data)
     return report
@@ -281,7 +308,7 @@ class _Failure:
     """What the check knows when a new int8 file fails it."""
     result: SelfCheckResult  # the int8 file against the stored fp32 labels
     fp32: SelfCheckResult  # the fp32 source against the same labels, on this machine
-    classes: list  # self_check.ClassAgreement, worst first
+    classes: list  # self_check.ClassAgreement, the classes that lost most first
     warnings: list[str]  # what the backend reported when it opened the file
     frames: int
 
@@ -323,7 +350,8 @@ def _own_check(data: bytes, model: Path, name: str
 
 
 def _failure_message(output: Path, kept: Path | None, failure: _Failure, method: str,
-                     frames: int, calibration: Path, model: Path, weight_bits: int) -> str:
+                     frames: int, calibration: Path, model: Path, weight_bits: int,
+                     candidates: list[str] = ()) -> str:
     """Why the new file was not written, and what to try instead."""
     result, fp32 = failure.result, failure.fp32
     lines = [f"{output.name} failed its own self-check: {100 * result.agreement:.2f} % of "
@@ -342,24 +370,61 @@ def _failure_message(output: Path, kept: Path | None, failure: _Failure, method:
         lines.append(f"The fp32 model itself agrees with its stored labels on only "
                      f"{100 * fp32.agreement:.2f} % here: this machine or ONNX Runtime version "
                      f"computes the model differently too (`textseg self-check {model}`).")
-    worst = [c for c in failure.classes if c.iou < 1.0][:WORST_CLASSES]
-    if worst:
-        lines.append("Worst classes, int8 against fp32: "
-                     + "; ".join(c.describe() for c in worst) + ".")
+    from textseg.engine.self_check import classes_that_lost
+
+    lost, invented = classes_that_lost(failure.classes, WORST_CLASSES)
+    if lost:
+        lines.append("Classes that lost the most, int8 against fp32: "
+                     + "; ".join(c.describe("int8") for c in lost) + ".")
+    if invented:
+        lines.append("Classes int8 gives where fp32 gives none: "
+                     + "; ".join(c.describe("int8") for c in invented) + ".")
     before = " (the file already there is left as it was)" if output.exists() else ""
     lines.append(f"Kept as {kept} (--keep-failed); nothing written at {output}{before}." if kept
                  else f"Nothing written at {output}{before} (--keep-failed keeps the file as "
                  f"{failed_check_path(output).name}).")
     others = " or ".join(f"--method {m}" for m in CALIBRATION_METHODS if m != method)
+    layers = (f"; the class-score layer{'s' * (len(candidates) > 1)} feeding the output: "
+              f"--keep-float {' '.join(shlex.quote(name) for name in candidates)}"
+              if candidates else "")
     tries = [f"another calibration method ({others}; this was {method})",
              f"other or more calibration frames, like the camera's (--calibration DIR, "
              f"--frames N; this was {frames} of {calibration.name})",
-             "the layers that lose the most left in float (--keep-float NODE)"]
+             f"the layers that lose the most left in float (--keep-float NODE{layers}; "
+             f"`textseg info {shlex.quote(str(model))} --nodes` lists the node names)"]
     if weight_bits == 8 and failure.warnings:
         tries.insert(0, "7-bit weights (--weight-bits 7, the default)")
-    tries += [f"fp16 (`textseg fp16 {model}`)", f"or keep the fp32 model {model.name}"]
+    tries += [f"fp16 (`{fp16_command(model, calibration)}`)",
+              f"or keep the fp32 model {model.name}"]
     lines.append("Try: " + "; ".join(tries) + ".")
     return "\n".join(lines)
+
+
+def fp16_command(model: Path, images: Path) -> str:
+    """`textseg fp16` for `model`, with its agreement check on `images`: runs as printed."""
+    return f"textseg fp16 {shlex.quote(str(model))} --images {shlex.quote(str(images))}"
+
+
+def output_layers(graph, ops: tuple[str, ...]) -> list[str]:
+    """Names of the nodes of type `ops` nearest the outputs of `graph` (an onnx GraphProto),
+    walking back from each output: the class-score layers, whose int8 error every label
+    sees directly."""
+    producers = {out: node for node in graph.node for out in node.output}
+    found: list[str] = []
+    seen: set[str] = set()
+    pending = [output.name for output in graph.output]
+    while pending:
+        name = pending.pop()
+        node = producers.get(name)
+        if name in seen or node is None:
+            continue
+        seen.add(name)
+        if node.op_type in ops:
+            if node.name and node.name not in found:
+                found.append(node.name)
+            continue
+        pending.extend(node.input)
+    return found
 
 
 def _op_types(model: Path) -> list[str]:

@@ -236,16 +236,20 @@ class ClassAgreement:
     iou: float  # intersection over union of the two, on interior pixels
     labelled: int  # interior pixels the model gives the class
 
-    def describe(self) -> str:
-        return (f"{self.name} IoU {100 * self.iou:.1f} % (reference {self.pixels} pixels, "
-                f"{100 * self.kept:.1f} % of them kept; labelled {self.labelled})")
+    def describe(self, by: str = "the model") -> str:
+        if not self.pixels:  # a class the model gives where the reference has none
+            return f"{self.name}: 0 reference pixels, {self.labelled} labelled by {by}"
+        return (f"{self.name}: {100 * self.kept:.1f} % of its {self.pixels} reference pixels "
+                f"kept (IoU {100 * self.iou:.1f} %, {self.labelled} labelled by {by})")
 
 
 def class_agreement(labels: Sequence[np.ndarray], data: SelfCheckData,
                     class_names: Sequence[str]) -> list[ClassAgreement]:
     """Per class, how the labels a model computed for `data`'s frames (at their size) agree
-    with the stored reference on its interior pixels, as the check counts them; worst IoU
-    first, classes in neither left out."""
+    with the stored reference on its interior pixels, as the check counts them. Only classes
+    that occur (in the reference or in the computed labels): first those of the reference,
+    the least kept share of their reference pixels first, then those the model invents (no
+    reference pixels), the most labelled first."""
     count = max(len(class_names), 256)
     intersection, reference, computed = (np.zeros(count, np.int64) for _ in range(3))
     for got, want in zip(labels, data.labels, strict=True):
@@ -262,7 +266,18 @@ def class_agreement(labels: Sequence[np.ndarray], data: SelfCheckData,
                                    intersection[index] / max(reference[index], 1),
                                    intersection[index] / max(union, 1),
                                    int(computed[index])))
-    return sorted(rows, key=lambda row: (row.iou, -row.pixels))
+    return sorted(rows, key=lambda row: (row.pixels == 0, row.kept if row.pixels else 0,
+                                         -row.pixels if row.pixels else -row.labelled))
+
+
+def classes_that_lost(rows: Sequence[ClassAgreement], count: int
+                      ) -> tuple[list[ClassAgreement], list[ClassAgreement]]:
+    """Of `class_agreement`'s rows: the `count` reference classes that kept the least of
+    their pixels (those that kept all left out), and the `count` classes the model labels
+    where the reference has none."""
+    lost = [row for row in rows if row.pixels and row.kept < 1.0]
+    invented = [row for row in rows if not row.pixels]
+    return lost[:count], invented[:count]
 
 
 # Where `textseg quantize` records, in the "quantization" metadata, its file's self-check on
