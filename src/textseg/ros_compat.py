@@ -37,19 +37,19 @@ class Distro:
     rclpy_major: int  # rclpy's major version in this distro
     typestore: str  # the rosbags Stores member with this distro's message definitions
     # rosbag2 metadata version written: 9 is what Jazzy's and Kilted's rosbag2 write (QoS as a
-    # YAML list); Humble's reads up to 5 and fails on 9's list, and rosbags writes 8 at the
-    # oldest (QoS as a string, which Humble's parser reads): 8 there.
+    # YAML list); Humble's writes 5 and fails on 9's list, and rosbags writes 8 at the oldest,
+    # whose QoS is the string Humble's parser reads (not tried): 8 there.
     bag_version: int
-    # ROS_AUTOMATIC_DISCOVERY_RANGE replaced ROS_LOCALHOST_ONLY in Iron (Kilted dropped the
-    # old one; Jazzy warns about it).
+    # ROS_AUTOMATIC_DISCOVERY_RANGE replaced ROS_LOCALHOST_ONLY in Iron (Jazzy warns about the
+    # old one, Kilted ignores it).
     local_discovery: tuple[tuple[str, str], ...]
 
 
+_LOCALHOST_RANGE = (("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),)
 DISTROS = {
     "humble": Distro("humble", 3, "ROS2_HUMBLE", 8, (("ROS_LOCALHOST_ONLY", "1"),)),
-    "jazzy": Distro("jazzy", 7, "ROS2_JAZZY", 9, (("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),)),
-    "kilted": Distro("kilted", 9, "ROS2_KILTED", 9,
-                     (("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),)),
+    "jazzy": Distro("jazzy", 7, "ROS2_JAZZY", 9, _LOCALHOST_RANGE),
+    "kilted": Distro("kilted", 9, "ROS2_KILTED", 9, _LOCALHOST_RANGE),
 }
 _BY_RCLPY_MAJOR = {d.rclpy_major: d.name for d in DISTROS.values()}
 
@@ -104,16 +104,6 @@ def event_callbacks(kind: str, on_incompatible_qos, on_incompatible_type):
     if "incompatible_type" in inspect.signature(cls).parameters:
         options["incompatible_type"] = on_incompatible_type
     return cls(**options)
-
-
-def has_incompatible_type_event() -> bool:
-    import inspect
-
-    try:
-        from rclpy import event_handler as events
-    except ImportError:
-        return False
-    return "incompatible_type" in inspect.signature(events.SubscriptionEventCallbacks).parameters
 
 
 def lifecycle_api():
