@@ -30,7 +30,7 @@ def main() -> int:
     from textseg.cpu import write_results
     from textseg.engine import load_backend
     from textseg.engine.contract import ModelInfo
-    from textseg_training.datasets import CAMVID
+    from textseg_training.dataset_specs import CAMVID
     from textseg_training.export import export_onnx
     from textseg_training.model import SegModelConfig, build_model
     from textseg_training.model.complexity import count_gmacs, count_parameters

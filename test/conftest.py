@@ -50,7 +50,7 @@ def tiny_model_path(tmp_path_factory) -> Path:
     torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
     pytest.importorskip("textseg_training", reason="training package not installed")
     from textseg.engine.contract import ModelInfo
-    from textseg_training.datasets import CAMVID
+    from textseg_training.dataset_specs import CAMVID
     from textseg_training.export import export_onnx
     from textseg_training.model import SegModelConfig, build_model
 

@@ -53,7 +53,7 @@ def _valid_metadata() -> dict[str, str]:
 
 
 def test_metadata_matches_export(backend):
-    from textseg_training.datasets import CAMVID
+    from textseg_training.dataset_specs import CAMVID
 
     info = backend.info
     assert info.class_names == CAMVID.class_names

@@ -23,7 +23,7 @@ from textseg_training.data import (  # noqa: E402
     custom,
     validate_dataset,
 )
-from textseg_training.datasets import CAMVID  # noqa: E402
+from textseg_training.dataset_specs import CAMVID  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

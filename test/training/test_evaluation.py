@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
 pytest.importorskip("textseg_training", reason="training package not installed")
 
-from textseg_training.datasets import CITYSCAPES  # noqa: E402
+from textseg_training.dataset_specs import CITYSCAPES  # noqa: E402
 from textseg_training.evaluation import (  # noqa: E402
     ConfusionMatrix,
     EvalResult,

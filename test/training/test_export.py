@@ -27,7 +27,7 @@ from textseg.engine.contract import (  # noqa: E402
 from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from textseg_training import export as export_module  # noqa: E402
 from textseg_training.cli import main as cli_main  # noqa: E402
-from textseg_training.datasets import CAMVID  # noqa: E402
+from textseg_training.dataset_specs import CAMVID  # noqa: E402
 from textseg_training.export import export_onnx  # noqa: E402
 from textseg_training.model import SegModelConfig, build_model  # noqa: E402
 

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch", reason="torch not installed (runtime-only e
 
 from textseg_training.cli import main as train_main  # noqa: E402
 from textseg_training.data.transforms import TrainTransform  # noqa: E402
-from textseg_training.datasets import CAMVID  # noqa: E402
+from textseg_training.dataset_specs import CAMVID  # noqa: E402
 from textseg_training.losses import OhemCrossEntropy, enet_class_weights  # noqa: E402
 from textseg_training.trainer.checkpoint import load_checkpoint  # noqa: E402
 from textseg_training.trainer.config import TrainConfig  # noqa: E402

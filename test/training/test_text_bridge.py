@@ -73,7 +73,7 @@ def test_export_runs_in_onnx_runtime_like_pytorch_and_passes_the_tensorrt_rules(
     from textseg.engine import load_backend
     from textseg.engine.contract import ModelInfo
     from textseg.engine.tensorrt_rules import check_tensorrt_rules
-    from textseg_training.datasets import CAMVID
+    from textseg_training.dataset_specs import CAMVID
     from textseg_training.export import export_onnx
 
     model = _bridge_model(deploy=True).eval()

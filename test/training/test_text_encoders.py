@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
 from torch import nn  # noqa: E402
 
-from textseg_training.datasets import CAMVID  # noqa: E402
+from textseg_training.dataset_specs import CAMVID  # noqa: E402
 from textseg_training.text import (  # noqa: E402
     ClipTextEncoder,
     PromptLearner,

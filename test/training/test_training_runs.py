@@ -17,7 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch not installed (runtime-only environment)")
 
-from textseg_training.datasets import CAMVID  # noqa: E402
+from textseg_training.dataset_specs import CAMVID  # noqa: E402
 from textseg_training.trainer.checkpoint import load_checkpoint  # noqa: E402
 from textseg_training.trainer.config import TrainConfig  # noqa: E402
 from textseg_training.trainer.loop import Trainer  # noqa: E402

@@ -369,7 +369,7 @@ def test_the_weak_data_path_never_opens_a_label_file(camvid_dir: Path, monkeypat
 
 def test_a_weak_model_exports_through_the_artifact_contract(tmp_path: Path) -> None:
     from textseg.engine.contract import ModelInfo
-    from textseg_training.datasets import CAMVID
+    from textseg_training.dataset_specs import CAMVID
     from textseg_training.export import export_onnx
     from textseg_training.weak.model import WeakSegModel
     from textseg_training.weak.tower import build_tower

@@ -32,12 +32,12 @@ def _train_weak(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ValueError("--results needs --row: the id this run is recorded under")
     trainer = WeakTrainer(config, resume=args.resume)
     result = trainer.fit()
-    final = result["eval"]
+    final = result.final_eval
     steps = trainer.step_seconds
     print(f"\n| run | iterations | val mIoU | step s (mean) | wall min |\n|---|---|---|---|---|\n"
           f"| {config.output_dir} | {trainer.iteration} | {100 * final.miou:.2f} | "
           f"{np.mean(steps) if steps else float('nan'):.2f} | "
-          f"{result['train_seconds'] / 60:.1f} |")
+          f"{result.wall_seconds / 60:.1f} |")
     for moment, score in trainer.pseudo_scores.items():
         print(f"pseudo labels at {moment} (iteration {score['iteration']}, {score['affinity']} "
               f"affinity): mIoU {score['miou']:.2f}, labelled only {score['miou_covered']:.2f}, "
@@ -47,7 +47,7 @@ def _train_weak(args: argparse.Namespace, overrides: list[str]) -> int:
 
         entry = run_entry(args.row, str(args.config), overrides, config.to_dict(),
                           trainer.class_names, final, trainer.iteration,
-                          result["train_seconds"], "fp32")
+                          result.wall_seconds, "fp32")
         entry.update({"pseudo_labels": trainer.pseudo_scores,
                       "step_seconds_mean": round(float(np.mean(steps)), 3) if steps else None,
                       "tag_head_loss": trainer.tag_head_losses[-1:] or None,
@@ -336,7 +336,7 @@ def _weak_strip(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from textseg_training.bench import MODES as BENCH_MODES
     from textseg_training.bench import STAGES as BENCH_STAGES
-    from textseg_training.datasets import DATASETS
+    from textseg_training.dataset_specs import DATASETS
     from textseg_training.model import MODEL_BUILDERS
 
     parser = argparse.ArgumentParser(prog="textseg-train", description=__doc__,

@@ -390,7 +390,7 @@ def export_random(path: str | Path, dataset: str = "camvid", backbone: str = "st
                   confidence: bool = False, input_size: tuple[int, int] | None = None,
                   seed: int = 0) -> ExportReport:
     """A freshly initialised network for a known dataset (the default artifact until trained)."""
-    from textseg_training.datasets import DATASETS
+    from textseg_training.dataset_specs import DATASETS
     from textseg_training.model import SegModelConfig, build_model
 
     spec = DATASETS[dataset]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from textseg_training.data.datasets import DataError, SegmentationDataset, Transform
-from textseg_training.datasets import CITYSCAPES
+from textseg_training.dataset_specs import CITYSCAPES
 
 IGNORE = CITYSCAPES.ignore_index
 

@@ -19,7 +19,7 @@ import yaml
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from textseg_training.datasets import CAMVID, DatasetSpec
+from textseg_training.dataset_specs import CAMVID, DatasetSpec
 
 # transform(image uint8 RGB [H,W,3], label integer [H,W]) -> (image float [3,H,W], label int64)
 Transform = Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]

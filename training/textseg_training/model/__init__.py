@@ -4,8 +4,10 @@ or EfficientNet-Lite0/1/2 backbones, built from a small config."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from textseg_training.config_keys import check_known_keys
 
 from .backbones import BACKBONE_BUILDERS
 from .efficientnet_backbone import EfficientNetLite0Backbone, EfficientNetLiteBackbone
@@ -47,15 +49,8 @@ class SegModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SegModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            # A typo in a config file should fail loudly, not silently fall back to a default.
-            raise ValueError(
-                f"unknown SegModelConfig keys {sorted(unknown)}; known: {sorted(known)}"
-            )
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], source: str = "SegModelConfig") -> SegModelConfig:
+        return cls(**check_known_keys(cls, data, source))
 
 
 def _seg_on(backbone: str) -> Callable[..., STDCSeg]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from textseg_training.config_keys import check_known_keys
 
 STAGES = ("baseline", "stage1", "stage2", "e2e")
 STAGE1_TEXTS = ("class_names", "initial_prompts")
@@ -228,15 +230,6 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         return cls.from_dict(read_yaml_with_overrides(path, overrides), source=str(path))
-
-
-def check_known_keys(config_class: type, data: dict[str, Any], source: str) -> dict[str, Any]:
-    """`data` unchanged if every key is a field of the config dataclass; else a clear error."""
-    known = {f.name for f in fields(config_class)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown keys {unknown} (known: {sorted(known)})")
-    return data
 
 
 def read_yaml_with_overrides(path: str | Path, overrides: list[str] | None = None

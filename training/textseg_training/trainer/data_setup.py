@@ -14,7 +14,7 @@ from textseg_training.data import (
     cityscapes,
     custom,
 )
-from textseg_training.datasets import DATASETS, DatasetSpec
+from textseg_training.dataset_specs import DATASETS, DatasetSpec
 from textseg_training.trainer.config import TrainConfig
 from textseg_training.trainer.distributed import DistributedContext
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +37,13 @@ from textseg_training.trainer.distributed import (
 from textseg_training.trainer.ema import WeightAverage
 from textseg_training.trainer.logging import RunLog
 from textseg_training.trainer.precision import resolve_precision
+from textseg_training.trainer.result import TrainResult
 from textseg_training.trainer.sampling import ResumableSampler
 from textseg_training.trainer.schedule import build_scheduler
+from textseg_training.trainer.text_setup import build_text_side
 
 # The official STDC ImageNet checkpoints, by backbone (named in the refusal to train without).
 STDC_IMAGENET_FILES = {"stdc1": "STDCNet813M_73.91.tar", "stdc2": "STDCNet1446_76.47.tar"}
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    iterations: int
-    best_miou: float | None
-    last_checkpoint: Path
-    images_per_second: float
-    final_eval: Any = None  # EvalResult of the last evaluation (at the final iteration)
-    wall_seconds: float | None = 0.0  # the whole run's, across resumes; None when unknown
-    # Every split of the last evaluation: "val", "heldout" (train_exclude), and the same with
-    # "_ema" for the weights' moving average (ema_decay).
-    final_evals: dict[str, Any] | None = None
 
 
 class Trainer:
@@ -84,62 +71,10 @@ class Trainer:
         num_classes = len(self.class_names)
 
         # Text side: the encoder is only kept when prompts are learned (stage 2, e2e).
-        self.text_encoder = None
-        self.prompt_learner = None
-        self.text_identity = "none"
-        text_width = 0
-        if config.uses_text:
-            from textseg_training.text import PromptLearner, build_text_encoder
-
-            options = ({"context_length": config.text_context_length}
-                       if config.text_context_length else {})
-            if config.text_control == "random_encoder":
-                from textseg_training.text import random_text_encoder
-
-                encoder = random_text_encoder(config.text_encoder, config.seed, **options)
-            else:
-                encoder = build_text_encoder(
-                    config.text_encoder, weights=config.text_weights,
-                    allow_random=config.allow_random_text_encoder, **options)
-            self.text_identity = encoder.identity
-            text_width = encoder.width
-            # Stage 2's prompts at their initial values: the seeded context, M and std.
-            initial_prompts = PromptLearner(
-                encoder, self.class_names, num_prompts=config.num_prompts,
-                init_std=config.prompt_init_std, seed=config.resolved_prompt_init_seed
-            ) if config.learns_prompts or config.stage1_text == "initial_prompts" else None
-            if config.learns_prompts:
-                self.text_encoder = encoder.to(self.device)
-                self.prompt_learner = initial_prompts.to(self.device)
-            elif config.stage1_text == "initial_prompts":
-                # Their embeddings, once, in fp32: stage 2 starts exactly where stage 1 ended.
-                with torch.no_grad():
-                    fixed = initial_prompts().float()
-                del encoder, initial_prompts
-            else:
-                from textseg_training.text import class_embeddings
-
-                if config.text_control == "random_embeddings":
-                    from textseg_training.text import (
-                        random_embeddings_identity,
-                        random_unit_embeddings,
-                    )
-
-                    fixed = random_unit_embeddings(num_classes, text_width, config.seed)
-                    self.text_identity = random_embeddings_identity(text_width, config.seed)
-                else:
-                    fixed = class_embeddings(encoder, self.class_names,
-                                             cache_dir=self.output_dir.parent / ".text_cache")
-                    if config.text_control == "permuted_embeddings":
-                        from textseg_training.text import (
-                            permuted_embeddings,
-                            permuted_embeddings_identity,
-                        )
-
-                        fixed, order = permuted_embeddings(fixed)
-                        self.text_identity = permuted_embeddings_identity(encoder.identity,
-                                                                          order)
-                del encoder  # stage 1 never runs the text encoder per step
+        text = build_text_side(config, self.class_names, self.device,
+                               cache_dir=self.output_dir.parent / ".text_cache")
+        self.text_encoder, self.prompt_learner = text.encoder, text.prompt_learner
+        self.text_identity, text_width, fixed = text.identity, text.width, text.fixed_embeddings
 
         self.model_config = SegModelConfig(backbone=config.backbone, num_classes=num_classes,
                                            text_width=text_width,

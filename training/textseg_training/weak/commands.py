@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from textseg_training.datasets import CAMVID
+from textseg_training.dataset_specs import CAMVID
 from textseg_training.weak.pseudo import UNCERTAIN, PseudoLabelSettings
 from textseg_training.weak.tags import TileGrid, make_tags, tile_fill_floor
 

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from textseg_training.trainer.config import check_known_keys, read_yaml_with_overrides
+from textseg_training.config_keys import check_known_keys
+from textseg_training.trainer.config import read_yaml_with_overrides
 from textseg_training.weak.pseudo import PseudoLabelSettings
 
 # weak: pseudo labels from tile tags; weak_full: the same tower, decoder and schedule on pixel

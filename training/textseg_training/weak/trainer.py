@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from textseg_training.datasets import CAMVID
+from textseg_training.dataset_specs import CAMVID
 from textseg_training.trainer.checkpoint import (
     load_checkpoint,
     restore_rng_state,
     rng_state,
     save_checkpoint,
 )
+from textseg_training.trainer.result import TrainResult
 from textseg_training.trainer.schedule import build_scheduler
 from textseg_training.weak.affinity import cosine_attention, transition_matrix
 from textseg_training.weak.cam import TagHead, pool_tiles, train_tag_head
@@ -291,7 +292,7 @@ class WeakTrainer:
             SeededItems(self.train_set), batch_size=self.config.batch_size, sampler=sampler,
             num_workers=self.config.num_workers, drop_last=True)
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self) -> TrainResult:
         config = self.config
         rfm_start = int(config.rfm_start * config.iterations) if config.rfm else None
         started = time.perf_counter()
@@ -319,8 +320,13 @@ class WeakTrainer:
             bar.close()
         result = self.evaluate()
         self.save(self.output_dir / "last.pt", started)
-        return {"eval": result, "train_seconds": self.previous_seconds
-                + time.perf_counter() - started}
+        elapsed = time.perf_counter() - started
+        steps = len(self.step_seconds)
+        return TrainResult(self.output_dir, self.iteration, 100.0 * result.miou,
+                           self.output_dir / "last.pt",
+                           steps * config.batch_size / elapsed if elapsed > 0 else 0.0,
+                           final_eval=result, wall_seconds=self.previous_seconds + elapsed,
+                           final_evals={"val": result})
 
     # -------------------------------------------------------------------------- measuring
     @torch.no_grad()
