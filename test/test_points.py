@@ -19,6 +19,7 @@ from textseg.points import (
     PointsError,
     depth_at_labels,
     depth_in_metres,
+    nearest_stamp,
     pack_cloud,
     points_from_depth,
     points_on_ground,
@@ -187,3 +188,14 @@ def test_cloud_layout_is_x_y_z_float_then_label_and_confidence_bytes():
     assert cloud["label"].tolist() == labels.tolist()
     assert cloud["confidence"].tolist() == confidence.tolist()
     assert np.frombuffer(pack_cloud(points, labels, None), POINT_DTYPE)["confidence"].max() == 0
+
+
+def test_the_depth_image_for_a_stamp_is_the_nearest_and_of_repeats_the_newest():
+    """Depth images in arrival order: the nearest stamp within the tolerance wins; when a stamp
+    repeats (a re-sent depth image), the last one received does."""
+    assert nearest_stamp([10, 20, 20, 30], 20, 0) == 2
+    assert nearest_stamp([20, 10, 20], 20, 5) == 2
+    assert nearest_stamp([10, 22, 18, 40], 20, 5) == 2  # equally near: the newest
+    assert nearest_stamp([10, 21, 40], 20, 5) == 1
+    assert nearest_stamp([10, 40], 20, 5) is None
+    assert nearest_stamp([], 20, 5) is None

@@ -90,6 +90,18 @@ def nearest_source_pixels(size: int, source_size: int) -> np.ndarray:
     return np.minimum((2 * index * source_size + size) // (2 * size), source_size - 1)
 
 
+def nearest_stamp(stamps: list[int], target: int, tolerance: int) -> int | None:
+    """Index of the stamp (ns, in arrival order) nearest to `target`, within `tolerance`; of
+    equally near ones the newest (the last received: a repeated stamp is a re-sent image, and
+    the latest is the one to trust); None when none is near enough."""
+    best = None
+    for index, stamp in enumerate(stamps):
+        if abs(stamp - target) <= tolerance and (
+                best is None or abs(stamp - target) <= abs(stamps[best] - target)):
+            best = index
+    return best
+
+
 def depth_at_labels(depth: np.ndarray, height: int, width: int) -> np.ndarray:
     """Depth at the label size, taken where each label pixel's ray is: label pixel (u, v),
     back-projected with K scaled to the label size, looks along the ray of depth pixel

@@ -251,6 +251,46 @@ def test_depth_camera_info_problems_name_depth_camera_info(scaled_rgbd, camvid_f
     assert int(values["points skipped: depth/camera_info size mismatch"]) >= 2
 
 
+def test_depth_cloud_follows_camera_info_and_checks_its_size(scaled_rgbd, camvid_frames):
+    """With camera_info on, labels/points uses the K labels/camera_info publishes (camera_info,
+    not a depth/camera_info that differs), and a camera_info of another size is a counted skip
+    named like in ground mode; the labels and labels/camera_info still flow."""
+    node, client, pubs = scaled_rgbd
+    (_, rgb), = camvid_frames(1)
+    depth = np.full((360, 480), 2.5)  # 16UC1: half the bytes of 32FC1 over DDS
+    depth_k = (420.0, 0.0, 235.0, 0.0, 430.0, 175.0, 0.0, 0.0, 1.0)
+
+    def inputs(camera_info):
+        return lambda stamp: [(pubs["camera_info"], camera_info(stamp)),
+                              (pubs["depth/camera_info"],
+                               _sensor_info(stamp, 480, 360, 0, (0, 0, 0, 0), depth_k)),
+                              (pubs["depth/image"], _depth_image(stamp, depth))]
+
+    stamp, msg = _send_until(client, inputs(_info),
+                             lambda s: client.image_message(rgb, "rgb8", s, "cam"),
+                             "/binned/labels/points")
+    assert msg is not None, node.log_text()[-3000:]
+    key = (stamp.sec, stamp.nanosec)
+    infos = client.outputs["/binned/labels/camera_info"]
+    assert client.wait_for(lambda: key in infos, 10.0)
+    fx, cx, fy, cy = (infos[key][0].k[i] for i in (0, 2, 4, 5))
+    assert (fx, cx, fy, cy) == (200.0, 119.75, 205.0, 89.75)  # camera_info's K, halved
+    cloud = _cloud(msg)
+    u, v = np.meshgrid(np.arange(240), np.arange(180))
+    assert np.allclose(cloud["x"], (u - cx) / fx * cloud["z"], atol=1e-5)
+    assert np.allclose(cloud["y"], (v - cy) / fy * cloud["z"], atol=1e-5)
+    # a 640x480 camera_info (no binning) for the 480x360 frames: skipped, named, counted
+    expected = "labels/points skipped: camera_info size mismatch: 640x480 for a 480x360 image"
+    _, msg = _send_until(client, inputs(lambda s: _info(s, 480, 640)),
+                         lambda s: client.image_message(rgb, "rgb8", s, "cam"),
+                         "/binned/labels/points", timeout=4.0)
+    assert msg is None
+    assert client.wait_for(lambda: expected in node.log_text(), 10.0), node.log_text()[-3000:]
+    key = "points skipped: camera_info size mismatch"
+    assert client.wait_for(lambda: int((client.node_diagnostics("/binned/segmentation_node")
+                                        or ({},))[0].get(key, 0)) >= 1, 10.0)
+
+
 def test_ground_cloud_from_a_plain_camera_and_counted_skips(
         tiny_model_path, ros_env, ros_context, camvid_frames, side):
     (_, rgb), = camvid_frames(1)

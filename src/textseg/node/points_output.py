@@ -19,6 +19,7 @@ from textseg.points import (
     depth_at_labels,
     depth_in_metres,
     ground_points,
+    nearest_stamp,
     pack_cloud,
     place_standing,
     point_slots,
@@ -74,23 +75,18 @@ class PointsOutput:
             self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
     def _matching_depth(self, stamp) -> Image | None:
-        target = _nanoseconds(stamp)
         with self._lock:
             candidates = list(self._depth)
-        best = min(candidates, key=lambda m: abs(_nanoseconds(m.header.stamp) - target),
-                   default=None)
-        if best is None or abs(_nanoseconds(best.header.stamp) - target) > self.tolerance_ns:
-            return None
-        return best
+        index = nearest_stamp([_nanoseconds(m.header.stamp) for m in candidates],
+                              _nanoseconds(stamp), self.tolerance_ns)
+        return None if index is None else candidates[index]
 
-    def _intrinsics(self, input_size: tuple[int, int], labels_size: tuple[int, int]
-                    ) -> Intrinsics:
-        """K of the labels, the one labels/camera_info publishes (labels_intrinsics: binning
-        and ROI folded, scaled to the label size), from the latest camera_info; it must
-        describe an image of the frame's size."""
-        topic = "depth/camera_info" if self.mode == "depth" else "camera_info"
-        with self._lock:
-            info = self._info
+    @staticmethod
+    def _checked_intrinsics(info: CameraInfo | None, topic: str, input_size: tuple[int, int],
+                            labels_size: tuple[int, int]) -> Intrinsics:
+        """K of the labels from `info` (labels_intrinsics: binning and ROI folded, scaled to
+        the label size, as labels/camera_info publishes it); `info` must describe an image of
+        the frame's size."""
         if info is None:
             raise PointsError(f"no {topic} yet: no intrinsics to place the pixels with")
         described = camera_image_size(info)
@@ -108,12 +104,30 @@ class PointsOutput:
         k, _ = labels_intrinsics(info, input_size, labels_size)
         return Intrinsics.from_k(k, topic)
 
-    def publish(self, header, labels, confidence, input_size: tuple[int, int]) -> str:
-        """Make and publish the cloud of one frame's labels; returns '' or why it was
-        skipped (counted; never raises for bad or missing inputs)."""
+    def _intrinsics(self, input_size: tuple[int, int], labels_size: tuple[int, int],
+                    camera_info: CameraInfo | None = None) -> Intrinsics:
+        """The rays' K. `camera_info` is the one labels/camera_info is made from (the node's
+        camera_info, None when it publishes none): when given, the rays come from it, checked
+        like the cloud's own input, so the cloud always follows labels/camera_info. In depth
+        mode depth/camera_info is checked too (it must describe the depth image)."""
+        own_topic = "depth/camera_info" if self.mode == "depth" else "camera_info"
+        with self._lock:
+            own = self._info
+        if self.mode == "depth" or camera_info is None:
+            intrinsics = self._checked_intrinsics(own, own_topic, input_size, labels_size)
+        if camera_info is not None:
+            intrinsics = self._checked_intrinsics(camera_info, "camera_info", input_size,
+                                                  labels_size)
+        return intrinsics
+
+    def publish(self, header, labels, confidence, input_size: tuple[int, int],
+                camera_info: CameraInfo | None = None) -> str:
+        """Make and publish the cloud of one frame's labels (rays from `camera_info` when
+        given: _intrinsics); returns '' or why it was skipped (counted; never raises for bad
+        or missing inputs)."""
         started = time.perf_counter()
         try:
-            cloud = self.cloud(header, labels, confidence, input_size)
+            cloud = self.cloud(header, labels, confidence, input_size, camera_info)
         except PointsError as exc:
             reason = str(exc)
             self._skip(reason.split(":")[0])
@@ -123,10 +137,11 @@ class PointsOutput:
         self.seconds.append(time.perf_counter() - started)
         return ""
 
-    def cloud(self, header, labels, confidence, input_size: tuple[int, int]) -> PointCloud2:
+    def cloud(self, header, labels, confidence, input_size: tuple[int, int],
+              camera_info: CameraInfo | None = None) -> PointCloud2:
         """The PointCloud2 of one frame's labels; raises PointsError for missing or bad inputs."""
         height, width = labels.shape
-        intrinsics = self._intrinsics(input_size, (height, width))
+        intrinsics = self._intrinsics(input_size, (height, width), camera_info)
         if self.mode == "depth":
             depth_msg = self._matching_depth(header.stamp)
             if depth_msg is None:

@@ -763,7 +763,7 @@ class SegmentationBehaviour:
             channel.confidence_pub.publish(_image(header, result.confidence, "mono8"))
         if wanted.points:
             skipped = channel.points.publish(header, result.labels, result.confidence,
-                                             frame.rgb.shape[:2])
+                                             frame.rgb.shape[:2], channel.camera_info)
             if skipped:
                 allowed, held = self._log_limit.allow("points: " + skipped.split(":")[0],
                                                       time.monotonic())
