@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 
 from textseg.node.segmentation_node import SegmentationBehaviour, run_node
+from textseg.node.usage import help_requested
 from textseg.ros_compat import lifecycle_api
 
 LifecycleNode, LifecycleState, TransitionCallbackReturn = lifecycle_api()
@@ -79,7 +80,7 @@ class LifecycleSegmentationNode(SegmentationBehaviour, LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(LifecycleSegmentationNode, args)
+    return 0 if help_requested(args) else run_node(LifecycleSegmentationNode, args)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ from textseg.malloc_tuning import keep_large_buffers_in_heap
 from textseg.node.label_info import MISSING_MESSAGE, label_info_message, load_label_info_types
 from textseg.node.points_output import DEPTH_BUFFER, POINTS_MODES, PointsOutput
 from textseg.node.topic_watch import SilenceCheck, TopicWatch
+from textseg.node.usage import help_requested
 from textseg.pipeline import OutputRequest, SegmentationPipeline, labels_intrinsics
 from textseg.points import GroundPose, PointsError, standing_table
 from textseg.stats import NodeStatistics, RateLimitedLog, diagnostic_level, diagnostic_values
@@ -825,7 +826,6 @@ class SegmentationBehaviour:
             array.status.append(status)
         self._diagnostics_pub.publish(array)
 
-
     def _topic_diagnostics(self, channel: CameraChannel) -> dict[str, str]:
         """What the other ends of the channel's topics do wrong, and a once-only warning for
         a subscribed input that stays silent."""
@@ -947,7 +947,7 @@ def run_node(node_class, args: list[str] | None = None) -> int:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(SegmentationNode, args)
+    return 0 if help_requested(args) else run_node(SegmentationNode, args)
 
 
 if __name__ == "__main__":
