@@ -81,7 +81,8 @@ def test_a_silent_camera_gets_one_warning_naming_the_topics_it_could_mean(
     camera.create_publisher(Image, "/front_camera/image_raw", 1)
     # 3 s: time for the node's discovery to see the camera before it reports
     node = NodeProcess({"model": str(tiny_model_path), "threads": 1, "no_input_warning": 3.0,
-                        "diagnostics_period": 0.2}, env=ros_env, namespace="/quiet").start()
+                        "diagnostics_period": 0.2, "points": "depth"}, env=ros_env,
+                       namespace="/quiet").start()
     expected = ("no image for 3 s: no publisher on /quiet/image; sensor_msgs/msg/Image topics "
                 "this node can see: ")
     try:
@@ -93,6 +94,7 @@ def test_a_silent_camera_gets_one_warning_naming_the_topics_it_could_mean(
         assert "/front_camera/image_raw" in line, line  # the camera it probably means
         assert "(remap the node's input, e.g. image:=/your/camera/topic)" in line
         assert "/quiet/labels" not in line  # the node's own outputs are no camera
+        assert "/quiet/depth/image" not in line  # nor its own inputs
         time.sleep(2.0)
         assert node.log_text().count("no image for") == 1  # once, not every second
     finally:

@@ -144,9 +144,11 @@ class TopicWatch:
         except Exception:  # noqa: BLE001
             return f"nothing on {topic}"
         own = self._node.get_fully_qualified_name()
-        # other nodes' topics of the type: the node's own outputs are no camera
-        ours = {name for name, _ in self._node.get_publisher_names_and_types_by_node(
-            self._node.get_name(), self._node.get_namespace())}
+        # other nodes' topics of the type: the node's own outputs and inputs (depth/image)
+        # are no camera for it
+        me = (self._node.get_name(), self._node.get_namespace())
+        ours = {name for name, _ in self._node.get_publisher_names_and_types_by_node(*me)}
+        ours |= {name for name, _ in self._node.get_subscriber_names_and_types_by_node(*me)}
         same_type = sorted(name for name, types in names_and_types
                            if type_name in types and name != topic and name not in ours)
         seen = (f"{type_name} topics this node can see: "
