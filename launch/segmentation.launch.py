@@ -27,6 +27,7 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
+from textseg.ros_compat import dds_profile_environment
 
 # dds_profile values that keep the environment's FASTDDS_DEFAULT_PROFILES_FILE ('' and "''"
 # only reach here from other launch files: a shell passes no empty value to `ros2 launch`).
@@ -44,7 +45,7 @@ def _node(context, *args, **kwargs):
     # test instead of a PythonExpression, which breaks on paths containing quotes.
     dds_profile = LaunchConfiguration("dds_profile").perform(context).strip()
     keep = dds_profile.lower() in KEEP_ENVIRONMENT_PROFILE
-    additional_env = None if keep else {"FASTDDS_DEFAULT_PROFILES_FILE": dds_profile}
+    additional_env = None if keep else dds_profile_environment(dds_profile)  # every distro's
     image = LaunchConfiguration("image").perform(context)
     # camera_info is the image's sibling (image_transport's convention): /cam/image_raw ->
     # /cam/camera_info.

@@ -224,3 +224,22 @@ def test_bags_are_written_as_each_distros_rosbag2_reads_them(monkeypatch, tmp_pa
     (topic,) = metadata["topics_with_message_count"]
     assert topic["topic_metadata"]["type_description_hash"] == store.hash_rihs01(IMAGE_TYPE)
     assert ros_compat.distro_traits(distro).typestore == f"ROS2_{distro.upper()}"
+
+
+def test_the_large_image_profile_reaches_every_distros_fast_dds(monkeypatch):
+    """Fast DDS 3 (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE, Fast DDS 2 (Jazzy) only
+    FASTRTPS_DEFAULT_PROFILES_FILE: every process textseg starts gets both, naming one file."""
+    from textseg.node.process import fastdds_profile_path, local_ros_environment
+
+    assert set(ros_compat.DDS_PROFILE_VARIABLES) == {"FASTDDS_DEFAULT_PROFILES_FILE",
+                                                      "FASTRTPS_DEFAULT_PROFILES_FILE"}
+    for key in ros_compat.DDS_PROFILE_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    env = local_ros_environment()
+    assert {env[k] for k in ros_compat.DDS_PROFILE_VARIABLES} == {str(fastdds_profile_path())}
+    # A profile of the caller's own, under either name, is kept and given to both.
+    for key in ros_compat.DDS_PROFILE_VARIABLES:
+        monkeypatch.setenv(key, "/own/profile.xml")
+        env = local_ros_environment()
+        assert {env[k] for k in ros_compat.DDS_PROFILE_VARIABLES} == {"/own/profile.xml"}
+        monkeypatch.delenv(key)

@@ -147,3 +147,15 @@ def bag_version(name: str | None = None) -> int:
 def local_discovery_environment(name: str | None = None) -> dict[str, str]:
     """The environment variables that keep DDS discovery on this machine on `name`."""
     return dict(distro_traits(name).local_discovery)
+
+
+# The variables naming a Fast DDS XML profile file: Fast DDS 3 (Kilted) reads the first, Fast
+# DDS 2 (Jazzy, Humble) only the second. Set both: with the first alone, Jazzy's processes
+# kept the default 512 KB shared-memory segment and no 480x360 bgra8 or 32FC1 frame (691 KB)
+# reached the node.
+DDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+def dds_profile_environment(path: str) -> dict[str, str]:
+    """The environment that makes every distro's Fast DDS load the XML profile `path`."""
+    return dict.fromkeys(DDS_PROFILE_VARIABLES, path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from textseg.node.process import local_ros_environment
+from textseg.ros_compat import DDS_PROFILE_VARIABLES
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +18,7 @@ def ros_env() -> dict[str, str]:
 def ros_context(ros_env):
     rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
     with pytest.MonkeyPatch.context() as patch:
-        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                    "FASTDDS_DEFAULT_PROFILES_FILE"):
+        for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", *DDS_PROFILE_VARIABLES):
             patch.setenv(key, ros_env[key])
         context = rclpy.Context()
         rclpy.init(context=context)

@@ -16,6 +16,7 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 from textseg.benchmark import bench_backend, run_overload  # noqa: E402
 from textseg.engine import load_backend  # noqa: E402
 from textseg.node.process import local_ros_environment  # noqa: E402
+from textseg.ros_compat import DDS_PROFILE_VARIABLES  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -29,8 +30,7 @@ def test_three_times_overload_drops_frames_instead_of_queueing(tiny_model_path, 
     # The run sets these in os.environ for its in-process client: set them through
     # monkeypatch (real environment, so rclpy sees them; restored afterwards).
     env = local_ros_environment()
-    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                "FASTDDS_DEFAULT_PROFILES_FILE"):
+    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", *DDS_PROFILE_VARIABLES):
         monkeypatch.setenv(key, env[key])
     result = run_overload(str(tiny_model_path), size=(240, 320), factor=3.0, duration=8.0,
                           warmup=2.0, backend="onnxruntime", threads=1,

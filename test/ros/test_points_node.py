@@ -144,6 +144,9 @@ def scaled_rgbd(tiny_model_path, ros_env, ros_context):
     pubs = {name: client.node.create_publisher(kind, f"/binned/{name}", RELIABLE)
             for name, kind in (("camera_info", CameraInfo), ("depth/image", Image),
                                ("depth/camera_info", CameraInfo))}
+    # Matched before the first frame: a depth image sent before discovery is simply lost.
+    assert client.wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()),
+                           20.0), node.log_text()[-2000:]
     yield node, client, pubs
     client.close()
     code = node.stop()

@@ -12,7 +12,11 @@ import tempfile
 from pathlib import Path
 
 from textseg.engine import package_share_dir
-from textseg.ros_compat import local_discovery_environment
+from textseg.ros_compat import (
+    DDS_PROFILE_VARIABLES,
+    dds_profile_environment,
+    local_discovery_environment,
+)
 
 
 def fastdds_profile_path() -> Path:
@@ -32,13 +36,15 @@ def local_ros_environment(domain_id: int | None = None) -> dict[str, str]:
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
     for key, value in local_discovery_environment().items():
         env.setdefault(key, value)
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile_path()))
+    # A profile the caller named (under either distro's variable) is kept, and given to both.
+    chosen = next((env[k] for k in DDS_PROFILE_VARIABLES if env.get(k)), None)
+    env.update(dds_profile_environment(chosen or str(fastdds_profile_path())))
     return env
 
 
 # ROS_LOCALHOST_ONLY: Humble's, in place of ROS_AUTOMATIC_DISCOVERY_RANGE (copied when set).
 ROS_ENVIRONMENT_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY",
-                        "FASTDDS_DEFAULT_PROFILES_FILE")
+                        *DDS_PROFILE_VARIABLES)
 
 
 def use_local_ros_environment() -> dict[str, str]:
