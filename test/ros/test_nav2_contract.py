@@ -154,6 +154,10 @@ def test_label_info_arrives_before_the_first_labels(tiny_model_path, ros_env, ro
                        env=ros_env, namespace="/order").start()
     try:
         client.wait_for_node(timeout=60.0, alive=node.alive)
+        # Before any image is sent, LabelInfo arrives (transient local, published at start):
+        # waited for, since its durable sample follows its own match, which may come after
+        # the image topics' on a loaded machine.
+        assert client.wait_for(lambda: "label_info" in order, 20.0), node.log_text()[-2000:]
         (_, rgb), = camvid_frames(1)
         msg = client.image_message(rgb, "rgb8", client.node.get_clock().now().to_msg(), "cam")
         assert client.exchange(msg, timeout=20.0) is not None, node.log_text()[-2000:]
