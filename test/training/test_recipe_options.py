@@ -340,3 +340,25 @@ def test_the_study_report_refuses_runs_without_a_held_out_street():
     del entry["heldout_miou"]
     with pytest.raises(ValueError, match="no held-out figures"):
         study_report([entry])
+
+
+def _record_rows(path: str, prefix: str, count: int) -> None:
+    from textseg_training.results import record_run
+    for index in range(count):
+        record_run(path, {"row": f"{prefix}{index}", "seed": 0, "val_miou": float(index)})
+
+
+def test_runs_recording_side_by_side_into_one_file_keep_every_row(tmp_path):
+    # the recipe study trains two candidates at once; each appends to the same results file
+    import multiprocessing
+    path = str(tmp_path / "results.json")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_record_rows, args=(path, prefix, 150))
+               for prefix in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    rows = {run["row"] for run in json.loads(Path(path).read_text())["runs"]}
+    assert rows == {f"{p}{i}" for p in "ab" for i in range(150)}

@@ -8,6 +8,7 @@ an interrupted write never leaves a broken file; README tables are generated fro
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 from pathlib import Path
@@ -84,17 +85,21 @@ def load_runs(path: str | Path) -> list[dict[str, Any]]:
 
 def record_run(path: str | Path, entry: dict[str, Any]) -> Path:
     """Add `entry` to the file's runs, replacing an earlier entry of the same row and seed;
-    the file's other keys (a sweep, tag statistics) are kept."""
+    the file's other keys (a sweep, tag statistics) are kept. Runs training side by side may
+    record into one file: the read-modify-write holds a lock (a hidden file beside it)."""
     path = Path(path)
-    data = _read_results(path)
-    runs = [r for r in data.get("runs", [])
-            if (r.get("row"), r.get("seed")) != (entry["row"], entry["seed"])]
-    runs.append(entry)
-    runs = portable(runs)  # also entries an older version wrote
-    runs.sort(key=lambda r: (str(r.get("row")), r.get("seed", 0)))
-    data["runs"] = runs
-    text = json.dumps(data, indent=1, sort_keys=False) + "\n"
-    return atomic_write_bytes(path, text.encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = _read_results(path)
+        runs = [r for r in data.get("runs", [])
+                if (r.get("row"), r.get("seed")) != (entry["row"], entry["seed"])]
+        runs.append(entry)
+        runs = portable(runs)  # also entries an older version wrote
+        runs.sort(key=lambda r: (str(r.get("row")), r.get("seed", 0)))
+        data["runs"] = runs
+        text = json.dumps(data, indent=1, sort_keys=False) + "\n"
+        return atomic_write_bytes(path, text.encode())
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
