@@ -26,7 +26,7 @@ def main() -> int:
     import onnx
     import onnxruntime as ort
 
-    from textseg.benchmark import load_frames, parse_size
+    from textseg.tools.benchmark import load_frames, parse_size
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

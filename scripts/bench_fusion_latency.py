@@ -26,7 +26,7 @@ CAMVID_VAL = ROOT.parent / "shared" / "datasets" / "camvid" / "val"
 def main() -> int:
     import torch
 
-    from textseg.benchmark import load_frames, parse_size
+    from textseg.tools.benchmark import load_frames, parse_size
     from textseg.cpu import write_results
     from textseg.engine import load_backend
     from textseg.engine.contract import ModelInfo

@@ -31,8 +31,8 @@ def _run(model: str, cameras: int, separate: bool, frames, rate_per_camera: floa
     import rclpy.executors
     from builtin_interfaces.msg import Time
 
-    from textseg.node.frame_client import FrameClient
-    from textseg.node.process import NodeProcess, local_ros_environment
+    from textseg.client.frame_client import FrameClient
+    from textseg.client.process import NodeProcess, local_ros_environment
 
     env = local_ros_environment()
     names = [f"cam{i}" for i in range(cameras)]
@@ -112,10 +112,10 @@ def _run(model: str, cameras: int, separate: bool, frames, rate_per_camera: floa
 
 
 def main() -> int:
-    from textseg.benchmark import bench_backend, load_frames, parse_size
+    from textseg.tools.benchmark import bench_backend, load_frames, parse_size
     from textseg.cpu import write_results
     from textseg.engine import load_backend
-    from textseg.node.process import use_local_ros_environment
+    from textseg.client.process import use_local_ros_environment
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

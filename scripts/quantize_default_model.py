@@ -83,7 +83,7 @@ def main() -> int:
     from textseg.cpu import write_results
     from textseg.engine.int8_saturation import saturation_report
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
-    from textseg.engine.quantize import quantize_model
+    from textseg.tools.quantize import quantize_model
     from textseg.fileio import atomic_write_bytes
 
     fp32 = ROOT / "models" / "textseg_default.onnx"

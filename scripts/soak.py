@@ -41,7 +41,7 @@ def soak(model: str, size: tuple[int, int], minutes: float, factor: float, windo
          threads: int) -> dict:
     from sensor_msgs.msg import CameraInfo
 
-    from textseg.benchmark import _RosSession, bench_backend, drive, load_frames
+    from textseg.tools.benchmark import _RosSession, bench_backend, drive, load_frames
     from textseg.engine import load_backend
 
     frames = load_frames(CAMVID_VAL, size)
@@ -142,10 +142,10 @@ def markdown(report: dict, command: str) -> str:
 
 
 def main() -> int:
-    from textseg.benchmark import parse_size
+    from textseg.tools.benchmark import parse_size
     from textseg.cpu import write_results
     from textseg.fileio import atomic_write_bytes
-    from textseg.node.process import use_local_ros_environment
+    from textseg.client.process import use_local_ros_environment
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -14,7 +14,7 @@ import numpy as np
 
 # Pixels whose two best classes differ by less than this fraction of the frame's largest
 # |logit| are numerical ties: ONNX Runtime and PyTorch may order them either way.
-from textseg.engine.importer import TIE_MARGIN
+from textseg.tools.importer import TIE_MARGIN
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bring_your_model.md"
 RECIPES = ("smp", "segformer", "ids")

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from textseg.cli import main  # noqa: E402
 from textseg.engine import load_backend  # noqa: E402
-from textseg.engine.importer import (  # noqa: E402
+from textseg.tools.importer import (  # noqa: E402
     IMPORT_KEY,
     ImportOptions,
     ImportRefused,
@@ -85,7 +85,7 @@ def test_recipe_imports_and_gives_the_frameworks_own_labels(name, imported, camv
 def test_an_imported_model_quantizes_and_benchmarks_like_any_other(name, imported, camvid_dir,
                                                                    tmp_path, camvid_frames):
     _, path = imported(name)
-    from textseg.engine.quantize import failed_check_path
+    from textseg.tools.quantize import failed_check_path
 
     int8 = tmp_path / f"{name}_int8_cpu.onnx"
     code = main(["quantize", str(path), "--calibration", str(camvid_dir / "train"),

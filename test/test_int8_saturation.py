@@ -56,7 +56,7 @@ def test_shipped_int8_files_cannot_saturate(name):
 
 def _quantized(tiny_model_path, tmp_path, camvid_dir, target, bits):
     pytest.importorskip("onnx", reason="the onnx package (training requirements) is needed")
-    from textseg.engine.quantize import quantize_model
+    from textseg.tools.quantize import quantize_model
 
     output = tmp_path / f"tiny_{target}_{bits}.onnx"
     # self_check off: these files are wanted whatever they compute here (8-bit weights fail

@@ -194,7 +194,7 @@ def test_spin_wait_sets_the_thread_pool_policy(tiny_model_path, spin_wait, expec
 
 def test_op_profile_names_the_kernels_that_ran(tiny_model_path):
     """`textseg profile`: ONNX Runtime's profiler, per op type as run, shares summing to 1."""
-    from textseg.engine.op_profile import op_table, profile_ops
+    from textseg.tools.op_profile import op_table, profile_ops
 
     rows, wall_ms = profile_ops(tiny_model_path, 120, 160, runs=2, threads=1, warmup=1)
     assert wall_ms > 0 and rows

@@ -18,7 +18,7 @@ from textseg.engine.qdq_cpu import uint8_activations  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_int8(tiny_model_path, camvid_dir, tmp_path_factory):
-    from textseg.engine.quantize import quantize_model
+    from textseg.tools.quantize import quantize_model
 
     path = tmp_path_factory.mktemp("qdq_cpu") / "tiny_int8.onnx"
     quantize_model(tiny_model_path, path, camvid_dir / "val", frames=2)
@@ -105,7 +105,7 @@ def test_models_it_is_not_sure_of_are_left_alone(tiny_int8):
 
 
 def test_textseg_profile_runs_the_int8_model_as_the_backend_does(tiny_int8):
-    from textseg.engine.op_profile import profile_ops
+    from textseg.tools.op_profile import profile_ops
 
     rows, _ = profile_ops(tiny_int8, 96, 128, runs=1, threads=1, warmup=1)
     ops = {row.op_type for row in rows}

@@ -12,7 +12,7 @@ pytest.importorskip("onnx", reason="onnx not installed (runtime-only environment
 
 from textseg.cli import main  # noqa: E402
 from textseg.engine import load_backend  # noqa: E402
-from textseg.engine.quantize import calibration_frames  # noqa: E402
+from textseg.tools.quantize import calibration_frames  # noqa: E402
 from textseg.engine.tensorrt_rules import check_tensorrt_rules, read_graph  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def test_the_cpu_target_folds_each_relu6_into_its_quantize_and_tensorrt_refuses_
 
 
 def test_an_unknown_quantization_target_is_refused(tiny_model_path, camvid_dir, tmp_path):
-    from textseg.engine.quantize import quantize_model
+    from textseg.tools.quantize import quantize_model
 
     with pytest.raises(ValueError, match="target 'gpu'"):
         quantize_model(tiny_model_path, tmp_path / "x.onnx", camvid_dir / "val", frames=1,
@@ -305,7 +305,7 @@ def test_quantize_is_quiet_writes_with_o_and_its_next_step_runs_as_printed(
 
 
 def test_sizes_below_a_megabyte_are_written_in_kilobytes():
-    from textseg.engine.quantize import format_bytes
+    from textseg.tools.quantize import format_bytes
 
     assert format_bytes(44184) == "44 KB" and format_bytes(9_300_000) == "9.3 MB"
 
@@ -315,7 +315,7 @@ def _near_tie_model(path):
     fp32 tells the classes apart, float16 (11-bit mantissa) does not."""
     from onnx import TensorProto, helper
 
-    from textseg.engine.importer import ImportOptions, import_model
+    from textseg.tools.importer import ImportOptions, import_model
 
     rng = np.random.default_rng(2)
     rows = rng.standard_normal((1, 3)) + 1e-3 * rng.standard_normal((4, 3))
@@ -338,7 +338,7 @@ def test_an_fp16_file_that_every_node_would_refuse_is_not_written(tmp_path, caps
     quantize, writing nothing unless --keep-failed."""
     import cv2
 
-    from textseg.engine.importer import synthetic_frames
+    from textseg.tools.importer import synthetic_frames
 
     model = _near_tie_model(tmp_path / "near_tie.onnx")
     frames = tmp_path / "frames"

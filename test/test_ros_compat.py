@@ -191,7 +191,7 @@ def test_local_discovery_uses_each_distros_variable(monkeypatch):
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     assert ros_compat.local_discovery_environment("humble") == {"ROS_LOCALHOST_ONLY": "1"}
 
-    from textseg.node import process
+    from textseg.client import process
 
     for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY"):
         monkeypatch.delenv(key, raising=False)
@@ -229,7 +229,7 @@ def test_bags_are_written_as_each_distros_rosbag2_reads_them(monkeypatch, tmp_pa
 def test_the_large_image_profile_reaches_every_distros_fast_dds(monkeypatch):
     """Fast DDS 3 (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE, Fast DDS 2 (Jazzy) only
     FASTRTPS_DEFAULT_PROFILES_FILE: every process textseg starts gets both, naming one file."""
-    from textseg.node.process import fastdds_profile_path, local_ros_environment
+    from textseg.client.process import fastdds_profile_path, local_ros_environment
 
     assert set(ros_compat.DDS_PROFILE_VARIABLES) == {"FASTDDS_DEFAULT_PROFILES_FILE",
                                                       "FASTRTPS_DEFAULT_PROFILES_FILE"}

@@ -118,7 +118,7 @@ def test_a_model_from_before_the_self_check_opens_and_says_so(tiny_model_path, t
 
 def test_quantized_file_carries_the_fp32_reference(tiny_model_path, tmp_path, camvid_dir):
     pytest.importorskip("onnx", reason="the onnx package is needed")
-    from textseg.engine.quantize import quantize_model
+    from textseg.tools.quantize import quantize_model
 
     output = quantize_model(tiny_model_path, tmp_path / "q.onnx", camvid_dir / "train",
                             frames=4, target="cpu", self_check="warn").path

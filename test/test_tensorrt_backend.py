@@ -708,7 +708,7 @@ def test_other_tensorrt_majors_are_refused_naming_the_supported_ones(version, mo
 @pytest.fixture(scope="module")
 def qdq_model(tiny_model_path, tmp_path_factory, camvid_dir):
     pytest.importorskip("onnx", reason="onnx needed for the quantization tools")
-    from textseg.engine.quantize import quantize_model
+    from textseg.tools.quantize import quantize_model
 
     path = tmp_path_factory.mktemp("qdq") / "tiny_int8.onnx"
     quantize_model(tiny_model_path, path, camvid_dir / "val", frames=2)

@@ -29,7 +29,7 @@ PRECISION_CHOICES = ("fp16", "fp32", "int8")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    from textseg.benchmark import parse_size as parse
+    from textseg.tools.benchmark import parse_size as parse
 
     return parse(text)
 
@@ -37,7 +37,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def _info(args: argparse.Namespace) -> int:
     from textseg.cpu import cpu_features
     from textseg.engine import load_backend
-    from textseg.engine.importer import IMPORT_KEY
+    from textseg.tools.importer import IMPORT_KEY
 
     if args.nodes:
         return _info_nodes(args.model)
@@ -164,7 +164,7 @@ def _self_check(args: argparse.Namespace) -> int:
     model = Path(args.model)
     if args.embed:
         from textseg.engine.onnx_file import describe_model, read_onnx_summary, with_metadata
-        from textseg.engine.quantize import calibration_frames
+        from textseg.tools.quantize import calibration_frames
         from textseg.engine.tensorrt_rules import model_precision
         from textseg.fileio import atomic_write_bytes
 
@@ -251,7 +251,7 @@ def _bake(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from textseg.benchmark import format_bench_table, run_bench
+    from textseg.tools.benchmark import format_bench_table, run_bench
 
     sizes = tuple(parse_size(s) for s in args.sizes.split(","))
     rows = run_bench(args.model, args.backend, args.precision, sizes, args.images,
@@ -273,7 +273,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _overload(args: argparse.Namespace) -> int:
-    from textseg.benchmark import run_overload
+    from textseg.tools.benchmark import run_overload
 
     result = run_overload(args.model, parse_size(args.size), args.factor, args.duration,
                           args.warmup, args.backend, args.precision, args.threads, args.images)
@@ -293,7 +293,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from textseg.engine.quantize import (
+    from textseg.tools.quantize import (
         QuantizedModelFailed,
         format_bytes,
         quantize_model,
@@ -322,7 +322,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from textseg.engine.op_profile import op_table, profile_ops
+    from textseg.tools.op_profile import op_table, profile_ops
 
     for model in args.models:
         rows, wall_ms = profile_ops(model, args.size[0], args.size[1], args.runs, args.threads)
@@ -334,8 +334,8 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _fp16(args: argparse.Namespace) -> int:
-    from textseg.engine.fp16 import Fp16ModelFailed, convert_to_fp16
-    from textseg.engine.quantize import (
+    from textseg.tools.fp16 import Fp16ModelFailed, convert_to_fp16
+    from textseg.tools.quantize import (
         calibration_frames,
         format_bytes,
         refuse_reduced_precision,
@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     overload.add_argument("--warmup", type=float, default=5.0)
     overload.set_defaults(func=_overload)
 
-    from textseg.engine.quantize import CALIBRATION_METHODS, DEFAULT_OPS, TARGETS, WEIGHT_BITS
+    from textseg.tools.quantize import CALIBRATION_METHODS, DEFAULT_OPS, TARGETS, WEIGHT_BITS
 
     quantize = sub.add_parser(
         "quantize", help="static int8 Q/DQ model for TensorRT and ONNX Runtime, or CPU only",
@@ -554,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fp32 model whose labels are the reference (default: MODEL)")
     check.set_defaults(func=_self_check)
 
-    from textseg.import_command import add_command as add_import_command
+    from textseg.tools.import_command import add_command as add_import_command
 
     add_import_command(sub)  # any segmentation ONNX into the contract
 

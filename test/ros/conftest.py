@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from textseg.node.process import local_ros_environment
+from textseg.client.process import local_ros_environment
 from textseg.ros_compat import DDS_PROFILE_VARIABLES
 
 

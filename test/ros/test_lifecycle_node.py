@@ -13,9 +13,9 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 
-from textseg.node.frame_client import FrameClient  # noqa: E402
-from textseg.node.lifecycle_client import LifecycleClient  # noqa: E402
-from textseg.node.process import NodeProcess  # noqa: E402
+from textseg.client.frame_client import FrameClient  # noqa: E402
+from textseg.client.lifecycle_client import LifecycleClient  # noqa: E402
+from textseg.client.process import NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "/managed/segmentation_node"

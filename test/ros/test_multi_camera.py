@@ -19,8 +19,8 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 
 from textseg.engine import load_backend  # noqa: E402
-from textseg.node.frame_client import FrameClient, stamp_key  # noqa: E402
-from textseg.node.process import NodeProcess  # noqa: E402
+from textseg.client.frame_client import FrameClient, stamp_key  # noqa: E402
+from textseg.client.process import NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 CAMERAS = ("front", "left", "rear")

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from textseg.node.frame_client import FrameClient, stamp_key  # noqa: E402
-from textseg.node.process import NodeProcess  # noqa: E402
+from textseg.client.frame_client import FrameClient, stamp_key  # noqa: E402
+from textseg.client.process import NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -19,8 +19,8 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 
-from textseg.node.frame_client import FrameClient, stamp_key  # noqa: E402
-from textseg.node.process import NodeProcess  # noqa: E402
+from textseg.client.frame_client import FrameClient, stamp_key  # noqa: E402
+from textseg.client.process import NodeProcess  # noqa: E402
 from textseg.points import POINT_DTYPE  # noqa: E402
 
 pytestmark = pytest.mark.ros

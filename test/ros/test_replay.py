@@ -188,7 +188,7 @@ def test_errors_come_before_any_node_is_started(camvid_dir, tiny_model_path, tmp
 
 def test_a_node_that_dies_at_start_is_reported_with_its_log(camvid_val6_bag, tiny_model_path,
                                                             tmp_path, monkeypatch):
-    from textseg.node.process import NodeProcess
+    from textseg.client.process import NodeProcess
     from textseg.replay import ros_replay
 
     def broken_node(session):

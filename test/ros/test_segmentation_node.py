@@ -19,8 +19,8 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from textseg.engine import default_model_path, load_backend, package_share_dir  # noqa: E402
 from textseg.imaging import compressed_to_rgb, image_to_rgb  # noqa: E402
-from textseg.node.frame_client import FrameClient, stamp_key  # noqa: E402
-from textseg.node.process import NodeProcess  # noqa: E402
+from textseg.client.frame_client import FrameClient, stamp_key  # noqa: E402
+from textseg.client.process import NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 _stamps = itertools.count(1)

@@ -15,8 +15,8 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from textseg.node.frame_client import FrameClient  # noqa: E402
-from textseg.node.process import NodeProcess  # noqa: E402
+from textseg.client.frame_client import FrameClient  # noqa: E402
+from textseg.client.process import NodeProcess  # noqa: E402
 from textseg.node.topic_watch import SilenceCheck, describe_qos  # noqa: E402
 
 pytestmark = pytest.mark.ros

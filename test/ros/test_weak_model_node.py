@@ -18,8 +18,8 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from import_recipes import TIE_MARGIN, assert_same_labels  # noqa: E402
 
 from textseg.cli import main  # noqa: E402
-from textseg.node.frame_client import FrameClient  # noqa: E402
-from textseg.node.process import NodeProcess  # noqa: E402
+from textseg.client.frame_client import FrameClient  # noqa: E402
+from textseg.client.process import NodeProcess  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -128,7 +128,7 @@ class ReplayRun:
 @contextmanager
 def _environment(env: dict[str, str]):
     """Our own DDS participant must use the node's domain, discovery range and profile."""
-    from textseg.node.process import ROS_ENVIRONMENT_KEYS
+    from textseg.client.process import ROS_ENVIRONMENT_KEYS
 
     saved = {k: os.environ.get(k) for k in ROS_ENVIRONMENT_KEYS}
     os.environ.update({k: env[k] for k in ROS_ENVIRONMENT_KEYS if k in env})
@@ -180,7 +180,7 @@ def _node_figures(values: dict[str, str]) -> dict:
 def run_replay(options: ReplayOptions, frames_log: Path | None = None) -> ReplayRun:
     """Play the bag through a fresh segmentation_node process and score its answers."""
     from textseg.engine import default_model_path, load_backend
-    from textseg.node.process import local_ros_environment
+    from textseg.client.process import local_ros_environment
 
     if options.rate is not None and options.rate <= 0:
         raise ValueError(f"--rate must be positive (or 'lockstep'), got {options.rate}")
@@ -242,7 +242,7 @@ class _Session:
         """The node, in a namespace of its own; its /clock and /diagnostics are remapped into
         that namespace too, so a replay never drives the clock of other nodes on the same
         ROS domain (nor shows up in their diagnostics)."""
-        from textseg.node.process import NodeProcess
+        from textseg.client.process import NodeProcess
 
         params = {"model": str(self.model_path), "backend": self.o.backend,
                   "threads": int(self.o.threads), "use_sim_time": bool(self.o.sim_time),

@@ -109,8 +109,8 @@ class _RosSession:
         import rclpy
         from sensor_msgs.msg import Image
 
-        from textseg.node.frame_client import FrameClient
-        from textseg.node.process import NodeProcess, use_local_ros_environment
+        from textseg.client.frame_client import FrameClient
+        from textseg.client.process import NodeProcess, use_local_ros_environment
 
         keep_large_buffers_in_heap()  # this process plays the camera driver: keep it lean
         env = use_local_ros_environment()

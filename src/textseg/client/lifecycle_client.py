@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lifecycle_msgs.srv import ChangeState, GetState
 
-from textseg.node.frame_client import FrameClient
+from textseg.client.frame_client import FrameClient
 
 
 class LifecycleClient:

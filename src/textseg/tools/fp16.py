@@ -83,7 +83,7 @@ def convert_to_fp16(model: str | Path, output: str | Path,
         raise RuntimeError(f"textseg fp16 needs the onnx package ({exc}); pip install onnx"
                            ) from None
     from textseg.engine.onnx_file import describe_model
-    from textseg.engine.quantize import failed_check_path, refuse_reduced_precision
+    from textseg.tools.quantize import failed_check_path, refuse_reduced_precision
     from textseg.engine.self_check import (
         SELF_CHECK_KEY,
         check_images,

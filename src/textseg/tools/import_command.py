@@ -1,4 +1,4 @@
-"""`textseg import THEIR.onnx`: the command line of engine/importer.py."""
+"""`textseg import THEIR.onnx`: the command line of tools/importer.py."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ IMPORT_FRAMES = 8  # frames of --frames DIR the import checks (2 synthetic ones 
 
 def _size(text: str) -> tuple[int, int]:
     """WxH like every other textseg command -> (height, width)."""
-    from textseg.benchmark import parse_size
+    from textseg.tools.benchmark import parse_size
 
     try:
         return parse_size(text)
@@ -32,7 +32,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_command(sub) -> None:
-    from textseg.engine.importer import COLOR_ORDERS, LAYOUTS, OUTPUT_KINDS
+    from textseg.tools.importer import COLOR_ORDERS, LAYOUTS, OUTPUT_KINDS
 
     parser = sub.add_parser(
         "import", help="turn any semantic-segmentation ONNX file into a textseg model",
@@ -89,13 +89,13 @@ def add_command(sub) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from textseg.engine.importer import (
+    from textseg.tools.importer import (
         ImportOptions,
         import_model,
         read_class_names,
         read_palette,
     )
-    from textseg.engine.quantize import calibration_frames
+    from textseg.tools.quantize import calibration_frames
 
     options = ImportOptions(
         class_names=read_class_names(args.classes),
