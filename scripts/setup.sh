@@ -5,6 +5,14 @@
 #   ROS_DISTRO=kilted ./scripts/setup.sh   ROS 2 Kilted in .venv-kilted/
 # (scripts/ros_distro.sh: the choices; any other value is refused, naming them.)
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 0 ;;
+  "") ;;
+  *) echo "setup: unknown argument '$1' (setup.sh takes none; --help says what it does)" >&2
+     exit 2 ;;
+esac
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # shellcheck source=ros_distro.sh
@@ -41,6 +49,9 @@ if [ "$(cat "$venv/.textseg-deps" 2>/dev/null)" != "$deps_hash" ]; then
   ros_mark_wheels "$venv"
   pip_run install --no-deps -e . -e training
   echo "$deps_hash" > "$venv/.textseg-deps"
+  echo "setup: ROS 2 $ros_distro packages installed in ${venv#"$root"/}/"
+else
+  echo "setup: ${venv#"$root"/}/ is up to date (ROS 2 $ros_distro)"
 fi
 
 # The default artifact is the trained model committed at models/textseg_default.onnx
