@@ -293,3 +293,15 @@ def test_frame_bag_writer_removes_its_partial_bag_on_error(tmp_path):
         writer.write_frame(np.zeros((8, 8, 3), np.uint8), START_NS, np.zeros((8, 8), np.uint8))
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_written_bag_names_the_distro_it_was_written_for(tmp_path, storage):
+    import yaml
+
+    from textseg.ros_compat import bag_version, current_distro
+
+    path = _write(tmp_path / "bag", [], {"/camera/image_raw": IMAGE_TYPE}, storage=storage)
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["ros_distro"] == current_distro() != "rosbags"
+    assert info["version"] == bag_version()

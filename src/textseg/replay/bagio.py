@@ -26,7 +26,7 @@ from textseg.imaging import (
     compressed_to_rgb,
     image_to_rgb,
 )
-from textseg.ros_compat import bag_typestore, bag_version
+from textseg.ros_compat import bag_typestore, bag_version, current_distro
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -510,6 +510,7 @@ class RawBagWriter:
         try:
             if writer is not None and exc_type is None:
                 writer.close()
+                _name_the_distro(self._tmp / self.path.name / "metadata.yaml")
                 (self._tmp / self.path.name).rename(self.path)
             elif writer is not None:
                 try:
@@ -519,6 +520,16 @@ class RawBagWriter:
         finally:
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _name_the_distro(metadata: Path) -> None:
+    """rosbags writes `ros_distro: rosbags`; `ros2 bag info` shows that field, so it names the
+    distro the bag was written for (the one whose metadata version it carries)."""
+    import re
+
+    text = metadata.read_text(encoding="utf-8")
+    metadata.write_text(re.sub(r"(?m)^(\s*ros_distro:) rosbags$", rf"\1 {current_distro()}", text),
+                        encoding="utf-8")
 
 
 def _describe(exc: BaseException) -> str:
