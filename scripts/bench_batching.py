@@ -26,7 +26,8 @@ def main() -> int:
     import onnx
     import onnxruntime as ort
 
-    from textseg.tools.benchmark import load_frames, parse_size
+    from textseg.cli_args import parse_size
+    from textseg.tools.benchmark import load_frames
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -26,10 +26,11 @@ CAMVID_VAL = ROOT.parent / "shared" / "datasets" / "camvid" / "val"
 def main() -> int:
     import torch
 
-    from textseg.tools.benchmark import load_frames, parse_size
+    from textseg.cli_args import parse_size
     from textseg.cpu import write_results
     from textseg.engine import load_backend
     from textseg.engine.contract import ModelInfo
+    from textseg.tools.benchmark import load_frames
     from textseg_training.dataset_specs import CAMVID
     from textseg_training.export import export_onnx
     from textseg_training.model import SegModelConfig, build_model

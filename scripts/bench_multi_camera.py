@@ -112,10 +112,11 @@ def _run(model: str, cameras: int, separate: bool, frames, rate_per_camera: floa
 
 
 def main() -> int:
-    from textseg.tools.benchmark import bench_backend, load_frames, parse_size
+    from textseg.cli_args import parse_size
+    from textseg.client.process import use_local_ros_environment
     from textseg.cpu import write_results
     from textseg.engine import load_backend
-    from textseg.client.process import use_local_ros_environment
+    from textseg.tools.benchmark import bench_backend, load_frames
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -41,8 +41,8 @@ def soak(model: str, size: tuple[int, int], minutes: float, factor: float, windo
          threads: int) -> dict:
     from sensor_msgs.msg import CameraInfo
 
-    from textseg.tools.benchmark import _RosSession, bench_backend, drive, load_frames
     from textseg.engine import load_backend
+    from textseg.tools.benchmark import _RosSession, bench_backend, drive, load_frames
 
     frames = load_frames(CAMVID_VAL, size)
     engine = load_backend(model, "onnxruntime", threads, input_size=size)
@@ -142,10 +142,10 @@ def markdown(report: dict, command: str) -> str:
 
 
 def main() -> int:
-    from textseg.tools.benchmark import parse_size
+    from textseg.cli_args import parse_size
+    from textseg.client.process import use_local_ros_environment
     from textseg.cpu import write_results
     from textseg.fileio import atomic_write_bytes
-    from textseg.client.process import use_local_ros_environment
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -119,7 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _export_size(values: list[str] | None) -> tuple[int, int] | None:
     """--input-size WxH -> (height, width); the old two numbers H W still work, with a
     deprecation warning."""
-    from textseg.tools.benchmark import parse_size
+    from textseg.cli_args import parse_size
 
     if values is None:
         return None

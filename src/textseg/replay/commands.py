@@ -10,6 +10,7 @@ import math
 import sys
 from pathlib import Path
 
+from textseg.cli_args import BACKEND_CHOICES
 from textseg.replay.bagio import DatasetMeta
 
 DEFAULT_OUT = Path("out")
@@ -134,7 +135,7 @@ def _topic_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="", help="textseg ONNX model ('' = default artifact)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime"))
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES)
     parser.add_argument("--threads", type=_threads, default=0,
                         help="ONNX Runtime threads (0 = all cores); replay and offline use "
                         "the same")

@@ -18,24 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from textseg.cli_args import DEFAULT_IMAGES
 from textseg.cpu import cpu_features
 from textseg.engine import load_backend
 from textseg.malloc_tuning import keep_large_buffers_in_heap
 
-DEFAULT_IMAGES = Path("..") / "shared" / "datasets" / "camvid" / "val"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 Out = Callable[[str], None]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1280x720' (width x height) -> (height, width)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"size must look like 1280x720 (width x height), got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise ValueError(f"size must be positive, got {text!r}")
-    return height, width
 
 
 def load_frames(folder: str | Path, size: tuple[int, int], count: int = 8

@@ -1,9 +1,14 @@
-"""`textseg import THEIR.onnx`: the command line of tools/importer.py."""
+"""`textseg import THEIR.onnx`: the command line of tools/importer.py.
+
+`add_commands(subparsers)` registers it on the runtime CLI (src/textseg/cli.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from textseg.cli_args import size_argument
 
 EPILOG = """\
 examples (docs/bring_your_model.md has the full recipes):
@@ -21,17 +26,8 @@ examples (docs/bring_your_model.md has the full recipes):
 IMPORT_FRAMES = 8  # frames of --frames DIR the import checks (2 synthetic ones without it)
 
 
-def _size(text: str) -> tuple[int, int]:
-    """WxH like every other textseg command -> (height, width)."""
-    from textseg.tools.benchmark import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_command(sub) -> None:
+def add_commands(sub) -> None:
+    """Register import on the CLI's subparsers."""
     from textseg.tools.importer import COLOR_ORDERS, LAYOUTS, OUTPUT_KINDS
 
     parser = sub.add_parser(
@@ -56,7 +52,7 @@ def add_command(sub) -> None:
                         "generated")
     parser.add_argument("--layout", default="nchw", choices=LAYOUTS,
                         help="the model's input layout (PyTorch: nchw, TensorFlow: nhwc)")
-    parser.add_argument("--size", type=_size, default=None, metavar="WxH",
+    parser.add_argument("--size", type=size_argument, default=None, metavar="WxH",
                         help="the size the network runs at, width x height like every textseg "
                         "command (required when the model's input size is dynamic), e.g. "
                         "480x384")
