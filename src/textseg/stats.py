@@ -17,6 +17,31 @@ import numpy as np
 OK, WARN, ERROR = 0, 1, 2
 
 
+class StatKey:
+    """The keys of the node's diagnostic values, defined once: the node publishes under them
+    (diagnostic_values, node/diagnostics.py) and its clients (textseg replay, bench, overload)
+    read them back by them."""
+
+    BACKEND = "backend"  # the backend's description
+    INPUT_RATE_HZ = "input rate (Hz)"
+    OUTPUT_RATE_HZ = "output rate (Hz)"
+    INFERENCE_P50_MS = "inference p50 (ms)"
+    INFERENCE_P99_MS = "inference p99 (ms)"
+    END_TO_END_P50_MS = "end-to-end p50 (ms)"
+    END_TO_END_P99_MS = "end-to-end p99 (ms)"
+    OVERHEAD_P50_MS = "node overhead p50 (ms)"  # the node's own time outside inference
+    OVERHEAD_P99_MS = "node overhead p99 (ms)"
+    MESSAGES_RECEIVED = "messages received"
+    FRAMES_PROCESSED = "frames processed"
+    FRAMES_DROPPED = "frames dropped"
+    MESSAGES_REJECTED = "messages rejected"
+    REJECTED_PREFIX = "rejected: "  # + the reason, one key per reason
+    INFERENCE_FAILURES = "inference failures"
+    FRAMES_SKIPPED = "frames skipped (no subscribers)"
+    RESULTS_LATE = "results dropped as late (a newer frame's went out first)"
+    LAST_ERROR = "last error"
+
+
 class RollingSamples:
     """The last `size` samples of one measurement (seconds)."""
 
@@ -149,26 +174,28 @@ def diagnostic_values(snap: StatsSnapshot, context: dict[str, str]) -> list[tupl
     """Key/value pairs for diagnostic_msgs/DiagnosticStatus (all strings)."""
     values = list(context.items())
     values += [
-        ("input rate (Hz)", f"{snap.input_rate_hz:.2f}"),
-        ("output rate (Hz)", f"{snap.output_rate_hz:.2f}"),
+        (StatKey.INPUT_RATE_HZ, f"{snap.input_rate_hz:.2f}"),
+        (StatKey.OUTPUT_RATE_HZ, f"{snap.output_rate_hz:.2f}"),
     ]
-    for label, pair in (("inference", snap.inference_ms), ("end-to-end", snap.end_to_end_ms),
-                        ("node overhead", snap.overhead_ms)):
+    for p50_key, p99_key, pair in (
+            (StatKey.INFERENCE_P50_MS, StatKey.INFERENCE_P99_MS, snap.inference_ms),
+            (StatKey.END_TO_END_P50_MS, StatKey.END_TO_END_P99_MS, snap.end_to_end_ms),
+            (StatKey.OVERHEAD_P50_MS, StatKey.OVERHEAD_P99_MS, snap.overhead_ms)):
         p50, p99 = _ms(pair)
-        values += [(f"{label} p50 (ms)", p50), (f"{label} p99 (ms)", p99)]
+        values += [(p50_key, p50), (p99_key, p99)]
     values += [
-        ("messages received", str(snap.received)),
-        ("frames processed", str(snap.processed)),
-        ("frames dropped", str(snap.dropped)),
-        ("messages rejected", str(snap.rejected)),
+        (StatKey.MESSAGES_RECEIVED, str(snap.received)),
+        (StatKey.FRAMES_PROCESSED, str(snap.processed)),
+        (StatKey.FRAMES_DROPPED, str(snap.dropped)),
+        (StatKey.MESSAGES_REJECTED, str(snap.rejected)),
     ]
-    values += [(f"rejected: {reason}", str(count))
+    values += [(f"{StatKey.REJECTED_PREFIX}{reason}", str(count))
                for reason, count in sorted(snap.rejected_by_reason.items())]
-    values += [("inference failures", str(snap.failed)),
-               ("frames skipped (no subscribers)", str(snap.skipped)),
-               ("results dropped as late (a newer frame's went out first)", str(snap.late))]
+    values += [(StatKey.INFERENCE_FAILURES, str(snap.failed)),
+               (StatKey.FRAMES_SKIPPED, str(snap.skipped)),
+               (StatKey.RESULTS_LATE, str(snap.late))]
     if snap.last_error:
-        values.append(("last error", snap.last_error))
+        values.append((StatKey.LAST_ERROR, snap.last_error))
     return values
 
 
