@@ -28,7 +28,7 @@ def main() -> int:
 
     from textseg.cli_args import parse_size
     from textseg.cpu import write_results
-    from textseg.engine import load_backend
+    from textseg.engine import BackendOptions, load_backend
     from textseg.engine.contract import ModelInfo
     from textseg.tools.benchmark import load_frames
     from textseg_training.dataset_specs import CAMVID
@@ -75,7 +75,8 @@ def main() -> int:
             export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,
                         with_confidence=True)
             costs[name] = (count_parameters(model), count_gmacs(model, (360, 480)))
-            backends[name] = load_backend(path, "onnxruntime", args.threads)
+            backends[name] = load_backend(path, BackendOptions(backend="onnxruntime",
+                                                                threads=args.threads))
         rounds: dict[str, list[float]] = {name: [] for name in backends}
         for _ in range(args.rounds):
             for name, backend in backends.items():

@@ -115,7 +115,7 @@ def main() -> int:
     from textseg.cli_args import parse_size
     from textseg.client.process import use_local_ros_environment
     from textseg.cpu import write_results
-    from textseg.engine import load_backend
+    from textseg.engine import BackendOptions, load_backend
     from textseg.tools.benchmark import bench_backend, load_frames
 
     parser = argparse.ArgumentParser(description=__doc__,
@@ -135,7 +135,7 @@ def main() -> int:
         return 2
     use_local_ros_environment()
     frames = load_frames(CAMVID_VAL, args.size)
-    backend = load_backend(args.model, "onnxruntime")
+    backend = load_backend(args.model, BackendOptions(backend="onnxruntime"))
     capacity = bench_backend(backend, frames, 20).fps
     backend.close()
     print(f"backend alone: {capacity:.2f} FPS at {args.size[1]}x{args.size[0]}; offered "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from textseg.cli import main
-from textseg.engine import load_backend
+from textseg.engine import BackendOptions, load_backend
 from textseg.replay.bagio import IMAGE_TYPE, BagSource, DatasetMeta, _typestore
 from textseg.replay.dataset import (
     CAMVID_CLASSES,
@@ -25,7 +25,7 @@ from textseg.replay.metrics import ConfusionMatrix
 
 
 def _reference_scores(bag: Path, model: Path) -> ConfusionMatrix:
-    backend = load_backend(model, "onnxruntime", threads=1)
+    backend = load_backend(model, BackendOptions(backend="onnxruntime", threads=1))
     matrix = ConfusionMatrix(11, 11)
     with BagSource(bag) as source:
         for frame in source.frames():

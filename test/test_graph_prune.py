@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textseg.engine import load_backend
+from textseg.engine import BackendOptions, load_backend
 from textseg.engine.graph_prune import without_output
 from textseg.engine.tensorrt_rules import read_graph
 
@@ -41,7 +41,7 @@ def test_models_it_cannot_prune_are_returned_unchanged(tiny_model_path):
 
 def test_the_backend_runs_labels_only_until_confidence_is_asked(tiny_model_path,
                                                                  camvid_frames):
-    backend = load_backend(tiny_model_path, backend="onnxruntime", threads=1)
+    backend = load_backend(tiny_model_path, BackendOptions(backend="onnxruntime", threads=1))
     assert backend.has_confidence and backend.pruned_nodes > 0
     assert [o.name for o in backend.session.get_outputs()] == ["labels"]
     assert backend._whole_session is None  # opened on the first frame that wants confidence

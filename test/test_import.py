@@ -26,7 +26,7 @@ from import_recipes import (  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 from textseg.cli import main  # noqa: E402
-from textseg.engine import load_backend  # noqa: E402
+from textseg.engine import BackendOptions, load_backend  # noqa: E402
 from textseg.tools.importer import (  # noqa: E402
     IMPORT_KEY,
     ImportOptions,
@@ -65,7 +65,7 @@ def test_recipe_imports_and_gives_the_frameworks_own_labels(name, imported, camv
     assert provenance["source"] == path.name.replace("_textseg", "")
     assert len(provenance["source_sha256"]) == 64
     assert check_tensorrt_rules(path.read_bytes()) == []
-    backend = load_backend(path, "onnxruntime", self_check="refuse")
+    backend = load_backend(path, BackendOptions(backend="onnxruntime", self_check="refuse"))
     try:
         assert backend.self_check_note.startswith("self-check passed")
         for _, rgb in camvid_frames(2):
@@ -92,12 +92,12 @@ def test_an_imported_model_quantizes_and_benchmarks_like_any_other(name, importe
                  "--frames", "4", "--target", "cpu", "--output", str(int8), "--keep-failed"])
     if code == 1:  # random weights: int8 can fail its own self-check (issue 31), kept aside
         int8 = failed_check_path(int8)
-    made = json.loads(load_backend(int8, self_check="off").info.extra["quantization"])[
-        "self_check_where_made"]
+    made = json.loads(load_backend(int8, BackendOptions(self_check="off")).info.extra[
+        "quantization"])["self_check_where_made"]
     assert code == (0 if made["passed"] else 1), made
     (_, rgb), = camvid_frames(1)
-    fp32 = load_backend(path, "onnxruntime", self_check="refuse")
-    quantized = load_backend(int8, "onnxruntime", self_check="warn")
+    fp32 = load_backend(path, BackendOptions(backend="onnxruntime", self_check="refuse"))
+    quantized = load_backend(int8, BackendOptions(backend="onnxruntime", self_check="warn"))
     try:
         agreement = (fp32.infer(rgb).labels == quantized.infer(rgb).labels).mean()
     finally:
@@ -161,7 +161,8 @@ def test_a_hand_made_graph_imports_with_bgr_nhwc_and_a_name_clash(tmp_path):
     report = import_model(source, tmp_path / "out.onnx", options)
     assert report.info.network_input_size == (16, 16)
     frame = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    backend = load_backend(report.path, "onnxruntime", self_check="refuse")
+    backend = load_backend(report.path, BackendOptions(backend="onnxruntime",
+                                                        self_check="refuse"))
     try:
         labels = backend.infer(frame).labels
     finally:
@@ -283,7 +284,8 @@ def test_a_graph_ending_in_softmax_and_clashing_names_import_right(tmp_path):
         [weight]))
     report = import_model(source, tmp_path / "o.onnx", ImportOptions(class_names=("a", "b", "c")))
     frame = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    backend = load_backend(report.path, "onnxruntime", self_check="refuse")
+    backend = load_backend(report.path, BackendOptions(backend="onnxruntime",
+                                                        self_check="refuse"))
     try:
         result = backend.infer(frame, want_confidence=True)
     finally:
@@ -337,7 +339,8 @@ def test_a_softmax_below_the_input_resolution_imports(tmp_path):
     report = import_model(source, tmp_path / "o.onnx", ImportOptions(class_names=names))
     assert report.info.network_input_size == (96, 128)
     frame = np.random.default_rng(4).integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    backend = load_backend(report.path, "onnxruntime", self_check="refuse")
+    backend = load_backend(report.path, BackendOptions(backend="onnxruntime",
+                                                        self_check="refuse"))
     try:
         result = backend.infer(frame, want_confidence=True)
     finally:
@@ -427,7 +430,8 @@ def test_an_imported_file_leaves_no_unused_initializer(tmp_path, capfd):
     assert [t.name for t in model.graph.initializer if t.name not in read] == []
     assert "aux_w" not in read and "w" in read
     capfd.readouterr()
-    backend = load_backend(report.path, "onnxruntime", self_check="refuse")
+    backend = load_backend(report.path, BackendOptions(backend="onnxruntime",
+                                                        self_check="refuse"))
     try:
         backend.infer(np.zeros((48, 64, 3), np.uint8), want_confidence=True)
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textseg.engine import load_backend
+from textseg.engine import BackendOptions, load_backend
 from textseg.engine.contract import INPUT_NAME, LABELS_OUTPUT, ContractError, ModelInfo
 from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
 
@@ -118,14 +118,36 @@ def test_infer_rejects_bad_input(backend, bad, error):
 
 
 def test_load_backend(tiny_model_path):
-    loaded = load_backend(tiny_model_path, backend="onnxruntime", threads=1)
+    loaded = load_backend(tiny_model_path, BackendOptions(backend="onnxruntime", threads=1))
     assert isinstance(loaded, OnnxRuntimeBackend)
     assert loaded.info.num_classes == 11
 
 
+def test_load_backend_passes_the_options_that_apply_to_onnx_runtime(tiny_model_path):
+    lines: list[str] = []
+    loaded = load_backend(tiny_model_path, BackendOptions(
+        backend="onnxruntime", threads=1, self_check="warn", report=lines.append,
+        precision="fp32", max_batch=4))  # TensorRT's options: not for ONNX Runtime
+    assert loaded.self_check_note.startswith("self-check passed")
+    assert loaded.max_batch > 1  # what the model allows, not max_batch
+
+
+def test_what_the_node_asks_of_the_backend(tiny_model_path):
+    """The SegmentationBackend members the node relies on: a batch bound, whether batching
+    pays, and confidence prepared before the first frame wants it."""
+    fresh = OnnxRuntimeBackend(tiny_model_path, threads=1, providers=CPU)
+    assert fresh.batching_pays is False and fresh.max_batch > 1
+    assert fresh._whole_session is None  # labels-only graph until confidence is wanted
+    fresh.prepare_confidence()
+    assert fresh._whole_session is not None
+    frame = np.zeros((48, 64, 3), np.uint8)
+    assert fresh.infer(frame, want_confidence=True).confidence.shape == (48, 64)
+    fresh.close()
+
+
 def test_load_backend_unknown_name(tiny_model_path):
     with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
-        load_backend(tiny_model_path, backend="tensorflow")
+        load_backend(tiny_model_path, BackendOptions(backend="tensorflow"))
 
 
 def test_missing_file(tmp_path):

@@ -170,11 +170,11 @@ NODE_SOURCE = ROOT / "src" / "textseg" / "node" / "segmentation_node.py"
 
 def test_segmentation_config_names_every_parameter():
     """docs/node.md says config/segmentation.yaml documents every parameter: each one the node
-    declares (PARAMETERS, read without importing rclpy) is set there, or shown commented out."""
-    tree = ast.parse(NODE_SOURCE.read_text(encoding="utf-8"))
-    (table,) = [node.value for node in tree.body if isinstance(node, ast.AnnAssign)
-                and getattr(node.target, "id", "") == "PARAMETERS"]
-    declared = [key.value for key in table.keys]
+    declares (textseg.node.parameters, which needs no rclpy) is set there, or shown commented
+    out."""
+    from textseg.node.parameters import parameter_specs
+
+    declared = [spec.name for spec in parameter_specs()]
     assert "points" in declared and "model" in declared
     config = (ROOT / "config" / "segmentation.yaml").read_text(encoding="utf-8")
     missing = [name for name in declared

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from textseg.engine import load_backend
+from textseg.engine import BackendOptions, load_backend
 from textseg.imaging import ImageRejected, colorize, encode_rgb
 from textseg.pipeline import (
     OutputRequest,
@@ -23,7 +23,7 @@ from textseg.pipeline import (
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_path):
-    return load_backend(tiny_model_path, "onnxruntime", threads=1)
+    return load_backend(tiny_model_path, BackendOptions(backend="onnxruntime", threads=1))
 
 
 @pytest.fixture(scope="module")

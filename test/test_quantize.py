@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("onnx", reason="onnx not installed (runtime-only environment)")
 
 from textseg.cli import main  # noqa: E402
-from textseg.engine import load_backend  # noqa: E402
+from textseg.engine import BackendOptions, load_backend  # noqa: E402
 from textseg.tools.quantize import calibration_frames  # noqa: E402
 from textseg.engine.tensorrt_rules import check_tensorrt_rules, read_graph  # noqa: E402
 
@@ -27,7 +27,8 @@ def test_quantize_writes_a_qdq_model_that_keeps_the_contract(tiny_model_path, ca
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     # warn: the random tiny model's int8 labels sit near the self-check's threshold on some
     # CPUs; the self-check itself is tested on the trained model (test_self_check.py).
-    int8, fp32 = load_backend(output, self_check="warn"), load_backend(tiny_model_path)
+    int8 = load_backend(output, BackendOptions(self_check="warn"))
+    fp32 = load_backend(tiny_model_path)
     quant = json.loads(int8.info.extra["quantization"])
     assert quant["calibration"] == "minmax" and quant["calibration_frames"] == 3
     assert quant["self_check_where_made"]["passed"]  # checked before it was written
@@ -65,7 +66,8 @@ def test_the_cpu_target_folds_each_relu6_into_its_quantize_and_tensorrt_refuses_
     assert "quantized for onnxruntime-cpu only" in capsys.readouterr().err
     # warn: the random tiny model's int8 labels sit near the self-check's threshold on some
     # CPUs; the self-check itself is tested on the trained model (test_self_check.py).
-    int8, fp32 = load_backend(output, self_check="warn"), load_backend(tiny_model_path)
+    int8 = load_backend(output, BackendOptions(self_check="warn"))
+    fp32 = load_backend(tiny_model_path)
     assert int8.info.class_names == fp32.info.class_names
     (_, rgb), = camvid_frames(1)
     got, want = int8.infer(rgb, want_confidence=True), fp32.infer(rgb)
@@ -210,11 +212,12 @@ def test_a_file_that_fails_its_own_self_check_is_not_written(tiny_model_path, ca
     kept = tmp_path / "lossy_int8.failed-self-check.onnx"
     assert f"Kept as {kept} (--keep-failed)" in capsys.readouterr().err
     assert kept.is_file() and not output.exists()
-    quant = json.loads(load_backend(kept, self_check="off").info.extra["quantization"])
+    quant = json.loads(load_backend(kept, BackendOptions(self_check="off")).info.extra[
+        "quantization"])
     made = quant["self_check_where_made"]
     assert made["passed"] is False and made["agreement"] < 0.5 and "cpu" in made
     with pytest.raises(SelfCheckFailed) as refused:  # what the node and bench say
-        load_backend(kept, "onnxruntime")
+        load_backend(kept, BackendOptions(backend="onnxruntime"))
     message = str(refused.value)
     assert "already failed this check where `textseg quantize` made it" in message
     assert "this machine is not the cause" in message and "on this version" not in message

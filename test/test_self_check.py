@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from textseg.engine import default_model_path, load_backend
+from textseg.engine import BackendOptions, default_model_path, load_backend
 from textseg.engine.contract import ContractError
 from textseg.engine.onnx_file import read_onnx_summary, with_metadata
 from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
@@ -83,7 +83,7 @@ def test_an_exported_model_carries_and_passes_its_self_check(tiny_model_path):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_models_pass_their_self_check_here(name):
-    backend = load_backend(MODELS / name, "onnxruntime")
+    backend = load_backend(MODELS / name, BackendOptions(backend="onnxruntime"))
     assert backend.self_check is not None, f"{name} carries no self-check"
     assert backend.self_check.passed, backend.self_check_note
     precision = "fp32" if name == "textseg_default.onnx" else "int8"

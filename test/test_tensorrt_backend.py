@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from textseg.engine import choose_backend, load_backend, tensorrt_problem
+from textseg.engine import BackendOptions, choose_backend, load_backend, tensorrt_problem
 from textseg.engine.calibration import CalibrationError, CalibrationImages
 from textseg.engine.contract import ContractError
 from textseg.engine.engine_cache import EngineCacheError, read_record, sidecar_path
@@ -93,7 +93,7 @@ def test_tensorrt_missing_here_gives_one_clear_reason(tiny_model_path):
         pytest.skip("TensorRT and a GPU are usable on this machine")
     assert TENSORRT_MISSING in tensorrt_problem() or "GPU" in tensorrt_problem()
     with pytest.raises(TensorRTUnavailable):
-        load_backend(tiny_model_path, backend="tensorrt")
+        load_backend(tiny_model_path, BackendOptions(backend="tensorrt"))
     name, why = choose_backend("auto", tiny_model_path)
     assert name == "onnxruntime" and "TensorRT is not usable" in why
 
@@ -156,7 +156,8 @@ def test_real_tensorrt_engine_matches_onnxruntime(tiny_model_path, tmp_path, cam
         labels = backend.infer(rgb).labels
     finally:
         backend.close()
-    reference = load_backend(tiny_model_path, "onnxruntime").infer(rgb).labels
+    reference = load_backend(tiny_model_path, BackendOptions(backend="onnxruntime")).infer(
+        rgb).labels
     assert (labels == reference).mean() > 0.99
 
 
@@ -863,6 +864,23 @@ def test_batch_profiles_are_built_and_switched_with_fake_tensorrt_module(
     assert fake_gpu.memory == {} and fake_gpu.pinned == {}
 
 
+def test_what_the_node_asks_of_the_backend_with_fake_tensorrt_module(tiny_model_path, tmp_path,
+                                                                    fake_gpu):
+    """The SegmentationBackend members the node relies on: batching pays here (the node
+    batches its cameras by default), the batch bound the engine was built for, and nothing to
+    prepare for confidence (every engine computes it)."""
+    backend, calls, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64),
+                                 max_batch=2)
+    assert backend.batching_pays is True and backend.max_batch == 2
+    calls.clear()
+    backend.prepare_confidence()
+    assert calls == []
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+    np.testing.assert_array_equal(backend.infer(frame, want_confidence=True).confidence,
+                                  frame[..., 1])
+    backend.close()
+
+
 def test_batch_engines_are_cached_apart_from_single_frame_engines_with_fake_tensorrt_module(
         tiny_model_path, tmp_path, fake_gpu):
     single, _, _ = _backend(tiny_model_path, tmp_path, fake_gpu, input_size=(48, 64))
@@ -941,7 +959,8 @@ def test_bake_cli_bakes_batch_profiles_with_fake_tensorrt_module(tiny_model_path
     from textseg.engine import cuda_runtime, tensorrt_backend
 
     # The stand-in computes the model's own labels, so the bake's self-check passes.
-    reference = load_backend(tiny_model_path, "onnxruntime", self_check="off")
+    reference = load_backend(tiny_model_path, BackendOptions(backend="onnxruntime",
+                                                             self_check="off"))
     trt, calls = make_fake_tensorrt(fake_gpu, compute_labels=lambda images: np.stack(
         [r.labels for r in reference.infer_batch(list(images))]))
     monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda: trt)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Values of the node's `points` parameter: no cloud, or one from either source above.
+POINTS_MODES = ("off", "depth", "ground")
 DEPTH_ENCODINGS = {"16UC1": (np.uint16, 0.001), "mono16": (np.uint16, 0.001),
                    "32FC1": (np.float32, 1.0)}
 # PointCloud2 layout: x, y, z float32, label and confidence uint8, padded to 16 bytes.

@@ -133,14 +133,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from textseg.cpu import cpu_features
-    from textseg.engine import load_backend
+    from textseg.engine import BackendOptions, load_backend
     from textseg.tools.commands import int8_summary
     from textseg.tools.importer import IMPORT_KEY
 
     if args.nodes:
         return _info_nodes(args.model)
     # warn, not refuse: `info` is where a user looks when a model is refused.
-    backend = load_backend(args.model, self_check="warn", report=print)
+    backend = load_backend(args.model, BackendOptions(self_check="warn", report=print))
     info = backend.info
     print(f"model              {getattr(backend, 'model_path', args.model)}")
     print(f"self-check         {backend.self_check_note}")

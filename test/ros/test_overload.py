@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 
 from textseg.tools.benchmark import bench_backend, run_overload  # noqa: E402
-from textseg.engine import load_backend  # noqa: E402
+from textseg.engine import BackendOptions, load_backend  # noqa: E402
 from textseg.client.process import local_ros_environment  # noqa: E402
 from textseg.ros_compat import DDS_PROFILE_VARIABLES  # noqa: E402
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ros
 def test_three_times_overload_drops_frames_instead_of_queueing(tiny_model_path, camvid_frames,
                                                                 monkeypatch):
     frames = [cv2.resize(rgb, (320, 240)) for _, rgb in camvid_frames(4)]
-    backend = load_backend(tiny_model_path, "onnxruntime", threads=1)
+    backend = load_backend(tiny_model_path, BackendOptions(backend="onnxruntime", threads=1))
     capacity = bench_backend(backend, frames, 20).fps
     lines = []
     # The run sets these in os.environ for its in-process client: set them through

@@ -362,12 +362,11 @@ def test_nothing_is_computed_while_nobody_subscribes(tiny_model_path, ros_env, r
 
 
 def test_points_parameters_are_checked_at_start(tiny_model_path, ros_env):
-    for params, message in (({"points": "ground"}, "needs ground_height"),
-                            ({"points": "lidar"}, "points 'lidar' is not one of"),
-                            ({"points": "ground", "ground_height": 1.0,
-                              "ground_standing_classes": ["truck"]},
-                             "['truck'] are not among the output classes")):
-        node = NodeProcess({"model": str(tiny_model_path), **params}, env=ros_env,
-                           namespace="/badpoints").start()
-        code = node.exit_code(timeout=30.0)
-        assert code == 1 and message in node.log_text(), node.log_text()[-2000:]
+    """Against the model's classes; the parameters alone: test/test_node_parameters.py."""
+    params, message = ({"points": "ground", "ground_height": 1.0,
+                        "ground_standing_classes": ["truck"]},
+                       "['truck'] are not among the output classes")
+    node = NodeProcess({"model": str(tiny_model_path), **params}, env=ros_env,
+                       namespace="/badpoints").start()
+    code = node.exit_code(timeout=30.0)
+    assert code == 1 and message in node.log_text(), node.log_text()[-2000:]

@@ -5,16 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from textseg.engine.backend import SegmentationBackend, SegmentationResult
+from textseg.engine.backend import BackendOptions, SegmentationBackend, SegmentationResult
 from textseg.engine.contract import ContractError, ModelInfo
 from textseg.engine.engine_cache import PRECISIONS
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 DEFAULT_MODEL_FILENAME = "textseg_default.onnx"
 
-__all__ = ["BACKENDS", "PRECISIONS", "ContractError", "ModelInfo", "SegmentationBackend",
-           "SegmentationResult", "choose_backend", "default_model_path", "load_backend",
-           "package_share_dir", "tensorrt_problem"]
+__all__ = ["BACKENDS", "PRECISIONS", "BackendOptions", "ContractError", "ModelInfo",
+           "SegmentationBackend", "SegmentationResult", "choose_backend", "default_model_path",
+           "load_backend", "package_share_dir", "tensorrt_problem"]
 
 
 def package_share_dir() -> Path:
@@ -92,23 +92,12 @@ def choose_backend(requested: str, model: str | Path = "") -> tuple[str, str]:
     return "onnxruntime", f"auto: ONNX Runtime {providers}; TensorRT is not usable: {problem}"
 
 
-def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0, *,
-                 precision: str = "fp16", cache_dir: str | Path = "",
-                 allow_build: bool = True, calibration_dir: str | Path = "",
-                 input_size: tuple[int, int] | None = None, report=None,
-                 spin_wait: bool = False, cancel=None, max_batch: int = 1,
-                 self_check: str = "refuse") -> SegmentationBackend:
-    """Open `model` (default artifact when empty) with the requested backend.
-
-    ONNX Runtime uses `threads` and `spin_wait` (busy-waiting worker threads); TensorRT uses
-    `precision`, the engine cache in `cache_dir` ('' = the default), `allow_build`,
-    `calibration_dir` (int8), `input_size` (build or load the engine for that
-    (height, width) now instead of on the first frame), `cancel` (a threading.Event that
-    stops an engine build in progress, e.g. at shutdown) and `max_batch` (engines with one
-    profile per batch size 1..max_batch, for several cameras in one inference). ONNX Runtime
-    takes any batch of a model whose batch axis is dynamic. `self_check`: what to do when the
-    model's stored self-check fails on this machine (textseg.engine.self_check): refuse (an
-    error), warn (through `report`) or off."""
+def load_backend(model: str | Path = "", options: BackendOptions | None = None
+                 ) -> SegmentationBackend:
+    """Open `model` (default artifact when empty) with the backend `options` ask for
+    (BackendOptions() when None: auto, each option at its default)."""
+    options = options or BackendOptions()
+    backend, precision = options.backend, options.precision
     path = Path(model) if str(model) else default_model_path()
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
@@ -123,12 +112,13 @@ def load_backend(model: str | Path = "", backend: str = "auto", threads: int = 0
     if name == "tensorrt":
         from textseg.engine.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(path, precision=precision, cache_dir=cache_dir or None,
-                               allow_build=allow_build,
-                               calibration_dir=calibration_dir or None,
-                               input_size=input_size, report=report, cancel=cancel,
-                               max_batch=max_batch, self_check=self_check)
+        return TensorRTBackend(path, precision=precision, cache_dir=options.cache_dir or None,
+                               allow_build=options.allow_build,
+                               calibration_dir=options.calibration_dir or None,
+                               input_size=options.input_size, report=options.report,
+                               cancel=options.cancel, max_batch=options.max_batch,
+                               self_check=options.self_check)
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(path, threads=threads, spin_wait=spin_wait,
-                              self_check=self_check, report=report)
+    return OnnxRuntimeBackend(path, threads=options.threads, spin_wait=options.spin_wait,
+                              self_check=options.self_check, report=options.report)

@@ -1,8 +1,14 @@
-"""The one small interface every inference backend implements."""
+"""What every inference backend shares: the `SegmentationBackend` protocol the node and the
+tools program against (with what the node asks of a backend: `max_batch`, `batching_pays`,
+`prepare_confidence`), its `SegmentationResult`, the `BackendOptions` that `load_backend`
+opens a model with, and the frame checks each backend runs before an inference."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -44,9 +50,42 @@ class SegmentationBackend(Protocol):
         """Segment frames of one size together (at most `max_batch`); one result per frame."""
         ...
 
+    def prepare_confidence(self) -> None:
+        """Make ready now what the first frame that wants confidence would otherwise wait for
+        (nothing where confidence costs no set-up)."""
+        ...
+
     def close(self) -> None:
         """Release devices and buffers."""
         ...
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How `textseg.engine.load_backend` opens a model; each backend reads the options that
+    apply to it and ignores the others."""
+
+    backend: str = "auto"  # one of textseg.engine.BACKENDS
+    # ONNX Runtime: CPU threads (0 = all cores); worker threads busy-wait between operators.
+    threads: int = 0
+    spin_wait: bool = False
+    # TensorRT: engine precision; the engine cache ('' = the default); build a missing engine
+    # (else fail); images for int8 calibration.
+    precision: str = "fp16"
+    cache_dir: str | Path = ""
+    allow_build: bool = True
+    calibration_dir: str | Path = ""
+    # TensorRT: build or load the engine for this (height, width) now, not on the first frame.
+    input_size: tuple[int, int] | None = None
+    # TensorRT: engines with one profile per batch size 1..max_batch (several cameras in one
+    # inference). ONNX Runtime takes any batch of a model whose batch axis is dynamic.
+    max_batch: int = 1
+    # Set to stop an engine build in progress (e.g. at shutdown).
+    cancel: threading.Event | None = None
+    # When the model's stored self-check fails here (textseg.engine.self_check): refuse (an
+    # error), warn (through `report`) or off.
+    self_check: str = "refuse"
+    report: Callable[[str], None] | None = None  # progress and warnings, one line each
 
 
 def check_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -770,6 +770,10 @@ class TensorRTBackend:
         one; called when the node shuts down while a build runs (builds take minutes)."""
         self._cancel.set()
 
+    def prepare_confidence(self) -> None:
+        """Nothing to prepare: every engine computes the confidence output with the labels;
+        only copying it back is skipped when a frame does not want it."""
+
     def infer(self, rgb: np.ndarray, want_confidence: bool = False) -> SegmentationResult:
         return self.infer_batch([rgb], want_confidence)[0]
 

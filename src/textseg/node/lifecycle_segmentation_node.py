@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import sys
 
-from textseg.node.segmentation_node import SegmentationBehaviour, run_node
+from textseg.node.node_process import run_node
+from textseg.node.segmentation_node import SegmentationBehaviour
 from textseg.node.usage import help_requested
 from textseg.ros_compat import lifecycle_api
 

@@ -13,6 +13,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from textseg.pipeline import camera_image_size, labels_intrinsics
 from textseg.points import (
     POINT_FIELDS,
+    POINTS_MODES,
     GroundPose,
     Intrinsics,
     PointsError,
@@ -26,7 +27,6 @@ from textseg.points import (
     points_from_depth,
 )
 
-POINTS_MODES = ("off", "depth", "ground")
 _FIELD_TYPES = {"float32": PointField.FLOAT32, "uint8": PointField.UINT8}
 DEPTH_BUFFER = 10  # recent depth images kept for stamp matching (a third of a second at 30 Hz)
 

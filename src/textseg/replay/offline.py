@@ -124,11 +124,11 @@ def evaluate_offline(bag: str | Path, model: str | Path = "", backend: str = "au
     """Stream the bag through the backend and score it. `only_indices` (sorted frame indices)
     restricts scoring to those frames, e.g. the ones a replay got answers for; `on_frame`
     is called with the number of frames seen after each one (benchmarks sample memory)."""
-    from textseg.engine import default_model_path, load_backend
+    from textseg.engine import BackendOptions, default_model_path, load_backend
 
     model_path = Path(model) if str(model) else default_model_path()
     with BagSource(bag, image_topic, labels_topic) as source:
-        runner = load_backend(model_path, backend, threads)
+        runner = load_backend(model_path, BackendOptions(backend=backend, threads=threads))
         try:
             setup = settle(source, model_path, runner.info, ignore_id)
             total = source.frame_count if limit is None else min(limit, source.frame_count)

@@ -193,7 +193,7 @@ def _fp16(args: argparse.Namespace) -> int:
 
 
 def _self_check(args: argparse.Namespace) -> int:
-    from textseg.engine import load_backend
+    from textseg.engine import BackendOptions, load_backend
     from textseg.engine.self_check import (
         SELF_CHECK_KEY,
         SelfCheckFailed,
@@ -222,8 +222,9 @@ def _self_check(args: argparse.Namespace) -> int:
         print(f"wrote the self-check into {model}: {len(frames)} frames of {args.embed} at "
               f"{frames[0].shape[1]}x{frames[0].shape[0]}, labels from {check.reference}")
     try:
-        backend = load_backend(model, args.backend, precision=args.precision,
-                               self_check="refuse", report=print)
+        backend = load_backend(model, BackendOptions(
+            backend=args.backend, precision=args.precision, self_check="refuse",
+            report=print))
     except SelfCheckFailed as exc:
         print(f"textseg self-check: {exc}", file=sys.stderr)
         return 1
