@@ -110,3 +110,28 @@ def test_constructor_validates():
     with pytest.raises(ContractError, match="do not fit"):
         ModelInfo(class_names=tuple(map(str, range(256))), palette=((0, 0, 0),) * 256,
                   network_input_size=(8, 8))
+
+
+def test_one_interface_check_for_graphs_and_engines():
+    """Dynamic axes read as names or "?" in an ONNX graph and as -1 in a TensorRT engine."""
+    from textseg.engine.contract import TensorSpec, check_interface, interface_problems
+
+    for dynamic in ("batch", "?", -1):
+        inputs = [TensorSpec("image", "uint8", (dynamic, dynamic, dynamic, 3))]
+        outputs = [TensorSpec("labels", "uint8", (dynamic, dynamic, dynamic))]
+        interface = check_interface(inputs, outputs, "m.onnx")
+        assert interface.dynamic_batch and not interface.has_confidence
+    fixed = check_interface([TensorSpec("image", "uint8", (1, 4, 5, 3))],
+                            [TensorSpec("labels", "uint8", (1, 4, 5)),
+                             TensorSpec("confidence", "uint8", (1, 4, 5))], "m.onnx")
+    assert fixed.has_confidence and not fixed.dynamic_batch
+    problems = interface_problems([TensorSpec("image", "float32", (1, -1, -1, 3)),
+                                   TensorSpec("extra", "uint8", (1,))],
+                                  [TensorSpec("confidence", "float32", (1, -1, -1))])
+    assert problems == [
+        "expected one input 'image', found [('image', 'float32'), ('extra', 'uint8')]",
+        "expected a uint8 [N, H, W] output 'labels', there is no output 'labels'",
+        "output 'confidence' must be uint8 [N, H, W], is float32 [1, -1, -1]"]
+    with pytest.raises(ContractError, match="^m.onnx: input 'image' must be"):
+        check_interface([TensorSpec("image", "uint8", (2, -1, -1, 3))],
+                        [TensorSpec("labels", "uint8", (2, -1, -1))], "m.onnx")

@@ -8,7 +8,7 @@ import pytest
 
 from textseg.engine import BackendOptions, load_backend
 from textseg.engine.graph_prune import without_output
-from textseg.engine.tensorrt_rules import read_graph
+from textseg.engine.onnx_file import read_onnx_model
 
 onnx = pytest.importorskip("onnx", reason="onnx not installed (runtime-only environment)")
 ort = pytest.importorskip("onnxruntime")
@@ -17,8 +17,8 @@ ort = pytest.importorskip("onnxruntime")
 def test_the_confidence_nodes_go_and_the_labels_stay(tiny_model_path, camvid_frames):
     data = tiny_model_path.read_bytes()
     pruned, removed = without_output(data, "confidence")
-    before = [n.op_type for n in read_graph(data).nodes]
-    after = [n.op_type for n in read_graph(pruned).nodes]
+    before = [n.op_type for n in read_onnx_model(data).nodes]
+    after = [n.op_type for n in read_onnx_model(pruned).nodes]
     assert removed > 0 and len(after) == len(before) - removed
     assert "Exp" in before and "Exp" not in after and "ArgMax" in after
     model = onnx.load_from_string(pruned)

@@ -34,7 +34,7 @@ from textseg.tools.importer import (  # noqa: E402
     import_model,
     read_class_names,
 )
-from textseg.engine.onnx_file import describe_model, read_onnx_summary  # noqa: E402
+from textseg.engine.onnx_file import describe_model, read_onnx_model  # noqa: E402
 from textseg.engine.tensorrt_rules import check_tensorrt_rules  # noqa: E402
 
 CAMVID_NAMES = ("sky", "building", "pole", "road", "sidewalk", "tree", "traffic sign",
@@ -61,7 +61,7 @@ def test_recipe_imports_and_gives_the_frameworks_own_labels(name, imported, camv
     model, path = imported(name)
     info = describe_model(path).info
     assert info.class_names == CAMVID_NAMES and info.training_stage == "imported"
-    provenance = json.loads(read_onnx_summary(path).metadata[IMPORT_KEY])
+    provenance = json.loads(read_onnx_model(path).metadata[IMPORT_KEY])
     assert provenance["source"] == path.name.replace("_textseg", "")
     assert len(provenance["source_sha256"]) == 64
     assert check_tensorrt_rules(path.read_bytes()) == []

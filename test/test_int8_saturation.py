@@ -84,14 +84,14 @@ def test_real_activations_overflow_with_8_bit_weights_only(tiny_model_path, tmp_
     import cv2
     import onnxruntime as ort
 
-    from textseg.engine.tensorrt_rules import read_graph
+    from textseg.engine.onnx_file import read_onnx_model
 
     frame = cv2.cvtColor(cv2.imread(str(sorted((camvid_dir / "val").glob("*.png"))[0])),
                          cv2.COLOR_BGR2RGB)
     found = {}
     for bits in (8, 7):
         path = _quantized(tiny_model_path, tmp_path, camvid_dir, "cpu", bits)
-        graph = read_graph(path)
+        graph = read_onnx_model(path)
         producers = {out: node for node in graph.nodes for out in node.outputs}
         conv = next(n for n in graph.nodes if n.op_type == "Conv"
                     and graph.dims.get(producers[n.inputs[1]].inputs[0], (0, 0, 0))[2:] == (1, 1)

@@ -110,3 +110,29 @@ def test_textseg_profile_runs_the_int8_model_as_the_backend_does(tiny_int8):
     rows, _ = profile_ops(tiny_int8, 96, 128, runs=1, threads=1, warmup=1)
     ops = {row.op_type for row in rows}
     assert "QLinearConv" in ops and "Conv" not in ops, ops
+
+
+def test_the_backend_parses_once_and_rewrites_as_the_two_steps_would(tiny_int8, monkeypatch):
+    """One parse for the saturation check, the uint8 rewrite, the pruning, the contract and the
+    precision; the bytes it runs are those of the rewrite followed by the pruning."""
+    from textseg.engine import onnx_file
+    from textseg.engine.graph_prune import output_removal, without_output
+    from textseg.engine.onnx_file import read_onnx_model
+    from textseg.engine.qdq_cpu import uint8_zero_point_edits
+
+    parses = []
+    parse = onnx_file._parse
+    monkeypatch.setattr(onnx_file, "_parse", lambda *a: parses.append(a[1]) or parse(*a))
+    backend = OnnxRuntimeBackend(tiny_int8, providers=["CPUExecutionProvider"],
+                                 self_check="warn")
+    assert parses == [str(tiny_int8)]
+    monkeypatch.undo()
+    rewritten, converted = uint8_activations(tiny_int8.read_bytes())
+    labels_only, removed = without_output(rewritten, "confidence")
+    assert (backend.uint8_activations, backend.pruned_nodes) == (converted, removed)
+    assert backend._whole_model == rewritten
+    assert [o.name for o in backend.session.get_outputs()] == ["labels"]
+    # The backend's one rewrite of the parsed model is byte for byte the two steps in turn.
+    model = read_onnx_model(tiny_int8)
+    dropped, _ = output_removal(model, "confidence")
+    assert model.edited(uint8_zero_point_edits(model), dropped) == labels_only

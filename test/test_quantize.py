@@ -13,7 +13,8 @@ pytest.importorskip("onnx", reason="onnx not installed (runtime-only environment
 from textseg.cli import main  # noqa: E402
 from textseg.engine import BackendOptions, load_backend  # noqa: E402
 from textseg.tools.quantize import calibration_frames  # noqa: E402
-from textseg.engine.tensorrt_rules import check_tensorrt_rules, read_graph  # noqa: E402
+from textseg.engine.onnx_file import read_onnx_model  # noqa: E402
+from textseg.engine.tensorrt_rules import check_tensorrt_rules  # noqa: E402
 
 
 def test_quantize_writes_a_qdq_model_that_keeps_the_contract(tiny_model_path, camvid_dir,
@@ -23,7 +24,7 @@ def test_quantize_writes_a_qdq_model_that_keeps_the_contract(tiny_model_path, ca
                  "--frames", "3", "--output", str(output)]) == 0
     assert "activations quantized around Conv" in capsys.readouterr().out
     assert check_tensorrt_rules(output) == []
-    ops = {n.op_type for n in read_graph(output).nodes}
+    ops = {n.op_type for n in read_onnx_model(output).nodes}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     # warn: the random tiny model's int8 labels sit near the self-check's threshold on some
     # CPUs; the self-check itself is tested on the trained model (test_self_check.py).
@@ -97,7 +98,7 @@ def test_unreadable_calibration_images_are_errors_not_a_shorter_set(tmp_path):
 
 def test_fp16_model_keeps_the_contract_and_the_labels(tiny_model_path, camvid_dir, tmp_path,
                                                       capsys):
-    from textseg.engine.tensorrt_backend import model_precision
+    from textseg.engine.onnx_file import model_precision
 
     output = tmp_path / "tiny_fp16.onnx"
     assert main(["fp16", str(tiny_model_path), "--images", str(camvid_dir / "val"),
@@ -159,7 +160,7 @@ def _lossy_model(tiny_model_path, path):
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper
 
-    from textseg.engine.onnx_file import read_onnx_summary, with_metadata
+    from textseg.engine.onnx_file import read_onnx_model, with_metadata
     from textseg.engine.self_check import SELF_CHECK_KEY, make_self_check, read_self_check
 
     proto = onnx.load(str(tiny_model_path))
@@ -170,7 +171,7 @@ def _lossy_model(tiny_model_path, path):
     array[:, 0] = 300 * np.abs(array).max()
     weights.CopyFrom(numpy_helper.from_array(array, weights.name))
     data = proto.SerializeToString()
-    stored = read_self_check(read_onnx_summary(tiny_model_path).metadata)
+    stored = read_self_check(read_onnx_model(tiny_model_path).metadata)
     check = make_self_check(data, stored.frames, path.name)
     path.write_bytes(with_metadata(data, {SELF_CHECK_KEY: check.to_metadata()}))
     return path
@@ -203,7 +204,7 @@ def test_a_file_that_fails_its_own_self_check_is_not_written(tiny_model_path, ca
                    f"textseg info {lossy} --nodes", "keep the fp32 model lossy.onnx"):
         assert advice in error, advice
     # the class-score convolution, the one made lossy, is named as the one to keep in float
-    scores = [n.name for n in read_graph(lossy).nodes if n.op_type == "Conv"][-1]
+    scores = [n.name for n in read_onnx_model(lossy).nodes if n.op_type == "Conv"][-1]
     assert f"the class-score layer feeding the output: --keep-float {scores};" in error
     assert "next:" not in printed.out and "wrote" not in printed.out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lossy.onnx"]  # nothing left over

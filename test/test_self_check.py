@@ -9,7 +9,7 @@ import pytest
 
 from textseg.engine import BackendOptions, default_model_path, load_backend
 from textseg.engine.contract import ContractError
-from textseg.engine.onnx_file import read_onnx_summary, with_metadata
+from textseg.engine.onnx_file import read_onnx_model, with_metadata
 from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
 from textseg.engine.self_check import (
     SELF_CHECK_KEY,
@@ -38,7 +38,7 @@ def _tampered(source, output):
 
     proto = onnx.load(str(source))
     inits = {t.name: t for t in proto.graph.initializer}
-    classes = len(json.loads(read_onnx_summary(source).metadata["textseg.class_names"]))
+    classes = len(json.loads(read_onnx_model(source).metadata["textseg.class_names"]))
     conv = [n for n in proto.graph.node if n.op_type == "Conv" and n.input[1] in inits
             and numpy_helper.to_array(inits[n.input[1]]).shape[0] == classes][-1]
     for name in conv.input[1:]:
@@ -73,7 +73,7 @@ def test_interior_excludes_label_boundaries():
 
 
 def test_an_exported_model_carries_and_passes_its_self_check(tiny_model_path):
-    stored = read_self_check(read_onnx_summary(tiny_model_path).metadata)
+    stored = read_self_check(read_onnx_model(tiny_model_path).metadata)
     assert stored is not None and 1 <= len(stored.frames) <= 3  # at most CHECK_FRAMES
     backend = OnnxRuntimeBackend(tiny_model_path)
     assert backend.self_check.passed and backend.self_check.agreement == 1.0
@@ -122,8 +122,8 @@ def test_quantized_file_carries_the_fp32_reference(tiny_model_path, tmp_path, ca
 
     output = quantize_model(tiny_model_path, tmp_path / "q.onnx", camvid_dir / "train",
                             frames=4, target="cpu", self_check="warn").path
-    metadata = read_onnx_summary(output).metadata
-    assert metadata[SELF_CHECK_KEY] == read_onnx_summary(tiny_model_path).metadata[
+    metadata = read_onnx_model(output).metadata
+    assert metadata[SELF_CHECK_KEY] == read_onnx_model(tiny_model_path).metadata[
         SELF_CHECK_KEY]
     backend = OnnxRuntimeBackend(output, self_check="warn")  # a random model's margins
     assert backend.self_check.precision == "int8"
@@ -196,7 +196,7 @@ def test_embedding_a_self_check_changes_nothing_else(tmp_path, camvid_dir):
     copy.write_bytes(with_metadata(source.read_bytes(), {SELF_CHECK_KEY: "stale"}))
     assert main(["self-check", str(copy), "--embed", str(camvid_dir / "train"),
                  "--frames", "2", "--backend", "onnxruntime"]) == 0
-    before, after = read_onnx_summary(source), read_onnx_summary(copy)
+    before, after = read_onnx_model(source), read_onnx_model(copy)
     assert len(read_self_check(after.metadata).frames) == 2
     assert {k: v for k, v in before.metadata.items() if k != SELF_CHECK_KEY} == \
         {k: v for k, v in after.metadata.items() if k != SELF_CHECK_KEY}
@@ -210,7 +210,7 @@ def test_resized_run_counts_interior_pixels_only(size):
     trained default model and its stored real frames, at a camera size and a smaller one)."""
     model = MODELS / "textseg_default.onnx"
     backend = OnnxRuntimeBackend(model, self_check="off")
-    stored = read_self_check(read_onnx_summary(model).metadata)
+    stored = read_self_check(read_onnx_model(model).metadata)
     result = run_self_check(lambda frames: [r.labels for r in backend.infer_batch(frames)],
                             stored, "fp32", "onnxruntime", size=size)
     assert result.size == size and result.passed, result.describe()

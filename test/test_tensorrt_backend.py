@@ -23,21 +23,23 @@ from textseg.engine import BackendOptions, choose_backend, load_backend, tensorr
 from textseg.engine.calibration import CalibrationError, CalibrationImages
 from textseg.engine.contract import ContractError
 from textseg.engine.engine_cache import EngineCacheError, read_record, sidecar_path
+from textseg.engine.onnx_file import model_precision
 from textseg.engine.tensorrt_backend import (
     TENSORRT_MISSING,
-    BuildPlan,
-    EngineBuildCancelled,
-    EngineBuildError,
     EngineLoadError,
     EngineRunner,
     EngineTensor,
     TensorRTBackend,
     TensorRTUnavailable,
-    _make_logger,
     import_tensorrt,
-    model_precision,
     plan_bindings,
+)
+from textseg.engine.tensorrt_build import (
+    BuildPlan,
+    EngineBuildCancelled,
+    EngineBuildError,
     plan_build,
+    tensorrt_logger,
 )
 
 # --- pure parts ---------------------------------------------------------------------------
@@ -749,7 +751,7 @@ def test_tensorrt11_refuses_flag_precision_on_an_fp32_model_with_fake_tensorrt_m
 def test_the_tensorrt10_flag_path_fails_on_tensorrt11s_attribute_set(tiny_model_path,
                                                                      fake_gpu):
     """What the stand-in for 11 guards against: the 10-only calls are really gone there."""
-    from textseg.engine.tensorrt_backend import build_serialized_engine
+    from textseg.engine.tensorrt_build import build_serialized_engine
 
     trt11, _ = make_fake_tensorrt(fake_gpu, "11.0.0")
     assert not hasattr(trt11, "IInt8EntropyCalibrator2")
@@ -788,7 +790,7 @@ def test_an_unreadable_calibration_image_fails_the_build_with_fake_tensorrt_modu
 
 def test_one_tensorrt_logger_per_process(fake_gpu):
     trt, _ = make_fake_tensorrt(fake_gpu)
-    assert _make_logger(trt, None) is _make_logger(trt, lambda line: None)
+    assert tensorrt_logger(trt, None) is tensorrt_logger(trt, lambda line: None)
 
 
 def test_cuda13_wheel_layout_is_searched_for_libcudart(tmp_path, monkeypatch):
@@ -971,3 +973,49 @@ def test_bake_cli_bakes_batch_profiles_with_fake_tensorrt_module(tiny_model_path
     assert "ready (fp16 64x48, batch 1-2)" in out and "self-check passed" in out
     assert [c[2] for c in calls if c[0] == "set_shape"] == [(1, 48, 64, 3), (2, 48, 64, 3)]
     assert len(list(tmp_path.glob("*.b2.*.engine"))) == 1
+
+
+def test_an_onnx_model_is_parsed_once_to_open_and_bake_it_with_fake_tensorrt_module(
+        tiny_model_path, tmp_path, fake_gpu, monkeypatch):
+    """Its description, precision and the parser's rules come from one parse, also when the
+    engine is built later."""
+    from textseg.engine import onnx_file
+
+    parses = []
+    parse = onnx_file._parse
+    monkeypatch.setattr(onnx_file, "_parse", lambda *a: parses.append(a[1]) or parse(*a))
+    backend, calls, _ = _backend(tiny_model_path, tmp_path, fake_gpu)
+    backend.prepare(48, 64)
+    assert "build_serialized_network" in _names(calls)
+    assert parses == [str(tiny_model_path)]
+    backend.close()
+
+
+def test_the_parser_rules_refuse_the_build_not_the_open_with_fake_tensorrt_module(
+        tmp_path, fake_gpu, onnx_tiny_without_resize):
+    backend, calls, _ = _backend(onnx_tiny_without_resize, tmp_path, fake_gpu)
+    with pytest.raises(ContractError, match="breaks TensorRT's ONNX parser rules"):
+        backend.prepare(48, 64)
+    assert "build_serialized_network" not in _names(calls)
+    backend.close()
+
+
+@pytest.fixture
+def onnx_tiny_without_resize(tmp_path, tiny_model_path):
+    """A contract model TensorRT's parser rules refuse (no Resize to a fixed size)."""
+    onnx = pytest.importorskip("onnx", reason="onnx builds the graph")
+    from onnx import TensorProto, helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["n", "h", "w", 3])
+    labels = helper.make_tensor_value_info("labels", TensorProto.UINT8, ["n", "h", "w"])
+    nodes = [helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMax", ["f"], ["m"], axes=[3], keepdims=0),
+             helper.make_node("Cast", ["m"], ["labels"], to=TensorProto.UINT8)]
+    model = helper.make_model(helper.make_graph(nodes, "g", [image], [labels]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    for prop in onnx.load(str(tiny_model_path)).metadata_props:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = prop.key, prop.value
+    path = tmp_path / "no_resize.onnx"
+    onnx.save(model, str(path))
+    return path

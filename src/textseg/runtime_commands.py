@@ -197,12 +197,12 @@ def _option_text(key: str, value) -> str:
 def _batch_axis(model) -> str:
     """The image input's batch axis: 'dynamic (...)' or 'fixed at N' ('' when unreadable)."""
     from textseg.engine.contract import INPUT_NAME
-    from textseg.engine.onnx_file import read_onnx_summary
+    from textseg.engine.onnx_file import read_onnx_model
 
     path = Path(str(model))
     if path.suffix != ".onnx" or not path.is_file():
         return ""
-    spec = next((i for i in read_onnx_summary(path).inputs if i.name == INPUT_NAME), None)
+    spec = next((i for i in read_onnx_model(path).inputs if i.name == INPUT_NAME), None)
     if spec is None or not spec.shape:
         return ""
     batch = spec.shape[0]
@@ -226,11 +226,11 @@ def _quantization_summary(record: dict) -> str:
 
 def _info_nodes(model) -> int:
     """Every node's name and operator type, in graph order (the names --keep-float takes)."""
-    from textseg.engine.tensorrt_rules import read_graph
+    from textseg.engine.onnx_file import read_onnx_model
 
     if not model:
         raise ValueError("give the ONNX file whose nodes to list (textseg info MODEL --nodes)")
-    graph = read_graph(model)
+    graph = read_onnx_model(model)
     width = max((len(node.name) for node in graph.nodes), default=4)
     print(f"{'node':<{width}}  op")
     for node in graph.nodes:

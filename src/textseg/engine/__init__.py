@@ -65,10 +65,10 @@ def choose_backend(requested: str, model: str | Path = "") -> tuple[str, str]:
         raise ValueError(f"{model} is a TensorRT engine: use backend tensorrt (or auto), or "
                          "give the ONNX file to run it with ONNX Runtime")
     if requested != "onnxruntime" and not is_engine and Path(str(model)).is_file():
-        from textseg.engine.onnx_file import CPU_ONLY_TARGET, quantization_target, read_onnx_summary
+        from textseg.engine.onnx_file import CPU_ONLY_TARGET, quantization_target, read_onnx_model
 
         try:
-            target = quantization_target(read_onnx_summary(model).metadata)
+            target = quantization_target(read_onnx_model(model).metadata)
         except ValueError:
             target = ""  # not readable as ONNX: the backend says so when it opens it
         if target == CPU_ONLY_TARGET:

@@ -17,6 +17,7 @@ Metadata (ONNX ``metadata_props``, all strings, JSON where structured) is descri
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 CONTRACT_VERSION = 1
@@ -124,3 +125,69 @@ class ModelInfo:
         except (TypeError, ValueError) as exc:
             raise ContractError(f"{source}: malformed metadata: {exc}") from None
         return info
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a graph or an engine."""
+
+    name: str
+    dtype: str  # numpy-style name ("uint8"), or "type<N>" for others
+    shape: tuple[int | str, ...]  # ints for fixed axes; a name, "?" or -1 for dynamic ones
+
+
+def is_fixed(dim: int | str) -> bool:
+    return isinstance(dim, int) and dim >= 0
+
+
+@dataclass(frozen=True)
+class Interface:
+    """What a contract-conforming interface leaves open."""
+
+    has_confidence: bool
+    dynamic_batch: bool  # older models fix the batch axis at 1
+
+
+def interface_problems(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+                       ) -> list[str]:
+    """Every way these inputs and outputs (of a graph, its ONNX Runtime session or a TensorRT
+    engine) break the contract's interface; empty when they follow it."""
+    problems = []
+    image = next((i for i in inputs if i.name == INPUT_NAME), None)
+    if image is None or len(inputs) != 1:
+        found = [(i.name, i.dtype) for i in inputs]
+        problems.append(f"expected one input '{INPUT_NAME}', found {found}")
+    elif image.dtype != "uint8":
+        found = [(i.name, i.dtype) for i in inputs]
+        problems.append(f"expected a uint8 input '{INPUT_NAME}', found {found}: the image must "
+                        "be uint8 RGB, as cameras send it")
+    elif (len(image.shape) != 4 or image.shape[3] != 3
+          or (is_fixed(image.shape[0]) and image.shape[0] != 1)):
+        problems.append(f"input '{INPUT_NAME}' must be [N, H, W, 3] with N dynamic or 1, is "
+                        f"{list(image.shape)}")
+    by_name = {o.name: o for o in outputs}
+    labels = by_name.get(LABELS_OUTPUT)
+    if labels is None:
+        problems.append(f"expected a uint8 [N, H, W] output '{LABELS_OUTPUT}', there is no "
+                        f"output '{LABELS_OUTPUT}'")
+    elif labels.dtype != "uint8" or len(labels.shape) != 3:
+        why = (f": output '{LABELS_OUTPUT}' must be uint8 class ids (a mono8 label image)"
+               if labels.dtype != "uint8" else "")
+        problems.append(f"expected a uint8 [N, H, W] output '{LABELS_OUTPUT}', found "
+                        f"{labels.dtype} {list(labels.shape)}{why}")
+    confidence = by_name.get(CONFIDENCE_OUTPUT)
+    if confidence is not None and (confidence.dtype != "uint8" or len(confidence.shape) != 3):
+        problems.append(f"output '{CONFIDENCE_OUTPUT}' must be uint8 [N, H, W], is "
+                        f"{confidence.dtype} {list(confidence.shape)}")
+    return problems
+
+
+def check_interface(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                    source: str) -> Interface:
+    """The interface's open choices; ContractError naming every problem unless it follows the
+    contract."""
+    problems = interface_problems(inputs, outputs)
+    if problems:
+        raise ContractError(f"{source}: " + "; ".join(problems))
+    return Interface(has_confidence=any(o.name == CONFIDENCE_OUTPUT for o in outputs),
+                     dynamic_batch=not is_fixed(inputs[0].shape[0]))

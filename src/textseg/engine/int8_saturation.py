@@ -11,8 +11,9 @@ Per-channel symmetric 8-bit weights put 127 in every channel, so almost every ch
 overflow; 7-bit weights (ONNX Runtime's `reduce_range`, [-64, 64]) never can. The silent result
 on such a CPU: CamVid val mIoU 60.38 and 52.03 instead of 62.64 and 62.45 (issue 20).
 
-The check reads the file's own weights (protobuf wire format, no `onnx` needed), so it gives
-the same answer on every machine, VNNI or not: a file that could saturate anywhere fails.
+The check reads the file's own weights (the parsed model of `textseg.engine.onnx_file`, no
+`onnx` needed), so it gives the same answer on every machine, VNNI or not: a file that could
+saturate anywhere fails.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textseg.engine.onnx_file import _packed_varints
-from textseg.engine.tensorrt_rules import Graph, GraphNode, read_graph
+from textseg.engine.onnx_file import GraphNode, OnnxModel, packed_varints, read_onnx_model
 
 INT16_MAX = 32767
 UINT8_MAX = 255
@@ -68,18 +68,18 @@ class SaturationReport:
                 f"{self.risks[0]})")
 
 
-def _int8_values(graph: Graph, name: str) -> np.ndarray | None:
-    entry = graph.initializers.get(name)
-    if entry is None or entry[0] != "int8":
+def _int8_values(model: OnnxModel, name: str) -> np.ndarray | None:
+    tensor = model.initializers.get(name)
+    if tensor is None or tensor.dtype != "int8":
         return None
-    dims = graph.dims.get(name, ())
+    dims = tensor.dims
     count = int(np.prod(dims)) if dims else 1
-    raw = entry[1]
+    raw = tensor.raw
     if len(raw) == count:
         values = np.frombuffer(raw, dtype=np.int8)
     else:  # stored as packed int32_data varints (small tensors)
         # int32_data holds each value as a varint; negatives as 64-bit two's complement.
-        values = np.array(_packed_varints(raw), dtype=np.uint64).astype(np.int8)
+        values = np.array(packed_varints(raw), dtype=np.uint64).astype(np.int8)
         if values.size != count:
             return None
     return values.reshape(dims) if dims else values
@@ -96,21 +96,21 @@ def _reduction_rows(node: GraphNode, weights: np.ndarray) -> np.ndarray:
     return weights.reshape(weights.shape[0], -1).T  # MatMul / Gemm: [K, N]
 
 
-def saturation_report(source: str | Path | bytes | Graph) -> SaturationReport:
+def saturation_report(source: str | Path | bytes | OnnxModel) -> SaturationReport:
     """Every node of `source` whose int8 weights meet quantized (DequantizeLinear) activations,
     and those whose weights could overflow a saturating int16 pair sum."""
-    graph = source if isinstance(source, Graph) else read_graph(source)
-    producers = {out: node for node in graph.nodes for out in node.outputs}
+    model = source if isinstance(source, OnnxModel) else read_onnx_model(source)
+    producers = {out: node for node in model.nodes for out in node.outputs}
     risks: list[SaturationRisk] = []
     quantized = max_abs = 0
-    for node in graph.nodes:
+    for node in model.nodes:
         if node.op_type not in QUANTIZED_MATMULS or len(node.inputs) < 2:
             continue
         activation, weight = (producers.get(name) for name in node.inputs[:2])
         if not (activation and weight and activation.op_type == "DequantizeLinear"
                 and weight.op_type == "DequantizeLinear"):
             continue
-        values = _int8_values(graph, weight.inputs[0])
+        values = _int8_values(model, weight.inputs[0])
         if values is None or values.ndim < 1:
             continue
         quantized += 1

@@ -14,10 +14,10 @@ from textseg.engine.contract import (
     INPUT_NAME,
     LABELS_OUTPUT,
     ContractError,
-    ModelInfo,
 )
-from textseg.engine.graph_prune import without_output
-from textseg.engine.qdq_cpu import uint8_activations
+from textseg.engine.graph_prune import output_removal
+from textseg.engine.onnx_file import OnnxModel, describe_model, model_precision, read_onnx_model
+from textseg.engine.qdq_cpu import uint8_zero_point_edits
 from textseg.engine.self_check import (
     NOT_STORED,
     SelfCheckResult,
@@ -64,23 +64,29 @@ class OnnxRuntimeBackend:
         chosen = providers or [p for p in _PROVIDER_PREFERENCE if p in available]
         self.uint8_activations = self.pruned_nodes = 0
         labels_only = None
-        data = path.read_bytes()  # read once: checked, rewritten and pruned below
-        on_cpu = bool(chosen) and chosen[0] == "CPUExecutionProvider"
-        if on_cpu and self_check != "off":
-            _refuse_saturating_int8(data, path, self_check, report)
         try:
-            if on_cpu:
-                # A Q/DQ int8 model runs every convolution in int8 on the CPU only with its
-                # activations as uint8 (textseg.engine.qdq_cpu: the same numbers, the file
-                # unchanged); a float model is left as it is.
-                data, self.uint8_activations = uint8_activations(data)
+            model = read_onnx_model(path)  # parsed once: checked, rewritten and pruned below
+            unreadable = None
+        except ContractError as exc:  # InferenceSession says why first, below
+            model, unreadable = None, exc
+        on_cpu = bool(chosen) and chosen[0] == "CPUExecutionProvider"
+        if model is not None and on_cpu and self_check != "off":
+            _refuse_saturating_int8(model, path, self_check, report)
+        whole: bytes | str = str(path)
+        if model is not None:
+            # A Q/DQ int8 model runs every convolution in int8 on the CPU only with its
+            # activations as uint8 (textseg.engine.qdq_cpu: the same numbers, the file
+            # unchanged); a float model is left as it is.
+            zero_points = uint8_zero_point_edits(model) if on_cpu else {}
+            self.uint8_activations = len(zero_points)
+            whole = model.edited(zero_points) if zero_points else model.data
             # Frames that want labels only run a graph without the confidence's nodes
             # (textseg.engine.graph_prune); the whole graph opens on the first confidence.
-            labels_only, self.pruned_nodes = without_output(data, CONFIDENCE_OUTPUT)
-        except ValueError:
-            data = None  # not readable as ONNX: InferenceSession says why below
+            dropped, self.pruned_nodes = output_removal(model, CONFIDENCE_OUTPUT)
+            if dropped:
+                labels_only = model.edited(zero_points, dropped)
         self._options, self._providers = options, chosen
-        self._whole_model = data if data is not None else str(path)
+        self._whole_model = whole
         self._whole_session = None
         self._whole_lock = threading.Lock()
         self.model_path = path
@@ -93,23 +99,23 @@ class OnnxRuntimeBackend:
         if not self.pruned_nodes:
             self._whole_session, self._whole_model = session, None
         self.providers = self.session.get_providers()
-        self.info = ModelInfo.from_metadata(
-            self.session.get_modelmeta().custom_metadata_map, source=str(path))
-        self.has_confidence = self._check_interface(path) or self.pruned_nodes > 0
+        if unreadable is not None:  # ONNX Runtime read what this reader cannot
+            raise unreadable
+        description = describe_model(model)  # textseg.engine.contract's checks
+        self.info, self.has_confidence = description.info, description.has_confidence
+        # Models exported before the batch axis became dynamic take one frame per inference.
+        self.max_batch = DYNAMIC_MAX_BATCH if description.dynamic_batch else 1
         self.self_check: SelfCheckResult | None = None
         self.self_check_note = "off"
         if self_check != "off":
-            self._run_self_check(path, self_check, report, data)
+            self._run_self_check(path, self_check, report, model_precision(model))
 
-    def _run_self_check(self, path: Path, policy: str, report, data: bytes | None) -> None:
-        from textseg.engine.tensorrt_rules import model_precision
-
+    def _run_self_check(self, path: Path, policy: str, report, precision: str) -> None:
         metadata = self.session.get_modelmeta().custom_metadata_map
         stored = read_self_check(metadata, str(path))
         if stored is None:
             self.self_check_note = NOT_STORED
             return
-        precision = model_precision(data if data is not None else path)
         result = run_self_check(
             lambda frames: [r.labels for r in self.infer_batch(frames)], stored, precision,
             f"onnxruntime {ort.__version__} {self.providers[0]}")
@@ -135,23 +141,6 @@ class OnnxRuntimeBackend:
         if want_confidence and self.has_confidence:
             return self._confidence_session(), [LABELS_OUTPUT, CONFIDENCE_OUTPUT]
         return self.session, [LABELS_OUTPUT]
-
-    def _check_interface(self, path: Path) -> bool:
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(uint8)":
-            found = [(i.name, i.type) for i in inputs]
-            raise ContractError(f"{path}: expected one uint8 input '{INPUT_NAME}', found {found}")
-        shape = inputs[0].shape
-        if len(shape) != 4 or shape[3] != 3 or (isinstance(shape[0], int) and shape[0] != 1):
-            raise ContractError(f"{path}: input '{INPUT_NAME}' must be [N, H, W, 3] with N "
-                                f"dynamic or 1, is {shape}")
-        # Models exported before the batch axis became dynamic take one frame per inference.
-        self.max_batch = 1 if shape[0] == 1 else DYNAMIC_MAX_BATCH
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        labels = outputs.get(LABELS_OUTPUT)
-        if labels is None or labels.type != "tensor(uint8)" or len(labels.shape) != 3:
-            raise ContractError(f"{path}: expected a uint8 [N, H, W] output '{LABELS_OUTPUT}'")
-        return CONFIDENCE_OUTPUT in outputs
 
     @property
     def description(self) -> str:
@@ -182,19 +171,19 @@ class OnnxRuntimeBackend:
                 for i in range(len(frames))]
 
 
-def _refuse_saturating_int8(data: bytes, path: Path, policy: str, report) -> None:
+def _refuse_saturating_int8(model: OnnxModel, path: Path, policy: str, report) -> None:
     """An int8 file whose uint8 x int8 sums can overflow on this CPU (x86 without VNNI:
     textseg.engine.int8_saturation) is refused, or reported, before it computes wrong labels."""
     from textseg.cpu import cpu_features
     from textseg.engine.int8_saturation import saturation_report
 
     cpu = cpu_features()
-    if not cpu.int8_saturates or b"QuantizeLinear" not in data:
+    if not cpu.int8_saturates or not any(n.op_type == "QuantizeLinear" for n in model.nodes):
         return
     try:
-        found = saturation_report(data)
+        found = saturation_report(model)
     except ValueError:
-        return  # not readable as ONNX: InferenceSession says why
+        return  # weights this check cannot read: ONNX Runtime's own check follows
     if found.could_saturate:
         act(f"{path}: this CPU ({cpu.describe()}) has no AVX512-VNNI / AVX-VNNI, so ONNX "
             "Runtime adds each pair of uint8 x int8 products into a saturating int16, and "

@@ -2,8 +2,8 @@
 
 No machine of this project can run TensorRT, so what its parser accepts is encoded here from
 its documentation and checked on every export (training), before every `textseg bake`, and in
-the tests on every model variant. The graph is read from the protobuf wire format
-(`onnx_file`), so the check needs neither `onnx` nor TensorRT. Sources:
+the tests on every model variant. The graph is the parsed model of `onnx_file`, so the check
+needs neither `onnx` nor TensorRT. Sources:
 
   [ops]     onnx-tensorrt docs/operators.md ("Supported ONNX Operators"): TensorRT 10.x parses
             opsets 9..20; the operator table and its per-operator type restrictions (ArgMax,
@@ -23,19 +23,17 @@ the tests on every model variant. The graph is read from the protobuf wire forma
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from textseg.engine.contract import INPUT_NAME, ContractError
 from textseg.engine.onnx_file import (
-    ELEM_TYPES,
-    _fields,
-    _metadata_entry,
-    _tensor_dims,
-    _tensor_spec,
-    _text,
-    _WireError,
+    QDQ_OPS,
+    GraphNode,
+    OnnxModel,
+    dtype_name,
     quantization_target,
+    read_onnx_model,
 )
 
 OPSET_RANGE = (9, 20)  # [ops] TensorRT 10.x
@@ -75,156 +73,15 @@ FIXED_OUTPUT_TYPES = {"ArgMax": "int64", "ArgMin": "int64", "Shape": "int64",
                       "NonZero": "int64"}
 
 
-@dataclass
-class GraphNode:
-    op_type: str
-    inputs: list[str]
-    outputs: list[str]
-    name: str = ""
-    domain: str = ""
-    ints: dict[str, int] = field(default_factory=dict)
-    strings: dict[str, bytes] = field(default_factory=dict)
-    tensor_type: str | None = None  # Constant's value type
-
-
-@dataclass
-class Graph:
-    nodes: list[GraphNode]
-    inputs: dict[str, str]  # name -> element type
-    outputs: dict[str, str]
-    initializers: dict[str, tuple[str, bytes]]  # name -> (element type, raw bytes)
-    opset: int
-    metadata: dict[str, str]
-    dims: dict[str, tuple[int, ...]] = field(default_factory=dict)  # initializer shapes
-
-
-def _tensor_proto(buf) -> tuple[str, str, bytes, tuple[int, ...]]:
-    """(name, element type, raw data, dims) of a TensorProto (int32_data packed too)."""
-    name, dtype, raw = "", "?", b""
-    for number, wire, value in _fields(buf):
-        if number == 2 and wire == 0:
-            dtype = ELEM_TYPES.get(value, f"type<{value}>")
-        elif number == 8 and wire == 2:
-            name = _text(value)
-        elif number == 9 and wire == 2:
-            raw = bytes(value)
-        elif number == 5 and wire == 2:  # packed int32_data (int8 zero points land here)
-            raw = bytes(value)
-    return name, dtype, raw, tuple(_tensor_dims(buf))
-
-
-def _node(buf) -> GraphNode:
-    node = GraphNode("", [], [])
-    for number, wire, value in _fields(buf):
-        if number == 1 and wire == 2:
-            node.inputs.append(_text(value))
-        elif number == 2 and wire == 2:
-            node.outputs.append(_text(value))
-        elif number == 3 and wire == 2:
-            node.name = _text(value)
-        elif number == 4 and wire == 2:
-            node.op_type = _text(value)
-        elif number == 7 and wire == 2:
-            node.domain = _text(value)
-        elif number == 5 and wire == 2:  # AttributeProto
-            attr_name, ints, strings, tensor = "", None, None, None
-            for a_number, a_wire, a_value in _fields(value):
-                if a_number == 1 and a_wire == 2:
-                    attr_name = _text(a_value)
-                elif a_number == 3 and a_wire == 0:
-                    ints = a_value
-                elif a_number == 4 and a_wire == 2:
-                    strings = bytes(a_value)
-                elif a_number == 5 and a_wire == 2:
-                    tensor = _tensor_proto(a_value)[1]
-            if ints is not None:
-                node.ints[attr_name] = ints
-            if strings is not None:
-                node.strings[attr_name] = strings
-            if tensor is not None and attr_name == "value":
-                node.tensor_type = tensor
-    return node
-
-
-def _value_type(buf) -> tuple[str, str]:
-    spec = _tensor_spec(buf)
-    return spec.name, spec.dtype
-
-
-def read_graph(source: str | Path | bytes) -> Graph:
-    """The nodes, interface, initializer types and opset of an ONNX file or its bytes."""
-    if isinstance(source, bytes):
-        path, data = "model", memoryview(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        data = memoryview(path.read_bytes())
-    nodes: list[GraphNode] = []
-    inputs: dict[str, str] = {}
-    outputs: dict[str, str] = {}
-    initializers: dict[str, tuple[str, bytes]] = {}
-    dims: dict[str, tuple[int, ...]] = {}
-    metadata: dict[str, str] = {}
-    opset = 0
-    try:
-        for number, wire, value in _fields(data):
-            if number == 8 and wire == 2:  # OperatorSetIdProto
-                domain, version = "", 0
-                for o_number, o_wire, o_value in _fields(value):
-                    if o_number == 1 and o_wire == 2:
-                        domain = _text(o_value)
-                    elif o_number == 2 and o_wire == 0:
-                        version = o_value
-                if domain in ("", "ai.onnx"):
-                    opset = version
-            elif number == 14 and wire == 2:
-                key, val = _metadata_entry(value)
-                metadata[key] = val
-            elif number == 7 and wire == 2:
-                for g_number, g_wire, g_value in _fields(value):
-                    if g_number == 1 and g_wire == 2:
-                        nodes.append(_node(g_value))
-                    elif g_number == 5 and g_wire == 2:
-                        name, dtype, raw, shape = _tensor_proto(g_value)
-                        initializers[name] = (dtype, raw)
-                        dims[name] = shape
-                    elif g_number == 11 and g_wire == 2:
-                        name, dtype = _value_type(g_value)
-                        inputs[name] = dtype
-                    elif g_number == 12 and g_wire == 2:
-                        name, dtype = _value_type(g_value)
-                        outputs[name] = dtype
-    except (_WireError, UnicodeDecodeError) as exc:
-        raise ContractError(f"{path} is not an ONNX model (unreadable protobuf: {exc})"
-                            ) from None
-    for name in initializers:
-        inputs.pop(name, None)  # old exports list initializers as inputs too
-    return Graph(nodes, inputs, outputs, initializers, opset, metadata, dims)
-
-
-FLOAT16 = 10  # onnx.TensorProto.FLOAT16
-
-
-def model_precision(source: str | Path | bytes | Graph) -> str:
-    """'int8' for a Q/DQ model, 'fp16' for a model with float16 weights or casts, else 'fp32'."""
-    graph = source if isinstance(source, Graph) else read_graph(source)
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes):
-        return "int8"
-    if any(dtype == "float16" for dtype, _ in graph.initializers.values()) or any(
-            n.op_type == "Cast" and n.ints.get("to") == FLOAT16 for n in graph.nodes):
-        return "fp16"
-    return "fp32"
-
-
-def infer_types(graph: Graph) -> dict[str, str]:
+def infer_types(model: OnnxModel) -> dict[str, str]:
     """Element type of every tensor, by a small forward pass over the op semantics that
     matter here (Cast's `to`, fixed-type ops; otherwise the first typed input's type)."""
-    types = dict(graph.inputs)
-    types.update({name: dtype for name, (dtype, _) in graph.initializers.items()})
-    for node in graph.nodes:
+    types = {i.name: i.dtype for i in model.interface_inputs}
+    types.update({name: tensor.dtype for name, tensor in model.initializers.items()})
+    for node in model.nodes:
         if node.op_type == "Cast":
-            out = ELEM_TYPES.get(node.ints.get("to", -1), f"type<{node.ints.get('to')}>")
+            to = node.ints.get("to")
+            out = dtype_name(to) if to is not None else "type<None>"
         elif node.op_type == "Constant":
             out = node.tensor_type or "?"
         elif node.op_type == "ConstantOfShape":
@@ -255,33 +112,35 @@ class RuleViolation:
         return f"[{self.rule}] {self.node}: {self.message}"
 
 
-def check_tensorrt_rules(source: str | Path | bytes) -> list[RuleViolation]:
+def check_tensorrt_rules(source: str | Path | bytes | OnnxModel) -> list[RuleViolation]:
     """Every way the model breaks the parser's documented rules (empty list: none found)."""
-    graph = read_graph(source)
-    types = infer_types(graph)
+    model = source if isinstance(source, OnnxModel) else read_onnx_model(source)
+    types = infer_types(model)
+    inputs = {i.name: i.dtype for i in model.interface_inputs}
+    outputs = {o.name: o.dtype for o in model.outputs}
     problems: list[RuleViolation] = []
 
     def bad(rule: str, node: GraphNode | str, message: str) -> None:
         label = node if isinstance(node, str) else f"{node.op_type} '{node.name or '?'}'"
         problems.append(RuleViolation(rule, label, message))
 
-    target = quantization_target(graph.metadata)
+    target = quantization_target(model.metadata)
     if target not in ("", "tensorrt"):
         # Said first and plainly: the hundreds of Q/DQ violations below follow from it.
         bad("qdq", "model", f"quantized for {target} only (textseg quantize --target cpu: "
             "uint8 activations with zero points); quantize the fp32 model with --target "
             "tensorrt for TensorRT")
     low, high = OPSET_RANGE
-    if not low <= graph.opset <= high:
-        bad("opset", "model", f"opset {graph.opset} is outside TensorRT 10's {low}..{high}")
+    if not low <= model.opset <= high:
+        bad("opset", "model", f"opset {model.opset} is outside TensorRT 10's {low}..{high}")
     consumers: dict[str, list[GraphNode]] = {}
     producers: dict[str, GraphNode] = {}
-    for node in graph.nodes:
+    for node in model.nodes:
         for name in node.inputs:
             consumers.setdefault(name, []).append(node)
         for name in node.outputs:
             producers[name] = node
-    for node in graph.nodes:
+    for node in model.nodes:
         if node.domain not in ("", "ai.onnx"):
             bad("ops", node, f"custom domain '{node.domain}' needs a TensorRT plugin")
             continue
@@ -301,11 +160,11 @@ def check_tensorrt_rules(source: str | Path | bytes) -> list[RuleViolation]:
             coords = node.strings.get("coordinate_transformation_mode", b"half_pixel")
             if mode not in RESIZE_MODES or coords not in RESIZE_COORDINATES:
                 bad("ops", node, f"Resize mode {mode!r} / coordinates {coords!r} unsupported")
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            _check_zero_point(node, graph, producers, bad)
+        if node.op_type in QDQ_OPS:
+            _check_zero_point(node, model, producers, bad)
 
     # [uint8]: uint8 only at the interface; the image is only ever Cast, to a non-uint8 type.
-    for name, dtype in graph.inputs.items():
+    for name, dtype in inputs.items():
         if dtype != "uint8":
             continue
         for node in consumers.get(name, []):
@@ -313,12 +172,12 @@ def check_tensorrt_rules(source: str | Path | bytes) -> list[RuleViolation]:
                 bad("uint8", node, f"reads the uint8 input '{name}' directly: cast it to "
                     "float first (TensorRT has no uint8 intermediate tensors)")
     for name, dtype in types.items():
-        if dtype == "uint8" and name not in graph.inputs and name not in graph.outputs \
-                and name not in graph.initializers:
+        if dtype == "uint8" and name not in inputs and name not in outputs \
+                and name not in model.initializers:
             producer = producers.get(name)
             bad("uint8", producer or name, f"intermediate tensor '{name}' is uint8")
     # [cast]: every uint8 output is a Cast from float or half.
-    for name, dtype in graph.outputs.items():
+    for name, dtype in outputs.items():
         if dtype != "uint8":
             continue
         producer = producers.get(name)
@@ -329,19 +188,19 @@ def check_tensorrt_rules(source: str | Path | bytes) -> list[RuleViolation]:
         if source not in FLOAT_ONLY:
             bad("cast", producer, f"uint8 output '{name}' is cast from {source}: TensorRT "
                 "converts to uint8 from float or half only")
-    _check_static_size(graph, consumers, producers, bad)
+    _check_static_size(model, consumers, producers, bad)
     return problems
 
 
-def _check_zero_point(node: GraphNode, graph: Graph, producers, bad) -> None:
+def _check_zero_point(node: GraphNode, model: OnnxModel, producers, bad) -> None:
     if len(node.inputs) < 3 or not node.inputs[2]:
         if node.op_type == "QuantizeLinear":
             bad("qdq", node, "no zero point: ONNX then quantizes to uint8; TensorRT takes "
                 "symmetric int8 Q/DQ only (give an int8 zero point of 0)")
         return
     name = node.inputs[2]
-    if name in graph.initializers:
-        dtype, raw = graph.initializers[name]
+    if name in model.initializers:
+        dtype, raw = model.initializers[name].dtype, model.initializers[name].raw
     else:
         producer = producers.get(name)
         bad("qdq", node, f"zero point '{name}' must be a constant initializer"
@@ -353,7 +212,7 @@ def _check_zero_point(node: GraphNode, graph: Graph, producers, bad) -> None:
         bad("qdq", node, "zero point is not 0: TensorRT takes symmetric int8 Q/DQ only")
 
 
-def _check_static_size(graph: Graph, consumers, producers, bad) -> None:
+def _check_static_size(model: OnnxModel, consumers, producers, bad) -> None:
     """[static]: after the image's Cast (and a layout Transpose), a Resize with constant
     `sizes` brings every frame to the network size."""
     frontier = [n for n in consumers.get(INPUT_NAME, [])]
@@ -363,7 +222,7 @@ def _check_static_size(graph: Graph, consumers, producers, bad) -> None:
         seen += 1
         if node.op_type == "Resize":
             sizes = node.inputs[3] if len(node.inputs) > 3 else ""
-            if not _constant_spatial_sizes(sizes, graph, producers):
+            if not _constant_spatial_sizes(sizes, model, producers):
                 bad("static", node, "the network-size Resize must have constant spatial "
                     "'sizes' (a static network input size)")
             return
@@ -372,12 +231,12 @@ def _check_static_size(graph: Graph, consumers, producers, bad) -> None:
     bad("static", INPUT_NAME, "no Resize to a fixed network size follows the image input")
 
 
-def _constant_spatial_sizes(name: str, graph: Graph, producers) -> bool:
+def _constant_spatial_sizes(name: str, model: OnnxModel, producers) -> bool:
     """`sizes` is a constant, or [batch, channels] of the input joined with a constant
     [height, width] (what torch exports for a fixed output size with a dynamic batch)."""
     def constant(tensor: str) -> bool:
         source = producers.get(tensor)
-        return tensor in graph.initializers or (source is not None
+        return tensor in model.initializers or (source is not None
                                                 and source.op_type == "Constant")
 
     if not name:
@@ -389,12 +248,19 @@ def _constant_spatial_sizes(name: str, graph: Graph, producers) -> bool:
             and constant(source.inputs[-1]))
 
 
-def require_tensorrt_rules(source: str | Path | bytes, name: str = "") -> None:
+def require_tensorrt_rules(source: str | Path | bytes | OnnxModel, name: str = "") -> None:
     """Raise ContractError listing every violation (bake and export call this)."""
-    problems = check_tensorrt_rules(source)
-    path = name or (source if not isinstance(source, bytes) else "the model")
+    if not name and isinstance(source, OnnxModel):
+        name = str(source.path) if source.path is not None else ""
+    elif not name and not isinstance(source, bytes):
+        name = str(source)
+    refuse_violations(check_tensorrt_rules(source), name or "the model")
+
+
+def refuse_violations(problems: list[RuleViolation], name: str) -> None:
+    """Raise ContractError listing `problems` of the model `name`, if there are any."""
     if problems:
         listed = "\n  ".join(str(p) for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise ContractError(f"{path} breaks TensorRT's ONNX parser rules "
+        raise ContractError(f"{name} breaks TensorRT's ONNX parser rules "
                             f"({len(problems)} problems):\n  {listed}{more}")

@@ -203,8 +203,12 @@ def _self_check(args: argparse.Namespace) -> int:
 
     model = Path(args.model)
     if args.embed:
-        from textseg.engine.onnx_file import describe_model, read_onnx_summary, with_metadata
-        from textseg.engine.tensorrt_rules import model_precision
+        from textseg.engine.onnx_file import (
+            describe_model,
+            model_precision,
+            read_onnx_model,
+            with_metadata,
+        )
         from textseg.fileio import atomic_write_bytes
         from textseg.tools.quantize import calibration_frames
 
@@ -212,7 +216,7 @@ def _self_check(args: argparse.Namespace) -> int:
         if model_precision(reference) != "fp32":
             raise ValueError(f"{reference} is not an fp32 model: the self-check's labels come "
                              "from the fp32 reference (--reference FP32.onnx)")
-        read_onnx_summary(model)  # a clear error for a file that is not a model
+        read_onnx_model(model)  # a clear error for a file that is not a model
         size = describe_model(reference).info.network_input_size
         frames = check_images(calibration_frames(args.embed, args.frames, "--embed"), size,
                               args.frames)

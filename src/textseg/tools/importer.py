@@ -37,6 +37,7 @@ from textseg.engine.contract import (
     ContractError,
     ModelInfo,
 )
+from textseg.engine.onnx_file import DataType
 
 IMPORT_KEY = "import"
 # Two graphs of the same network are not fused alike by ONNX Runtime: a pixel whose two best
@@ -51,7 +52,6 @@ COLOR_ORDERS = ("rgb", "bgr")
 INSTANCE_OPS = ("NonMaxSuppression", "RoiAlign")
 _PREFIX = "textseg_import/"  # the wrapper's own tensor names; never in a user's graph
 _OPSET_FLOOR = 13  # Squeeze / Unsqueeze / ReduceSum take axes as inputs from 13 on
-_FLOAT, _INT64, _UINT8 = 1, 7, 2  # onnx.TensorProto element types
 
 
 class ImportRefused(ContractError):
@@ -249,7 +249,7 @@ def _before_softmax(graph, output):
                 None)
     if axis not in (1, -3):
         return output
-    return helper.make_tensor_value_info(producer.input[0], _FLOAT, _dims(output))
+    return helper.make_tensor_value_info(producer.input[0], DataType.FLOAT, _dims(output))
 
 
 def _check_source(model, options: ImportOptions):
@@ -263,7 +263,7 @@ def _check_source(model, options: ImportOptions):
             "textseg feeds one image per inference (several image inputs, or extra inputs "
             "such as a prompt or a size, are not supported)")
     image = inputs[0]
-    if image.type.tensor_type.elem_type != _FLOAT:
+    if image.type.tensor_type.elem_type != DataType.FLOAT:
         raise ImportRefused(f"input {image.name!r} is not float32 (element type "
                             f"{image.type.tensor_type.elem_type}): import the fp32 model; "
                             "textseg quantize / fp16 make the smaller ones from it")
@@ -361,7 +361,7 @@ def _wrap(model, image, output, size: tuple[int, int], options: ImportOptions):
 
     pre, post = [], []
     node = helper.make_node
-    pre += [node("Cast", [INPUT_NAME], [p + "float"], to=_FLOAT),
+    pre += [node("Cast", [INPUT_NAME], [p + "float"], to=DataType.FLOAT),
             node("Transpose", [p + "float"], [p + "nchw"], perm=[0, 3, 1, 2])]
     x = p + "nchw"
     if options.color_order == "bgr":
@@ -392,7 +392,7 @@ def _wrap(model, image, output, size: tuple[int, int], options: ImportOptions):
     post += [node("Shape", [p + "float"], [p + "image_shape"]),
              node("Slice", [p + "image_shape", const("one", np.array([1], np.int64)),
                             const("three", np.array([3], np.int64))], [p + "image_size"])]
-    outputs = [helper.make_tensor_value_info(LABELS_OUTPUT, _UINT8,
+    outputs = [helper.make_tensor_value_info(LABELS_OUTPUT, DataType.UINT8,
                                              [batch, "height", "width"])]
     if options.output_kind == "logits":
         post += [node("Shape", [model_output], [p + "logits_shape"]),
@@ -404,8 +404,8 @@ def _wrap(model, image, output, size: tuple[int, int], options: ImportOptions):
                       mode="linear", coordinate_transformation_mode="half_pixel"),
                  node("ArgMax", [p + "scores"], [p + "argmax"], axis=1, keepdims=0),
                  # ids pass through float: TensorRT converts to uint8 from float only
-                 node("Cast", [p + "argmax"], [p + "ids"], to=_FLOAT),
-                 node("Cast", [p + "ids"], [LABELS_OUTPUT], to=_UINT8),
+                 node("Cast", [p + "argmax"], [p + "ids"], to=DataType.FLOAT),
+                 node("Cast", [p + "ids"], [LABELS_OUTPUT], to=DataType.UINT8),
                  # the largest softmax probability * 255: 255 / sum exp(l - max l), no Softmax
                  # ReduceMax takes its axes as an input from opset 18 on
                  node("ReduceMax", [p + "scores"], [p + "peak"], axes=[1], keepdims=1)
@@ -417,15 +417,15 @@ def _wrap(model, image, output, size: tuple[int, int], options: ImportOptions):
                  node("Div", [const("255", np.array(255.0, np.float32)), p + "sum"],
                       [p + "confidence_float"]),
                  node("Round", [p + "confidence_float"], [p + "confidence_rounded"]),
-                 node("Cast", [p + "confidence_rounded"], [CONFIDENCE_OUTPUT], to=_UINT8)]
-        outputs.append(helper.make_tensor_value_info(CONFIDENCE_OUTPUT, _UINT8,
+                 node("Cast", [p + "confidence_rounded"], [CONFIDENCE_OUTPUT], to=DataType.UINT8)]
+        outputs.append(helper.make_tensor_value_info(CONFIDENCE_OUTPUT, DataType.UINT8,
                                                      [batch, "height", "width"]))
     else:
         ids = model_output
         if len(_dims(output)) == 3:
             post.append(node("Unsqueeze", [ids, p + "one"], [p + "ids_nchw"]))
             ids = p + "ids_nchw"
-        post += [node("Cast", [ids], [p + "ids_float"], to=_FLOAT),
+        post += [node("Cast", [ids], [p + "ids_float"], to=DataType.FLOAT),
                  node("Shape", [p + "ids_float"], [p + "ids_shape"]),
                  node("Slice", [p + "ids_shape", p + "zero", p + "two"],
                       [p + "ids_batch_channel"]),
@@ -435,14 +435,14 @@ def _wrap(model, image, output, size: tuple[int, int], options: ImportOptions):
                       [p + "ids_resized"], mode="nearest",
                       coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
                  node("Squeeze", [p + "ids_resized", p + "one"], [p + "ids_hw"]),
-                 node("Cast", [p + "ids_hw"], [LABELS_OUTPUT], to=_UINT8)]
+                 node("Cast", [p + "ids_hw"], [LABELS_OUTPUT], to=DataType.UINT8)]
 
     nodes = pre + list(graph.node) + post
     del graph.node[:]
     graph.node.extend(nodes)
     kept_inputs = [i for i in graph.input if i.name != image.name]
     del graph.input[:]
-    graph.input.extend([helper.make_tensor_value_info(INPUT_NAME, _UINT8,
+    graph.input.extend([helper.make_tensor_value_info(INPUT_NAME, DataType.UINT8,
                                                       [batch, "height", "width", 3]),
                         *kept_inputs])
     del graph.output[:]
@@ -537,9 +537,9 @@ def _logits_resizer():
     graph = helper.make_graph(
         [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear",
                           coordinate_transformation_mode="half_pixel")],
-        "resize", [helper.make_tensor_value_info("x", _FLOAT, ["n", "k", "h", "w"]),
-                   helper.make_tensor_value_info("sizes", _INT64, [4])],
-        [helper.make_tensor_value_info("y", _FLOAT, None)])
+        "resize", [helper.make_tensor_value_info("x", DataType.FLOAT, ["n", "k", "h", "w"]),
+                   helper.make_tensor_value_info("sizes", DataType.INT64, [4])],
+        [helper.make_tensor_value_info("y", DataType.FLOAT, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 

@@ -127,7 +127,7 @@ def calibration_frames(folder: str | Path, limit: int, option: str = "--calibrat
 def refuse_reduced_precision(model: str | Path, making: str) -> None:
     """A ValueError naming `model` when it is already int8 (Q/DQ) or fp16: `making` (e.g.
     "quantize") starts from the fp32 file."""
-    from textseg.engine.tensorrt_rules import model_precision
+    from textseg.engine.onnx_file import model_precision
 
     precision = model_precision(model)
     if precision == "int8":
@@ -429,9 +429,9 @@ def output_layers(graph, ops: tuple[str, ...]) -> list[str]:
 
 def _op_types(model: Path) -> list[str]:
     """The operator type of every node of `model`."""
-    from textseg.engine.tensorrt_rules import read_graph
+    from textseg.engine.onnx_file import read_onnx_model
 
-    return [node.op_type for node in read_graph(model).nodes]
+    return [node.op_type for node in read_onnx_model(model).nodes]
 
 
 def _unquantized_activations(graph, ops: tuple[str, ...],
