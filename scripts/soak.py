@@ -41,12 +41,12 @@ def soak(model: str, size: tuple[int, int], minutes: float, factor: float, windo
          threads: int) -> dict:
     from sensor_msgs.msg import CameraInfo
 
-    from textseg.engine import BackendOptions, load_backend
+    from textseg.engine import load_backend
+    from textseg.stats import StatKey
     from textseg.tools.benchmark import _RosSession, bench_backend, drive, load_frames
 
     frames = load_frames(CAMVID_VAL, size)
-    engine = load_backend(model, BackendOptions(backend="onnxruntime", threads=threads,
-                                                 input_size=size))
+    engine = load_backend(model, "onnxruntime", threads, input_size=size)
     capacity = bench_backend(engine, frames, 20).fps
     engine.close()
     rate = factor * capacity
@@ -84,9 +84,9 @@ def soak(model: str, size: tuple[int, int], minutes: float, factor: float, windo
                         "rss_mib": round(max(rss) / 2**20, 1) if rss else None})
     d = result.diagnostics
     count = {key: int(d.get(name, "0")) for key, name in (
-        ("received", "messages received"), ("processed", "frames processed"),
-        ("dropped", "frames dropped"), ("rejected", "messages rejected"),
-        ("failed", "inference failures"), ("skipped", "frames skipped (no subscribers)"))}
+        ("received", StatKey.MESSAGES_RECEIVED), ("processed", StatKey.FRAMES_PROCESSED),
+        ("dropped", StatKey.FRAMES_DROPPED), ("rejected", StatKey.MESSAGES_REJECTED),
+        ("failed", StatKey.INFERENCE_FAILURES), ("skipped", StatKey.FRAMES_SKIPPED))}
     explained = sum(count[k] for k in ("processed", "dropped", "rejected", "failed", "skipped"))
     return {
         "model": Path(model).name, "size": f"{size[1]}x{size[0]}", "minutes": minutes,

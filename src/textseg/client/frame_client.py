@@ -1,12 +1,17 @@
-"""The other end of segmentation_node: publishes frames and collects what the node publishes.
+"""The other end of segmentation_node, in this process: publishes frames to it and collects
+what it publishes back (labels, further outputs, its /diagnostics).
 
-Used by the demo, the benchmarks, the tests and bag replay. Everything runs in the caller's
-thread (spin with `spin_for`, `exchange` or `wait_for`).
+FrameClient keeps the answers as messages by header stamp (bench and overload, the ROS tests,
+scripts/); SerializedFrameClient keeps them as serialized bytes in arrival order (textseg
+replay, which scores and records them as they came). Everything runs in the caller's thread:
+nothing arrives unless the caller spins (`spin_for`, `wait_for`, `exchange` or the executor's
+`spin_once`).
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 import cv2
@@ -33,17 +38,20 @@ class FrameClient:
     transport "raw" publishes sensor_msgs/Image, "compressed" sensor_msgs/CompressedImage
     (then give image_topic="image/compressed"). `outputs` maps further topics to collect
     (e.g. {"labels/color": Image}) by header stamp; `diagnostics=True` keeps the latest
-    /diagnostics status of each node.
+    status of each node on `diagnostics_topic`. Relative topic names resolve in `namespace`.
     """
+
+    serialized = False  # subscriptions hand over messages (True: their serialized bytes)
 
     def __init__(self, context: rclpy.context.Context | None = None,
                  image_topic: str = "image", labels_topic: str = "labels/image",
                  name: str = "textseg_frame_client", transport: str = "raw",
                  outputs: dict[str, type] | None = None, diagnostics: bool = False,
-                 reliability: str = "reliable", depth: int = 10) -> None:
+                 reliability: str = "reliable", depth: int = 10, namespace: str = "",
+                 diagnostics_topic: str = "/diagnostics") -> None:
         if transport not in ("raw", "compressed"):
             raise ValueError(f"transport must be raw or compressed, got {transport!r}")
-        self.node = Node(name, context=context)
+        self.node = Node(name, namespace=namespace or None, context=context)
         self.transport = transport
         policy = (QoSReliabilityPolicy.RELIABLE if reliability == "reliable"
                   else QoSReliabilityPolicy.BEST_EFFORT)
@@ -54,17 +62,19 @@ class FrameClient:
         self.labels_topic = labels_topic
         self.received: dict[Stamp, tuple[Image, float]] = {}
         self.subscription = self.node.create_subscription(Image, labels_topic, self._on_labels,
-                                                          reliable)
+                                                          reliable, raw=self.serialized)
         self.outputs: dict[str, dict[Stamp, tuple[object, float]]] = {}
         self._output_subscriptions = []
         for topic, kind in (outputs or {}).items():
             self.outputs[topic] = {}
             self._output_subscriptions.append(self.node.create_subscription(
-                kind, topic, self._collector(topic), reliable))
-        self.diagnostics: dict[str, tuple[dict[str, str], object, float]] = {}
+                kind, topic, self._collector(topic), reliable, raw=self.serialized))
+        # status name -> (values, DiagnosticStatus, header stamp); and when it came
+        self.diagnostics: dict[str, tuple[dict[str, str], object, Time]] = {}
+        self.diagnostics_arrived: dict[str, float] = {}  # time.perf_counter
         if diagnostics:
             self._diagnostics_subscription = self.node.create_subscription(
-                DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
+                DiagnosticArray, diagnostics_topic, self._on_diagnostics, reliable)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
 
@@ -77,14 +87,17 @@ class FrameClient:
         return collect
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        arrived = time.perf_counter()
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
             self.diagnostics[status.name] = (values, status, msg.header.stamp)
+            self.diagnostics_arrived[status.name] = arrived
 
     def node_diagnostics(self, node: str = "segmentation_node"
-                         ) -> tuple[dict[str, str], object, object] | None:
+                         ) -> tuple[dict[str, str], object, Time] | None:
         """(values, DiagnosticStatus, header stamp) of the newest status of `node`: a fully
-        qualified name ("/front/segmentation_node") or a bare node name."""
+        qualified name ("/front/segmentation_node") or a bare node name (when it came:
+        diagnostics_arrived[status.name])."""
         for name, entry in self.diagnostics.items():
             publisher = name.split(":")[0]
             if publisher == node or (not node.startswith("/")
@@ -92,11 +105,15 @@ class FrameClient:
                 return entry
         return None
 
+    def connected(self) -> bool:
+        """Whether the node subscribes to our images and publishes labels to us."""
+        return (self.publisher.get_subscription_count() > 0
+                and self.node.count_publishers(self.subscription.topic_name) > 0)
+
     def wait_for_node(self, timeout: float, alive=lambda: True) -> None:
         """Block until the node subscribes to our images and publishes labels to us."""
         deadline = time.monotonic() + timeout
-        while (self.publisher.get_subscription_count() == 0
-               or self.node.count_publishers(self.subscription.topic_name) == 0):
+        while not self.connected():
             if not alive():
                 raise RuntimeError("segmentation_node exited during start-up")
             if time.monotonic() > deadline:
@@ -147,7 +164,8 @@ class FrameClient:
         return msg
 
     def publish(self, msg) -> float:
-        """Publish one message; returns the send time (time.perf_counter)."""
+        """Publish one message (or its serialized bytes); returns the send time
+        (time.perf_counter)."""
         sent = time.perf_counter()
         self.publisher.publish(msg)
         return sent
@@ -177,3 +195,28 @@ class FrameClient:
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
+
+
+class SerializedFrameClient(FrameClient):
+    """A FrameClient that keeps what the node sends back as serialized CDR bytes, in arrival
+    order, for a caller that decodes it its own way and may write it to a bag unchanged:
+    `answers` holds (labels bytes, arrival time.perf_counter), `output_messages[topic]` the
+    bytes of each further output. Messages by stamp (`received`, `outputs`, `exchange`) stay
+    empty here; drive it with `publish` and the executor."""
+
+    serialized = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.answers: deque[tuple[bytes, float]] = deque()
+        self.output_messages: dict[str, deque[bytes]] = {}
+        super().__init__(*args, **kwargs)
+
+    def _on_labels(self, raw: bytes) -> None:
+        self.answers.append((raw, time.perf_counter()))
+
+    def _collector(self, topic: str) -> Callable:
+        queue = self.output_messages.setdefault(topic, deque())
+
+        def collect(raw: bytes) -> None:  # a function: rclpy reads its callback's signature
+            queue.append(raw)
+        return collect

@@ -1,9 +1,11 @@
 """`textseg replay BAG`: play a bag's camera topic through segmentation_node over DDS.
 
 The node runs in its own process (`NodeProcess`, stopped by PID), on this machine only
-(`local_ros_environment`), in a namespace of its own. This process publishes the bag's
-serialized camera messages unchanged (recorded header stamp and frame_id), collects the
-node's `labels`, matches them to the ground truth by stamp and scores them.
+(`local_ros_environment`), in a namespace of its own. This process talks to it through the
+client harness (`SerializedFrameClient`): it publishes the bag's serialized camera messages
+unchanged (recorded header stamp and frame_id), collects the node's `labels`, matches them to
+the ground truth by stamp and scores them. The model's classes are read from the file; only
+the node opens a backend.
 
 Two ways to play:
   lockstep (default)  the next frame goes out when the previous one's labels arrived (or
@@ -43,6 +45,7 @@ from textseg.replay.metrics import LabelValueError, Samples, distribution
 from textseg.replay.offline import EvalSetup, settle
 from textseg.replay.progress import Progress
 from textseg.replay.scoring import Scorer
+from textseg.stats import StatKey
 
 WARMUP_STAMP = (0, 1)  # the warm-up frame's stamp; never scored
 RECORD_TOPICS = {"labels": "/textseg/labels/image", "color": "/textseg/labels/color",
@@ -151,7 +154,9 @@ def _restamp(frame: Frame, stamp: tuple[int, int]) -> bytes:
     return bytes(store.serialize_cdr(dataclasses.replace(msg, header=header), frame.msgtype))
 
 
-def _node_figures(values: dict[str, str]) -> dict:
+def _node_figures(values: dict[str, str], stamp_s: float) -> dict:
+    """The node's own figures from its diagnostic values; `stamp_s`: the status's header
+    stamp (ROS time of the node, the bag's clock under use_sim_time)."""
     def number(key: str):
         try:
             return float(values[key])
@@ -162,25 +167,39 @@ def _node_figures(values: dict[str, str]) -> dict:
         value = number(key)
         return None if value is None else int(value)
 
-    return {"backend": values.get("backend"),
-            "inference_p50_ms": number("inference p50 (ms)"),
-            "inference_p99_ms": number("inference p99 (ms)"),
-            "end_to_end_p50_ms": number("end-to-end p50 (ms)"),
-            "node_overhead_p50_ms": number("node overhead p50 (ms)"),
-            "node_overhead_p99_ms": number("node overhead p99 (ms)"),
-            "frames_received": count("frames received") if "frames received" in values
-            else count("messages received"),
-            "frames_processed": count("frames processed"),
-            "frames_dropped": count("frames dropped"),
-            "messages_rejected": count("messages rejected"),
-            "diagnostics_stamp_s": number("_diagnostics_stamp_s"),
+    return {"backend": values.get(StatKey.BACKEND),
+            "inference_p50_ms": number(StatKey.INFERENCE_P50_MS),
+            "inference_p99_ms": number(StatKey.INFERENCE_P99_MS),
+            "end_to_end_p50_ms": number(StatKey.END_TO_END_P50_MS),
+            "node_overhead_p50_ms": number(StatKey.OVERHEAD_P50_MS),
+            "node_overhead_p99_ms": number(StatKey.OVERHEAD_P99_MS),
+            "frames_received": count(StatKey.MESSAGES_RECEIVED),
+            "frames_processed": count(StatKey.FRAMES_PROCESSED),
+            "frames_dropped": count(StatKey.FRAMES_DROPPED),
+            "messages_rejected": count(StatKey.MESSAGES_REJECTED),
+            "diagnostics_stamp_s": stamp_s,
             "note": "the node's own diagnostics (last 512 frames, warm-up included)"}
+
+
+def _model_info(model_path: Path):
+    """The model's contract (classes, palette) read from the file, without opening a backend:
+    the node opens its own. A baked .engine carries its ONNX metadata in its sidecar."""
+    from textseg.engine.contract import ModelInfo
+    from textseg.engine.engine_cache import read_record
+    from textseg.engine.onnx_file import describe_model
+
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model file not found: {model_path}")
+    if model_path.suffix == ".engine":
+        return ModelInfo.from_metadata(read_record(model_path).model_metadata,
+                                       source=str(model_path))
+    return describe_model(model_path).info
 
 
 def run_replay(options: ReplayOptions, frames_log: Path | None = None) -> ReplayRun:
     """Play the bag through a fresh segmentation_node process and score its answers."""
-    from textseg.engine import default_model_path, load_backend
     from textseg.client.process import local_ros_environment
+    from textseg.engine import choose_backend, default_model_path
 
     if options.rate is not None and options.rate <= 0:
         raise ValueError(f"--rate must be positive (or 'lockstep'), got {options.rate}")
@@ -190,9 +209,10 @@ def run_replay(options: ReplayOptions, frames_log: Path | None = None) -> Replay
         raise ValueError(f"--startup-timeout must be positive, got {options.startup_timeout}")
     model_path = Path(options.model) if options.model else default_model_path()
     with BagSource(options.bag, options.image_topic, options.labels_topic) as source:
-        backend = load_backend(model_path, options.backend, options.threads)
-        info, description = backend.info, backend.description
-        backend.close()  # only to check the model and read its classes before starting
+        info = _model_info(model_path)
+        # the backend the node will take here, for the report when the node sends no diagnostics
+        backend, why = choose_backend(options.backend, model_path)
+        description = f"{backend} ({why})"
         setup = settle(source, model_path, info, options.ignore_id)
         total = (source.frame_count if options.limit is None
                  else min(options.limit, source.frame_count))
@@ -223,11 +243,9 @@ class _Session:
         self.description = description
         self.compressed = source.image_type == COMPRESSED_TYPE
         self.namespace = f"/textseg_replay_{os.getpid()}"
+        self.node_name = f"{self.namespace}/segmentation_node"
         self.pending: OrderedDict[tuple[int, int], _InFlight] = OrderedDict()
-        self.replies: deque[tuple[bytes, float]] = deque()
-        self.colors: deque[bytes] = deque()
         self.answered_recently: OrderedDict[tuple[int, int], int] = OrderedDict()
-        self.diagnostics: tuple[dict[str, str], float] | None = None
         self.lag = Samples()
         self.late = 0
         self.sent = 0
@@ -255,41 +273,32 @@ class _Session:
         return NodeProcess(params, remappings=remap, env=self.env, namespace=self.namespace)
 
     def _client(self, context):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CompressedImage, Image
+        """Our end of the node's topics, in its namespace: the replies as serialized bytes
+        (scored and recorded as they came), its diagnostics, and its /clock when on sim time."""
+        from sensor_msgs.msg import Image
 
-        node = rclpy.create_node("textseg_replay", namespace=self.namespace, context=context)
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        topic = "image/compressed" if self.compressed else "image"
-        self.publisher = node.create_publisher(CompressedImage if self.compressed else Image,
-                                               topic, reliable)
-        self.labels_sub = node.create_subscription(
-            Image, "labels/image", lambda raw: self.replies.append((raw, time.perf_counter())),
-            reliable, raw=True)
-        if self.o.record:
-            node.create_subscription(Image, "labels/color", lambda raw: self.colors.append(raw),
-                                     reliable, raw=True)
-        node.create_subscription(DiagnosticArray, "diagnostics", self._on_diagnostics, 10)
+        from textseg.client.frame_client import SerializedFrameClient
+
+        client = SerializedFrameClient(
+            context=context, name="textseg_replay", namespace=self.namespace,
+            image_topic="image/compressed" if self.compressed else "image",
+            transport="compressed" if self.compressed else "raw",
+            outputs={"labels/color": Image} if self.o.record else None,
+            diagnostics=True, diagnostics_topic="diagnostics")
+        self.colors = client.output_messages.get("labels/color", deque())
         self.clock = None
         if self.o.sim_time:  # the node's /clock, remapped into our namespace
             from rosgraph_msgs.msg import Clock
 
-            self.clock = node.create_publisher(Clock, "clock", 10)
-        executor = rclpy.executors.SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        self.client_node = node
-        return node, executor
+            self.clock = client.node.create_publisher(Clock, "clock", 10)
+        return client
 
-    def _on_diagnostics(self, msg) -> None:
-        for status in msg.status:
-            if status.name.split(":")[0] == f"{self.namespace}/segmentation_node":
-                values = {kv.key: kv.value for kv in status.values}
-                # header stamp: ROS time of the node, the bag's clock under use_sim_time
-                stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-                values["_diagnostics_stamp_s"] = f"{stamp:.9f}"
-                self.diagnostics = (values, time.perf_counter())
+    def _node_figures(self) -> dict:
+        entry = self.client.node_diagnostics(self.node_name)
+        if entry is None:
+            return {}
+        values, _, stamp = entry
+        return _node_figures(values, stamp.sec + stamp.nanosec * 1e-9)
 
     def _publish_clock(self, log_ns: int) -> None:
         if self.clock is None:
@@ -316,10 +325,9 @@ class _Session:
         with self.node_process:  # started here, stopped (by PID) on the way out
             context = rclpy.Context()
             rclpy.init(context=context)
-            node = executor = None
+            self.client = None
             try:
-                node, executor = self._client(context)
-                self.executor = executor
+                self.client = self._client(context)
                 if self.o.record:
                     self._open_record()
                 frames = self.source.frames(self.o.limit)
@@ -337,10 +345,8 @@ class _Session:
                     self.record = None
                 raise
             finally:
-                if executor is not None:
-                    executor.shutdown()
-                if node is not None:
-                    node.destroy_node()
+                if self.client is not None:
+                    self.client.close()
                 rclpy.try_shutdown(context=context)
         recorded = None
         if self.record is not None:
@@ -350,9 +356,8 @@ class _Session:
                 if self.first_sent is not None and self.last_event is not None else 0.0)
         log = self.node_process.log_text()
         return ReplayRun(self.setup, self.scorer, self.o, self.sent, wall, self.description,
-                         _node_figures(self.diagnostics[0]) if self.diagnostics else {},
-                         self.lag, self.late, self.node_process.process.returncode,
-                         log[-2500:], recorded)
+                         self._node_figures(), self.lag, self.late,
+                         self.node_process.process.returncode, log[-2500:], recorded)
 
     def _open_record(self) -> None:
         from textseg.replay.bagio import DatasetMeta
@@ -371,29 +376,28 @@ class _Session:
         (the first frame, re-stamped) until it is answered: discovery is complete, the model
         has run once, and no bag frame pays for either."""
         deadline = time.monotonic() + self.o.startup_timeout
-        labels_topic = self.labels_sub.topic_name
-        while (self.publisher.get_subscription_count() == 0
-               or self.client_node.count_publishers(labels_topic) == 0):
+        while not self.client.connected():
             self._check_node_startup()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"segmentation_node did not connect within "
                                    f"{self.o.startup_timeout:.0f} s; its log ends:\n"
                                    f"{self.node_process.log_text()[-2000:]}")
-            self.executor.spin_once(timeout_sec=0.05)
+            self.client.executor.spin_once(timeout_sec=0.05)
         if first is None:
             return
         raw = self._warmup_message(first)
         if first.log_ns:
             self._publish_clock(first.log_ns)
+        answers = self.client.answers
         while True:
-            self.publisher.publish(raw)
+            self.client.publish(raw)
             resend = time.monotonic() + 1.0
             while time.monotonic() < resend:
-                self.executor.spin_once(timeout_sec=0.01)
-                while self.replies:
-                    reply, _ = self.replies.popleft()
+                self.client.executor.spin_once(timeout_sec=0.01)
+                while answers:
+                    reply, _ = answers.popleft()
                     if self._reply_stamp(reply) == WARMUP_STAMP:
-                        self.replies.clear()
+                        answers.clear()
                         return
             self._check_node_startup()
             if time.monotonic() > deadline:
@@ -436,7 +440,7 @@ class _Session:
             self._expire(now)
             self._check_node()
             if frame is None:  # all sent: wait for the last answers (or their timeout)
-                self.executor.spin_once(timeout_sec=0.01)
+                self.client.executor.spin_once(timeout_sec=0.01)
                 continue
             if frame.problem is not None:
                 self.scorer.seen()
@@ -446,7 +450,7 @@ class _Session:
                 continue
             if lockstep:
                 if self.pending:
-                    self.executor.spin_once(timeout_sec=0.01)
+                    self.client.executor.spin_once(timeout_sec=0.01)
                     continue
                 target = now
             else:
@@ -454,7 +458,7 @@ class _Session:
                     t0_wall, t0_log = now, frame.log_ns
                 target = t0_wall + (frame.log_ns - t0_log) / 1e9 / self.o.rate
                 if now < target:
-                    self.executor.spin_once(timeout_sec=min(0.005, target - now))
+                    self.client.executor.spin_once(timeout_sec=min(0.005, target - now))
                     continue
             self._send(frame, target)
             progress.update(self.scorer.frames_seen, self._note())
@@ -478,8 +482,7 @@ class _Session:
                              "flight (replies could not be told apart)")
             return
         self._publish_clock(frame.log_ns)
-        sent = time.perf_counter()
-        self.publisher.publish(frame.raw)
+        sent = self.client.publish(frame.raw)
         if self.o.rate is not None:
             self.lag.add(max(0.0, sent - target))
         if self.first_sent is None:
@@ -500,8 +503,9 @@ class _Session:
                     gt, frame.stamp[0] * 10**9 + frame.stamp[1], frame.frame_id, "rgb8"))
 
     def _handle_replies(self) -> None:
-        while self.replies:
-            raw, arrived = self.replies.popleft()
+        answers = self.client.answers
+        while answers:
+            raw, arrived = answers.popleft()
             self._reply(raw, arrived)
         waiting = []
         while self.colors:  # colour masks are recorded once their labels were matched
@@ -570,8 +574,10 @@ class _Session:
         since = time.perf_counter()
         deadline = since + 2.0
         while time.perf_counter() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-            if self.diagnostics is not None and self.diagnostics[1] > since + 0.05:
+            self.client.executor.spin_once(timeout_sec=0.05)
+            entry = self.client.node_diagnostics(self.node_name)
+            if (entry is not None
+                    and self.client.diagnostics_arrived[entry[1].name] > since + 0.05):
                 return
 
     def _note(self) -> str:

@@ -20,8 +20,9 @@ import numpy as np
 
 from textseg.cli_args import DEFAULT_IMAGES
 from textseg.cpu import cpu_features
-from textseg.engine import BackendOptions, load_backend
+from textseg.engine import load_backend
 from textseg.malloc_tuning import keep_large_buffers_in_heap
+from textseg.stats import StatKey
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 Out = Callable[[str], None]
@@ -154,8 +155,8 @@ def drive(session: _RosSession, frames: list[np.ndarray], rate_hz: float, durati
             if value:
                 rss.append((now - start, value))
             entry = client.node_diagnostics()
-            if entry is not None and "frames processed" in entry[0]:
-                processed.append((now, int(entry[0]["frames processed"])))
+            if entry is not None and StatKey.FRAMES_PROCESSED in entry[0]:
+                processed.append((now, int(entry[0][StatKey.FRAMES_PROCESSED])))
             next_sample += 1.0
         # Sleep in the wait set until the next send is due (labels wake it up earlier): a
         # camera driver does not spin, and a busy publisher would steal the node's CPU.
@@ -225,9 +226,8 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
     rows = []
     for size in sizes:
         frames = load_frames(images, size)
-        engine = load_backend(model, BackendOptions(
-            backend=backend, threads=threads, precision=precision, input_size=size,
-            spin_wait=spin_wait))
+        engine = load_backend(model, backend, threads, precision=precision, input_size=size,
+                              spin_wait=spin_wait)
         out(f"model   {engine.self_check_note}")
         outputs = ("labels/color", "labels/overlay") if all_outputs else ()
         session = _RosSession({"model": str(model), "backend": backend,
@@ -254,9 +254,9 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
                 out(f"node    {size[1]}x{size[0]}: {fps:.2f} FPS received "
                     f"({result.processed_fps:.2f} by the node's count) with frames at "
                     f"{rate:.1f} Hz; "
-                    f"overhead p50 {_diag_ms(d, 'node overhead p50 (ms)'):.2f} ms; inference "
-                    f"in node p50 {_diag_ms(d, 'inference p50 (ms)'):.1f} ms; frames dropped "
-                    f"{d.get('frames dropped', '?')}")
+                    f"overhead p50 {_diag_ms(d, StatKey.OVERHEAD_P50_MS):.2f} ms; inference "
+                    f"in node p50 {_diag_ms(d, StatKey.INFERENCE_P50_MS):.1f} ms; frames dropped "
+                    f"{d.get(StatKey.FRAMES_DROPPED, '?')}")
         finally:
             code = session.close() if session is not None else None
             engine_check = engine.self_check_note
@@ -273,9 +273,9 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
             d = best.diagnostics
             row.node_fps = fps
             row.node_median_fps = float(np.median([f for f, _ in nodes]))
-            row.overhead_p50_ms = _diag_ms(d, "node overhead p50 (ms)")
-            row.overhead_p99_ms = _diag_ms(d, "node overhead p99 (ms)")
-            row.node_inference_p50_ms = _diag_ms(d, "inference p50 (ms)")
+            row.overhead_p50_ms = _diag_ms(d, StatKey.OVERHEAD_P50_MS)
+            row.overhead_p99_ms = _diag_ms(d, StatKey.OVERHEAD_P99_MS)
+            row.node_inference_p50_ms = _diag_ms(d, StatKey.INFERENCE_P50_MS)
             row.latency_p50_ms = _percentiles_ms([lat for _, lat in best.answered])[0]
             row.outputs = "labels+color+overlay" if all_outputs else "labels"
         rows.append(row)
@@ -374,8 +374,7 @@ def run_overload(model: str, size: tuple[int, int] = (720, 1280), factor: float 
                  out: Out = print) -> OverloadResult:
     frames = frames if frames is not None else load_frames(images, size)
     if capacity_fps is None:
-        engine = load_backend(model, BackendOptions(
-            backend=backend, threads=threads, precision=precision, input_size=size))
+        engine = load_backend(model, backend, threads, precision=precision, input_size=size)
         capacity_fps = bench_backend(engine, frames, 10).fps
         engine.close()
         del engine
@@ -399,12 +398,12 @@ def run_overload(model: str, size: tuple[int, int] = (720, 1280), factor: float 
     return OverloadResult(
         size=size, factor=factor, rate_hz=rate, capacity_fps=capacity_fps, duration=duration,
         published=result.published, answered=len(latencies),
-        dropped=int(d.get("frames dropped", "0")),
-        inference_p50_ms=_diag_ms(d, "inference p50 (ms)"),
-        inference_p99_ms=_diag_ms(d, "inference p99 (ms)"),
+        dropped=int(d.get(StatKey.FRAMES_DROPPED, "0")),
+        inference_p50_ms=_diag_ms(d, StatKey.INFERENCE_P50_MS),
+        inference_p99_ms=_diag_ms(d, StatKey.INFERENCE_P99_MS),
         latency_p50_ms=p50, latency_p99_ms=p99,
         latency_max_ms=max(latencies) * 1e3 if latencies else float("nan"),
-        node_e2e_p99_ms=_diag_ms(d, "end-to-end p99 (ms)"),
+        node_e2e_p99_ms=_diag_ms(d, StatKey.END_TO_END_P99_MS),
         early_p50_ms=_percentiles_ms(latencies[:third])[0],
         late_p50_ms=_percentiles_ms(latencies[-third:])[0],
         rss_start=rss[0], rss_end=rss[-1], rss_max=max(rss))
