@@ -41,12 +41,13 @@ def soak(model: str, size: tuple[int, int], minutes: float, factor: float, windo
          threads: int) -> dict:
     from sensor_msgs.msg import CameraInfo
 
-    from textseg.engine import load_backend
+    from textseg.engine import BackendOptions, load_backend
     from textseg.stats import StatKey
     from textseg.tools.benchmark import _RosSession, bench_backend, drive, load_frames
 
     frames = load_frames(CAMVID_VAL, size)
-    engine = load_backend(model, "onnxruntime", threads, input_size=size)
+    engine = load_backend(model, BackendOptions(backend="onnxruntime", threads=threads,
+                                                 input_size=size))
     capacity = bench_backend(engine, frames, 20).fps
     engine.close()
     rate = factor * capacity

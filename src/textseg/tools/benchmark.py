@@ -20,7 +20,7 @@ import numpy as np
 
 from textseg.cli_args import DEFAULT_IMAGES
 from textseg.cpu import cpu_features
-from textseg.engine import load_backend
+from textseg.engine import BackendOptions, load_backend
 from textseg.malloc_tuning import keep_large_buffers_in_heap
 from textseg.stats import StatKey
 
@@ -226,8 +226,9 @@ def run_bench(model: str, backend: str = "auto", precision: str = "fp16",
     rows = []
     for size in sizes:
         frames = load_frames(images, size)
-        engine = load_backend(model, backend, threads, precision=precision, input_size=size,
-                              spin_wait=spin_wait)
+        engine = load_backend(model, BackendOptions(
+            backend=backend, threads=threads, precision=precision, input_size=size,
+            spin_wait=spin_wait))
         out(f"model   {engine.self_check_note}")
         outputs = ("labels/color", "labels/overlay") if all_outputs else ()
         session = _RosSession({"model": str(model), "backend": backend,
@@ -374,7 +375,8 @@ def run_overload(model: str, size: tuple[int, int] = (720, 1280), factor: float 
                  out: Out = print) -> OverloadResult:
     frames = frames if frames is not None else load_frames(images, size)
     if capacity_fps is None:
-        engine = load_backend(model, backend, threads, precision=precision, input_size=size)
+        engine = load_backend(model, BackendOptions(
+            backend=backend, threads=threads, precision=precision, input_size=size))
         capacity_fps = bench_backend(engine, frames, 10).fps
         engine.close()
         del engine
