@@ -368,6 +368,7 @@ def _opset(buf) -> tuple[str, int]:
 
 GraphItem = GraphNode | TensorSpec | Initializer  # a parsed node, graph input/output, tensor
 
+
 @dataclass(frozen=True, eq=False)
 class OnnxModel:
     """A parsed ONNX model: what textseg reads of it, and its graph's fields for edits."""
