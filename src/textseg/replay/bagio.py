@@ -32,6 +32,7 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 LABEL_ENCODINGS = ("mono8", "8UC1")
+STORAGES = ("mcap", "sqlite3")  # the rosbag2 storage plugins a bag is written with
 # Keys this project writes into the bag's metadata.yaml `custom_data` (all string values).
 META_PREFIX = "textseg."
 # Words that mark an Image topic as ground truth rather than a camera.
@@ -451,7 +452,7 @@ class RawBagWriter:
     def __init__(self, path: str | Path, storage: str = "mcap",
                  custom_data: dict[str, str] | None = None,
                  compress_storage: bool = False) -> None:
-        if storage not in ("mcap", "sqlite3"):
+        if storage not in STORAGES:
             raise ValueError(f"storage must be mcap or sqlite3, got {storage!r}")
         self.path = Path(path)
         if self.path.exists():

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from textseg.cli_args import BACKEND_CHOICES
-from textseg.replay.bagio import DatasetMeta
+from textseg.replay.bagio import STORAGES, DatasetMeta
+from textseg.replay.dataset import COMPRESSED_FORMATS, ENCODINGS
 
 DEFAULT_OUT = Path("out")
 AGREEMENT_POINTS = 0.1
@@ -154,7 +155,7 @@ def add_commands(sub) -> None:
                         help="folder of class-id label images, same file names (default: the "
                         "CamVid sibling IMAGESannot/ when present)")
     labels.add_argument("--no-labels", action="store_true", help="write the frames only")
-    make.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"),
+    make.add_argument("--storage", default="mcap", choices=STORAGES,
                       help="bag storage (default: mcap)")
     make.add_argument("--rate", type=float, default=10.0,
                       help="frames per second of the recorded timeline (default: 10)")
@@ -164,9 +165,9 @@ def add_commands(sub) -> None:
     make.add_argument("--labels-topic", default="/camera/labels",
                       help="ground-truth topic (default: /camera/labels)")
     make.add_argument("--frame-id", default="camera", help="header frame_id (default: camera)")
-    make.add_argument("--encoding", default="rgb8", choices=("rgb8", "bgr8", "mono8"),
+    make.add_argument("--encoding", default="rgb8", choices=ENCODINGS,
                       help="raw image encoding (default: rgb8)")
-    make.add_argument("--compressed", default=None, choices=("jpeg", "png"),
+    make.add_argument("--compressed", default=None, choices=COMPRESSED_FORMATS,
                       help="write sensor_msgs/CompressedImage instead of raw images")
     make.add_argument("--start", type=float, default=None,
                       help="stamp of the first frame, seconds since the epoch (default: "

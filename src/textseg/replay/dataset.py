@@ -24,6 +24,7 @@ from textseg.imaging import encode_rgb
 from textseg.replay.bagio import (
     COMPRESSED_TYPE,
     IMAGE_TYPE,
+    STORAGES,
     BagError,
     DatasetMeta,
     RawBagWriter,
@@ -31,7 +32,6 @@ from textseg.replay.bagio import (
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-STORAGES = ("mcap", "sqlite3")
 ENCODINGS = ("rgb8", "bgr8", "mono8")
 COMPRESSED_FORMATS = ("jpeg", "png")
 # CamVid (SegNet split): 11 classes, id 11 = void. Names as the project's models carry them.
