@@ -254,7 +254,6 @@ class SegmentationBehaviour:
                 f"{wanted} frames per inference asked, but the backend takes at most "
                 f"{self._batch} (a model exported before textseg 0.3, or an engine baked "
                 f"with a smaller --max-batch): cameras are served {self._batch} at a time")
-        self._worker.max_batch = self._batch
         if self._batch > 1:
             self.get_logger().info(f"cameras batched: up to {self._batch} frames of one size "
                                    "per inference")
@@ -267,6 +266,7 @@ class SegmentationBehaviour:
         if len(backends) > 1:  # nothing is submitted before the inputs are subscribed
             idle, self._worker = self._worker, self._make_worker(len(backends))
             idle.stop()
+        self._worker.max_batch = self._batch  # on the worker that serves the frames
 
     def _subscribe_points(self, channel: CameraChannel, prefix: str, qos) -> None:
         points = channel.points
