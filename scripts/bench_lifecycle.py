@@ -36,11 +36,11 @@ def main() -> int:
     import rclpy
     from lifecycle_msgs.msg import Transition
 
-    from textseg.tools.benchmark import load_frames
-    from textseg.cpu import write_results
     from textseg.client.frame_client import FrameClient
     from textseg.client.lifecycle_client import LifecycleClient
     from textseg.client.process import NodeProcess, use_local_ros_environment
+    from textseg.cpu import write_results
+    from textseg.tools.benchmark import load_frames
 
     env = use_local_ros_environment()
     rgb = load_frames(CAMVID_VAL, (360, 480), count=1)[0]

@@ -83,8 +83,8 @@ def main() -> int:
     from textseg.cpu import write_results
     from textseg.engine.int8_saturation import saturation_report
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
-    from textseg.tools.quantize import quantize_model
     from textseg.fileio import atomic_write_bytes
+    from textseg.tools.quantize import quantize_model
 
     fp32 = ROOT / "models" / "textseg_default.onnx"
     bag = ROOT / "out" / "bags" / "camvid_val"

@@ -27,6 +27,8 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from textseg.cli import main  # noqa: E402
 from textseg.engine import BackendOptions, load_backend  # noqa: E402
+from textseg.engine.onnx_file import describe_model, read_onnx_model  # noqa: E402
+from textseg.engine.tensorrt_rules import check_tensorrt_rules  # noqa: E402
 from textseg.tools.importer import (  # noqa: E402
     IMPORT_KEY,
     ImportOptions,
@@ -34,8 +36,6 @@ from textseg.tools.importer import (  # noqa: E402
     import_model,
     read_class_names,
 )
-from textseg.engine.onnx_file import describe_model, read_onnx_model  # noqa: E402
-from textseg.engine.tensorrt_rules import check_tensorrt_rules  # noqa: E402
 
 CAMVID_NAMES = ("sky", "building", "pole", "road", "sidewalk", "tree", "traffic sign",
                 "fence", "car", "pedestrian", "bicyclist")

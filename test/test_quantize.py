@@ -12,9 +12,9 @@ pytest.importorskip("onnx", reason="onnx not installed (runtime-only environment
 
 from textseg.cli import main  # noqa: E402
 from textseg.engine import BackendOptions, load_backend  # noqa: E402
-from textseg.tools.quantize import calibration_frames  # noqa: E402
 from textseg.engine.onnx_file import read_onnx_model  # noqa: E402
 from textseg.engine.tensorrt_rules import check_tensorrt_rules  # noqa: E402
+from textseg.tools.quantize import calibration_frames  # noqa: E402
 
 
 def test_quantize_writes_a_qdq_model_that_keeps_the_contract(tiny_model_path, camvid_dir,

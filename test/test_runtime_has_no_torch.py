@@ -77,7 +77,8 @@ def test_no_torch_imports_in_source():
     assert offenders == []
 
 
-ONNX_IMPORT = re.compile(r"^\s*(?:import\s+onnx\b(?!runtime)|from\s+onnx\b(?!runtime)[\w.]*\s+import\b)")
+ONNX_IMPORT = re.compile(
+    r"^\s*(?:import\s+onnx\b(?!runtime)|from\s+onnx\b(?!runtime)[\w.]*\s+import\b)")
 
 
 @pytest.mark.parametrize("line, hit", [

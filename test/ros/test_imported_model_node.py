@@ -17,9 +17,9 @@ pytest.importorskip("textseg_training", reason="training package not installed")
 from builtin_interfaces.msg import Time  # noqa: E402
 from import_recipes import RECIPES, assert_same_labels, framework_labels, run_recipe  # noqa: E402
 
-from textseg.engine.onnx_file import describe_model  # noqa: E402
 from textseg.client.frame_client import FrameClient  # noqa: E402
 from textseg.client.process import NodeProcess  # noqa: E402
+from textseg.engine.onnx_file import describe_model  # noqa: E402
 
 pytestmark = pytest.mark.ros
 _stamps = itertools.count(1)

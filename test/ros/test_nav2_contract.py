@@ -28,9 +28,9 @@ from rclpy.qos import (  # noqa: E402
 )
 from sensor_msgs.msg import Image  # noqa: E402
 
-from textseg.engine import load_backend  # noqa: E402
 from textseg.client.frame_client import FrameClient  # noqa: E402
 from textseg.client.process import NodeProcess  # noqa: E402
+from textseg.engine import load_backend  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
 
-from textseg.tools.benchmark import bench_backend, run_overload  # noqa: E402
-from textseg.engine import BackendOptions, load_backend  # noqa: E402
 from textseg.client.process import local_ros_environment  # noqa: E402
+from textseg.engine import BackendOptions, load_backend  # noqa: E402
 from textseg.ros_compat import DDS_PROFILE_VARIABLES  # noqa: E402
+from textseg.tools.benchmark import bench_backend, run_overload  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

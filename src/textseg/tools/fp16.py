@@ -83,7 +83,6 @@ def convert_to_fp16(model: str | Path, output: str | Path,
         raise RuntimeError(f"textseg fp16 needs the onnx package ({exc}); pip install onnx"
                            ) from None
     from textseg.engine.onnx_file import describe_model
-    from textseg.tools.quantize import failed_check_path, refuse_reduced_precision
     from textseg.engine.self_check import (
         SELF_CHECK_KEY,
         check_images,
@@ -91,6 +90,11 @@ def convert_to_fp16(model: str | Path, output: str | Path,
         make_self_check,
     )
     from textseg.engine.tensorrt_rules import require_tensorrt_rules
+    from textseg.tools.quantize import (
+        failed_check_path,
+        refuse_reduced_precision,
+        replace_metadata,
+    )
 
     model, output = Path(model), Path(output)
     refuse_reduced_precision(model, "convert")
@@ -110,10 +114,7 @@ def convert_to_fp16(model: str | Path, output: str | Path,
         meta[SELF_CHECK_KEY] = make_self_check(
             model, check_images(check_frames, source.info.network_input_size)
         ).to_metadata()
-    del half.metadata_props[:]
-    for key, value in meta.items():
-        entry = half.metadata_props.add()
-        entry.key, entry.value = key, value
+    replace_metadata(half, meta)
     onnx.checker.check_model(half)
     data = half.SerializeToString()
     require_tensorrt_rules(data, name=str(output))

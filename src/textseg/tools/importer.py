@@ -38,6 +38,7 @@ from textseg.engine.contract import (
     ModelInfo,
 )
 from textseg.engine.onnx_file import DataType
+from textseg.tools.quantize import replace_metadata
 
 IMPORT_KEY = "import"
 # Two graphs of the same network are not fused alike by ONNX Runtime: a pixel whose two best
@@ -611,9 +612,7 @@ def import_model(source: str | Path, output: str | Path, options: ImportOptions,
     provenance = {"source": source.name, "source_sha256": digest,
                   "source_producer": f"{model.producer_name} {model.producer_version}".strip(),
                   "options": options.record()}
-    del wrapped.metadata_props[:]
-    for key, value in {**info.to_metadata(), IMPORT_KEY: json.dumps(provenance)}.items():
-        wrapped.metadata_props.add(key=key, value=value)
+    replace_metadata(wrapped, {**info.to_metadata(), IMPORT_KEY: json.dumps(provenance)})
     result = wrapped.SerializeToString()
 
     check_frames = check_images(list(frames) if frames else synthetic_frames(size), size,

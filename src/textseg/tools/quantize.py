@@ -141,6 +141,13 @@ def format_bytes(size: int) -> str:
     return f"{size / 1e3:.0f} KB" if size < 1e6 else f"{size / 1e6:.1f} MB"
 
 
+def replace_metadata(proto, meta: dict[str, str]) -> None:
+    """Make `meta` the ONNX model's whole metadata (what a written copy of a model carries)."""
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
 def quantize_model(model: str | Path, output: str | Path, calibration: str | Path,
                    method: str = "minmax", frames: int = 32,
                    ops: tuple[str, ...] = DEFAULT_OPS,
@@ -268,10 +275,7 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
         "calibration_folder": Path(calibration).name, "source_sha256": source.sha256,
         "tool": "onnxruntime.quantization.quantize_static"}
     meta["quantization"] = json.dumps(quantization)
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    replace_metadata(proto, meta)
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     if target == "tensorrt":
