@@ -145,6 +145,22 @@ def test_what_the_node_asks_of_the_backend(tiny_model_path):
     fresh.close()
 
 
+@pytest.mark.parametrize("requested", ["auto", "onnxruntime"])
+def test_load_backend_parses_the_model_once(tiny_model_path, monkeypatch, requested):
+    """The backend choice (auto reads the quantization target) and the backend share one
+    parse of the file."""
+    from textseg.engine import onnx_file, tensorrt_problem
+
+    if requested == "auto" and tensorrt_problem() is None:
+        pytest.skip("TensorRT and a GPU are usable here: auto would build an engine")
+    parses = []
+    parse = onnx_file._parse
+    monkeypatch.setattr(onnx_file, "_parse", lambda *a: parses.append(a[1]) or parse(*a))
+    loaded = load_backend(tiny_model_path, BackendOptions(backend=requested, threads=1))
+    assert parses == [str(tiny_model_path)]
+    assert loaded.name == "onnxruntime"
+
+
 def test_load_backend_unknown_name(tiny_model_path):
     with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
         load_backend(tiny_model_path, BackendOptions(backend="tensorflow"))

@@ -55,9 +55,10 @@ def tensorrt_problem() -> str | None:
     return None
 
 
-def choose_backend(requested: str, model: str | Path = "") -> tuple[str, str]:
+def choose_backend(requested: str, model: str | Path = "", onnx_model=None) -> tuple[str, str]:
     """(backend name, why) for `requested` in BACKENDS; `auto` picks TensorRT when it and a
-    GPU are usable, else ONNX Runtime (which itself uses CUDA when its build has it)."""
+    GPU are usable, else ONNX Runtime (which itself uses CUDA when its build has it).
+    `onnx_model`: `model` already parsed (engine.onnx_file.OnnxModel), not read again."""
     if requested not in BACKENDS:
         raise ValueError(f"unknown backend '{requested}': choose one of {', '.join(BACKENDS)}")
     is_engine = Path(str(model)).suffix == ".engine"
@@ -68,7 +69,7 @@ def choose_backend(requested: str, model: str | Path = "") -> tuple[str, str]:
         from textseg.engine.onnx_file import CPU_ONLY_TARGET, quantization_target, read_onnx_model
 
         try:
-            target = quantization_target(read_onnx_model(model).metadata)
+            target = quantization_target((onnx_model or read_onnx_model(model)).metadata)
         except ValueError:
             target = ""  # not readable as ONNX: the backend says so when it opens it
         if target == CPU_ONLY_TARGET:
@@ -108,7 +109,15 @@ def load_backend(model: str | Path = "", options: BackendOptions | None = None
         hint = (" (the default model ships in models/ of the repository; or pass model:=PATH)"
                 if not str(model) else "")
         raise FileNotFoundError(f"model file not found: {path}{hint}")
-    name, _ = choose_backend(backend, path)
+    onnx_model = None
+    if path.suffix != ".engine":  # parsed once, here, for the choice and the backend
+        from textseg.engine.onnx_file import read_onnx_model
+
+        try:
+            onnx_model = read_onnx_model(path)
+        except ValueError:
+            pass  # not readable as ONNX: the backend says so, in its own words
+    name, _ = choose_backend(backend, path, onnx_model)
     if name == "tensorrt":
         from textseg.engine.tensorrt_backend import TensorRTBackend
 
@@ -117,8 +126,9 @@ def load_backend(model: str | Path = "", options: BackendOptions | None = None
                                calibration_dir=options.calibration_dir or None,
                                input_size=options.input_size, report=options.report,
                                cancel=options.cancel, max_batch=options.max_batch,
-                               self_check=options.self_check)
+                               self_check=options.self_check, onnx_model=onnx_model)
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, threads=options.threads, spin_wait=options.spin_wait,
-                              self_check=options.self_check, report=options.report)
+                              self_check=options.self_check, report=options.report,
+                              onnx_model=onnx_model)

@@ -45,9 +45,11 @@ class OnnxRuntimeBackend:
 
     def __init__(self, model_path: str | Path, threads: int = 0,
                  providers: list[str] | None = None, spin_wait: bool = False,
-                 self_check: str = "refuse", report=None) -> None:
+                 self_check: str = "refuse", report=None,
+                 onnx_model: OnnxModel | None = None) -> None:
         """`self_check`: refuse (default) to open a model whose stored self-check fails here
-        (or an int8 file whose sums can saturate on this CPU), warn through `report`, or off."""
+        (or an int8 file whose sums can saturate on this CPU), warn through `report`, or off.
+        `onnx_model`: the file already parsed (load_backend parses it once for everyone)."""
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -65,7 +67,8 @@ class OnnxRuntimeBackend:
         self.uint8_activations = self.pruned_nodes = 0
         labels_only = None
         try:
-            model = read_onnx_model(path)  # parsed once: checked, rewritten and pruned below
+            # parsed once: checked, rewritten and pruned below
+            model = onnx_model or read_onnx_model(path)
             unreadable = None
         except ContractError as exc:  # InferenceSession says why first, below
             model, unreadable = None, exc

@@ -49,7 +49,7 @@ from textseg.engine.engine_cache import (
     store_engine,
     verify_engine_file,
 )
-from textseg.engine.onnx_file import describe_model, model_precision, read_onnx_model
+from textseg.engine.onnx_file import OnnxModel, describe_model, model_precision, read_onnx_model
 from textseg.engine.self_check import (
     NOT_STORED,
     SelfCheckFailed,
@@ -306,7 +306,10 @@ class TensorRTBackend:
                  input_size: tuple[int, int] | None = None,
                  workspace_mib: int = DEFAULT_WORKSPACE_MIB, report: Report | None = None,
                  trt=None, cuda=None, cancel: threading.Event | None = None,
-                 max_batch: int = 1, self_check: str = "refuse") -> None:
+                 max_batch: int = 1, self_check: str = "refuse",
+                 onnx_model: OnnxModel | None = None) -> None:
+        # onnx_model: the ONNX file already parsed (load_backend parses it once for everyone)
+        self._parsed = onnx_model
         self._report = report or (lambda line: None)
         self._self_check_policy = check_policy(self_check)
         self.self_check: SelfCheckResult | None = None
@@ -355,7 +358,8 @@ class TensorRTBackend:
             self.prepare(*size)
 
     def _open_onnx(self, path: Path) -> None:
-        model = read_onnx_model(path)  # parsed once: described, precision and rules read
+        # parsed once: described, precision and rules read
+        model, self._parsed = self._parsed or read_onnx_model(path), None
         described = describe_model(model)
         self.model_path, self.onnx_path = path, path
         self.onnx_sha256 = described.sha256
