@@ -126,6 +126,9 @@ def test_depth_cloud_is_the_back_projection_aligned_with_the_labels(
         assert client.wait_for(lambda: int((client.node_diagnostics("/rgbd/segmentation_node")
                                             or ({},))[0].get(key, 0)) >= 1, 10.0)
         assert "register the depth to the colour camera" in node.log_text()
+        # the start-up line names every input the node listens on
+        assert ("input /rgbd/image + /rgbd/depth/image + /rgbd/depth/camera_info"
+                in node.log_text())
     finally:
         client.close()
         code = node.stop()

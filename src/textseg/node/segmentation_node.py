@@ -346,8 +346,9 @@ class SegmentationBehaviour:
                     CameraInfo, prefix + "camera_info",
                     lambda msg, c=channel: setattr(c, "camera_info", msg), qos)
             outputs = [pub.topic_name for pub in channel.publishers()]
-            calibration = (f" + {channel.camera_info_sub.topic_name}"
-                           if channel.camera_info_sub is not None else "")
+            also = [channel.camera_info_sub,
+                    *(channel.points.subscriptions if channel.points else [])]
+            calibration = "".join(f" + {t}" for t in dict.fromkeys(s.topic_name for s in also if s))
             camera = f"camera {channel.name}: " if channel.name else ""
             self.get_logger().info(
                 f"{camera}model {self._model_path} ({info.architecture}, {info.num_classes} "
