@@ -57,6 +57,9 @@ def test_bench_backend_alone_prints_a_table(tiny_model_path, camvid_dir, capsys)
     assert "raw FPS" in out and "node FPS" in out and "overhead p50" in out
     assert "64x48" in out and "96x72" in out
     assert "onnxruntime" in out
+    rows = [line for line in out.splitlines()
+            if ("64x48" in line or "96x72" in line) and not line.startswith("raw ")]
+    assert rows and all(line.rstrip().endswith(" -") for line in rows)  # no node, no outputs
 
 
 def test_bench_rejects_bad_sizes(tiny_model_path, capsys):

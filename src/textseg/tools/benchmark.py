@@ -207,7 +207,7 @@ class BenchRow:
     node_inference_p50_ms: float = float("nan")
     latency_p50_ms: float = float("nan")
     rounds: int = 1
-    outputs: str = "labels"
+    outputs: str = ""  # the node's published topics ('' under --no-node: no node ran)
     self_check: str = ""  # what the backend's load-time self-check found
 
 
