@@ -377,3 +377,23 @@ def test_a_model_of_ones_own_is_pointed_to_textseg_import(tmp_path, capsys):
         assert main(command) == 2
         assert "is not a textseg model" in (err := capsys.readouterr().err), err
         assert "a model of your own: `textseg import`" in err
+
+
+def test_info_prints_what_quantize_recorded_on_one_line(tiny_model_path, camvid_dir, tmp_path,
+                                                        capsys):
+    from textseg.cpu import cpu_features
+
+    onnx = pytest.importorskip("onnx")
+    first_conv = next(n.name for n in onnx.load(str(tiny_model_path)).graph.node
+                      if n.op_type == "Conv")
+    output = tmp_path / "tiny_int8_cpu.onnx"
+    assert main(["quantize", str(tiny_model_path), "--calibration", str(camvid_dir / "val"),
+                 "--frames", "3", "--target", "cpu", "--keep-float", first_conv,
+                 "-o", str(output)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(output)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("quantization"))
+    assert "target onnxruntime-cpu, method minmax, 3 frames of val" in line
+    assert f"kept_float {first_conv}" in line
+    assert "self_check_where_made passed" in line and cpu_features().model in line
