@@ -1,0 +1,68 @@
+"""Camera corruptions (textseg.replay.corruptions): deterministic, graded, and clear refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from textseg.replay.corruptions import FAMILIES, SEEDLESS, SEVERITIES, corrupt
+
+
+@pytest.fixture(scope="module")
+def frame(camvid_frames):
+    (_, rgb), = camvid_frames(1)
+    return rgb
+
+
+def test_there_are_the_families_a_vehicle_camera_meets():
+    assert {"gaussian_noise", "motion_blur", "defocus_blur", "fog", "low_light",
+            "overexposure", "jpeg"} <= set(FAMILIES)
+    assert {"rain", "lens_dirt"} & set(FAMILIES)
+    assert SEVERITIES == (1, 2, 3, 4, 5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_seed_same_bytes_and_the_frame_is_left_alone(frame, family):
+    before = frame.copy()
+    first = corrupt(frame, family, 3, seed=11)
+    assert first.dtype == np.uint8 and first.shape == frame.shape
+    np.testing.assert_array_equal(first, corrupt(frame, family, 3, seed=11))
+    np.testing.assert_array_equal(frame, before)
+    other = corrupt(frame, family, 3, seed=12)
+    assert np.array_equal(first, other) == (family in SEEDLESS)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_severity_degrades_the_frame_more_than_the_one_below(frame, family):
+    """Mean absolute change from the clean frame, averaged over 3 seeds (where a seed places
+    streaks or blobs), grows with the severity."""
+    clean = frame.astype(np.float32)
+    change = [np.mean([np.abs(corrupt(frame, family, s, seed).astype(np.float32) - clean).mean()
+                       for seed in range(3)]) for s in SEVERITIES]
+    assert change[0] > 0.5, change  # severity 1 is visible
+    assert all(b > a for a, b in zip(change, change[1:], strict=False)), change
+
+
+@pytest.mark.parametrize("size", [(120, 160), (720, 1280)])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_any_frame_size(family, size):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (*size, 3), np.uint8)
+    assert corrupt(rgb, family, 5, seed=1).shape == rgb.shape
+
+
+@pytest.mark.parametrize("args, message", [
+    (("snow", 1), "unknown corruption 'snow': choose one of gaussian_noise, motion_blur"),
+    (("fog", 0), "severity must be one of 1..5, got 0"),
+    (("fog", 6), "severity must be one of 1..5, got 6"),
+])
+def test_bad_family_or_severity_is_refused_by_name(args, message):
+    with pytest.raises(ValueError, match=message):
+        corrupt(np.zeros((8, 8, 3), np.uint8), *args)
+
+
+@pytest.mark.parametrize("image", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8),
+                                   np.zeros((8, 8, 3), np.float32)])
+def test_a_frame_that_is_not_uint8_rgb_is_refused(image):
+    with pytest.raises(ValueError, match="expected a uint8 H x W x 3 RGB frame"):
+        corrupt(image, "jpeg", 1)
