@@ -66,3 +66,17 @@ def test_bad_family_or_severity_is_refused_by_name(args, message):
 def test_a_frame_that_is_not_uint8_rgb_is_refused(image):
     with pytest.raises(ValueError, match="expected a uint8 H x W x 3 RGB frame"):
         corrupt(image, "jpeg", 1)
+
+
+def test_the_report_gives_each_severity_and_its_share_of_clean():
+    from textseg.replay.robustness import render_markdown
+
+    data = {"model": "m.onnx", "images": "val", "command": "textseg robustness",
+            "cpu": {"description": "CPU"},
+            "conditions": [{"family": "clean", "severity": 0, "miou": 60.0, "frames_scored": 5},
+                           {"family": "fog", "severity": 1, "miou": 54.0, "frames_scored": 5},
+                           {"family": "fog", "severity": 5, "miou": 30.0, "frames_scored": 5}]}
+    text = render_markdown(data)
+    assert "Clean mIoU **60.00**" in text and "(5 frames)" in text
+    assert "| fog | 54.00 | 30.00 | 42.00 |" in text
+    assert "| fog | 90.0 | 50.0 | 70.0 |" in text

@@ -145,6 +145,54 @@ def latency_histogram(values_ms: np.ndarray, title: str,
     return img
 
 
+SERIES = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+def line_chart(x_values: list[float], series: dict[str, list[float]], title: str,
+               x_label: str, y_label: str, y_range: tuple[float, float] = (0.0, 100.0)
+               ) -> np.ndarray:
+    """One line with dots per named series over shared x values, a legend on the right."""
+    width, height = 760, 380
+    legend_w = max([_text_width(name, 0.42) for name in series] + [60]) + 40
+    left, right, top, bottom = 56, legend_w, 56, 48
+    img = np.full((height, width, 3), 255, np.uint8)
+    _text(img, title, (12, 24), 0.55)
+    plot_w, plot_h = width - left - right, height - top - bottom
+    low, high = y_range
+    x_low, x_high = min(x_values), max(x_values)
+    x_span = (x_high - x_low) or 1.0
+
+    def point(x: float, y: float) -> tuple[int, int]:
+        return (left + int(round((x - x_low) / x_span * plot_w)),
+                top + plot_h - int(round((min(max(y, low), high) - low) / (high - low) * plot_h)))
+
+    step = _nice_step(high - low, 5)
+    tick = math.ceil(low / step) * step
+    while tick <= high + 1e-9:
+        y = point(x_low, tick)[1]
+        cv2.line(img, (left, y), (left + plot_w, y), GRID, 1)
+        _text(img, f"{tick:g}", (left - 8, y + 4), 0.38, MUTED, align="right")
+        tick += step
+    for x in x_values:
+        px = point(x, low)[0]
+        _text(img, f"{x:g}", (px, top + plot_h + 18), 0.38, MUTED, align="center")
+    _text(img, x_label, (left + plot_w, top + plot_h + 36), 0.4, MUTED, align="right")
+    _text(img, y_label, (8, top - 10), 0.4, MUTED)
+    for index, (name, ys) in enumerate(series.items()):
+        color = SERIES[index % len(SERIES)]
+        points = [point(x, y) for x, y in zip(x_values, ys, strict=True)
+                  if y is not None and math.isfinite(y)]
+        for a, b in zip(points, points[1:], strict=False):
+            cv2.line(img, a, b, color, 2, cv2.LINE_AA)
+        for p in points:
+            cv2.circle(img, p, 3, color, -1, cv2.LINE_AA)
+        y = top + 8 + 20 * index
+        cv2.line(img, (width - legend_w + 12, y - 4), (width - legend_w + 30, y - 4), color, 3)
+        _text(img, name, (width - legend_w + 36, y), 0.42)
+    return img
+
+
 def frame_strip(rows: list[tuple[str, list[np.ndarray]]], headers: list[str]) -> np.ndarray:
     """Rows of equally sized panels (e.g. image | ground truth | prediction | overlay), each
     row captioned, with a header line naming the columns."""

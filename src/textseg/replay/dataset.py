@@ -219,8 +219,11 @@ def bag_from_dataset(images: Path, output: Path, labels: Path | None = None,
                      start_s: float = DEFAULT_START_S, limit: int | None = None,
                      meta: DatasetMeta | None = None, force: bool = False,
                      compress_storage: bool = False,
-                     progress: Callable[[int], None] | None = None) -> BagFromDatasetResult:
-    """Write the folder's images (and labels) into a new bag at `output`."""
+                     progress: Callable[[int], None] | None = None,
+                     transform: Callable[[np.ndarray, int], np.ndarray] | None = None
+                     ) -> BagFromDatasetResult:
+    """Write the folder's images (and labels) into a new bag at `output`; `transform(rgb,
+    index)` changes each frame before it is written (the robustness study's corruptions)."""
     if rate_hz <= 0:
         raise ValueError(f"--rate must be positive, got {rate_hz}")
     if encoding not in ENCODINGS:
@@ -246,6 +249,8 @@ def bag_from_dataset(images: Path, output: Path, labels: Path | None = None,
                         compressed, compress_storage) as writer:
         for i, pair in enumerate(pairs):
             rgb = read_rgb(pair.image)
+            if transform is not None:
+                rgb = transform(rgb, i)
             gt = None
             if pair.labels is not None:
                 gt = read_labels(pair.labels)

@@ -1,0 +1,210 @@
+"""`textseg robustness [MODEL]`: how a model's labels degrade under camera corruptions, scored
+through segmentation_node over DDS.
+
+For the clean frames and then every corruption x severity (textseg.replay.corruptions), the
+CamVid-layout frames (default: CamVid val) are corrupted (deterministically: seed, frame index),
+written as a bag beside the report, replayed through a fresh node process in lockstep
+(`textseg replay`'s machinery: every frame answered, labels matched by stamp) and scored; the
+bag is removed once scored. Writes to --output:
+  robustness.json   every condition's mIoU, per-class IoU and frames answered, the command,
+                    the model and the CPU
+  report.md         mIoU per family and severity, and relative to clean
+  robustness.png    mIoU relative to clean against severity, one line per family
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textseg.replay.corruptions import FAMILIES, SEVERITIES, check_corruption, corrupt
+
+CLEAN = "clean"
+
+
+@dataclass
+class RobustnessOptions:
+    images: Path  # CamVid layout: frames here, labels in the sibling IMAGESannot/
+    output: Path
+    model: str = ""
+    backend: str = "auto"
+    threads: int = 0
+    families: tuple[str, ...] = FAMILIES
+    severities: tuple[int, ...] = SEVERITIES
+    seed: int = 0
+    limit: int | None = None
+    show_progress: bool = True
+    command: str = ""
+
+    def check(self) -> None:
+        if not self.families or not self.severities:
+            raise ValueError("robustness needs at least one family and one severity")
+        for family in self.families:
+            for severity in self.severities:
+                check_corruption(family, severity)
+
+
+@dataclass
+class Condition:
+    family: str
+    severity: int  # 0 for clean
+    miou: float | None = None
+    per_class_iou: dict[str, float | None] = field(default_factory=dict)
+    frames_scored: int = 0
+    seconds: float = 0.0
+
+    def record(self) -> dict:
+        return {"family": self.family, "severity": self.severity,
+                "miou": None if self.miou is None else round(self.miou, 2),
+                "per_class_iou": self.per_class_iou, "frames_scored": self.frames_scored,
+                "seconds": round(self.seconds, 1)}
+
+
+def frame_seed(seed: int, index: int) -> int:
+    """Each frame's own draws (streak positions, noise), the same in every run."""
+    return seed * 1_000_003 + index
+
+
+def _score_condition(options: RobustnessOptions, labels: Path, family: str, severity: int,
+                     scratch: Path) -> Condition:
+    from textseg.replay.dataset import CAMVID_META, bag_from_dataset, remove_bag
+    from textseg.replay.ros_replay import ReplayOptions, run_replay
+
+    started = time.monotonic()
+    bag = scratch / f"{family}_{severity}"
+    transform = None if family == CLEAN else (
+        lambda rgb, index: corrupt(rgb, family, severity, frame_seed(options.seed, index)))
+    try:
+        bag_from_dataset(options.images, bag, labels, limit=options.limit, meta=CAMVID_META,
+                         compress_storage=True, force=True, transform=transform)
+        run = run_replay(ReplayOptions(bag=bag, model=options.model, backend=options.backend,
+                                       threads=options.threads, show_progress=False,
+                                       strip_rows=0))
+    finally:
+        if bag.exists():
+            remove_bag(bag)
+    figures = run.figures()
+    metrics = figures["metrics"]
+
+    def percent(value):
+        return None if value is None else round(100 * value, 2)
+
+    return Condition(family, severity,
+                     None if metrics["miou"] is None else 100 * metrics["miou"],
+                     {c["name"]: percent(c["iou"]) for c in metrics["per_class"]},
+                     figures["frames"].get("scored", 0), time.monotonic() - started)
+
+
+def run_robustness(options: RobustnessOptions, say=print) -> dict:
+    """Score every condition; write the JSON, the report and the chart; return the data."""
+    from textseg.cpu import cpu_features
+    from textseg.engine import default_model_path
+    from textseg.replay.dataset import camvid_label_folder
+
+    options.check()
+    if not options.images.is_dir():
+        raise FileNotFoundError(f"frames not found at {options.images}")
+    labels = camvid_label_folder(options.images)
+    if labels is None:
+        raise FileNotFoundError(f"no ground truth beside {options.images} (expected "
+                                f"{options.images.parent / (options.images.name + 'annot')})")
+    model = Path(options.model) if options.model else default_model_path()
+    options.output.mkdir(parents=True, exist_ok=True)
+    scratch = options.output / ".bags"
+    scratch.mkdir(exist_ok=True)
+    plan = [(CLEAN, 0)] + [(f, s) for f in options.families for s in options.severities]
+    conditions: list[Condition] = []
+    try:
+        for number, (family, severity) in enumerate(plan, 1):
+            condition = _score_condition(options, labels, family, severity, scratch)
+            conditions.append(condition)
+            name = CLEAN if family == CLEAN else f"{family} {severity}"
+            say(f"[{number}/{len(plan)}] {name:<18} mIoU {_cell(condition.miou)} "
+                f"({condition.frames_scored} frames, {condition.seconds:.0f} s)")
+    finally:
+        if scratch.exists() and not any(scratch.iterdir()):
+            scratch.rmdir()
+    data = {"kind": "robustness", "command": options.command, "model": str(model),
+            "images": str(options.images), "frames_limit": options.limit,
+            "seed": options.seed, "backend": options.backend, "cpu": cpu_features().record(),
+            "conditions": [c.record() for c in conditions]}
+    write_outputs(options.output, data)
+    return data
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def relative_table(data: dict) -> tuple[float | None, dict[str, dict[int, float | None]]]:
+    """Clean mIoU and, per family, severity -> mIoU."""
+    clean = next((c["miou"] for c in data["conditions"] if c["family"] == CLEAN), None)
+    table: dict[str, dict[int, float | None]] = {}
+    for c in data["conditions"]:
+        if c["family"] != CLEAN:
+            table.setdefault(c["family"], {})[c["severity"]] = c["miou"]
+    return clean, table
+
+
+def render_markdown(data: dict) -> str:
+    clean, table = relative_table(data)
+    severities = sorted({s for row in table.values() for s in row})
+    head = "| corruption | " + " | ".join(f"sev {s}" for s in severities) + " | mean |"
+    rule = "|---|" + "---:|" * (len(severities) + 1)
+    lines = [f"# Robustness of {Path(data['model']).name}", "",
+             f"Clean mIoU **{_cell(clean)}** on {data['images']} "
+             f"({data['conditions'][0]['frames_scored']} frames), through segmentation_node "
+             f"over DDS; CPU: {data['cpu']['description']}.", "",
+             "## mIoU (%)", "", head, rule]
+    relative_rows = []
+    for family, row in table.items():
+        values = [row.get(s) for s in severities]
+        known = [v for v in values if v is not None]
+        mean = sum(known) / len(known) if known else None
+        lines.append(f"| {family} | " + " | ".join(_cell(v) for v in values)
+                     + f" | {_cell(mean)} |")
+        if clean:
+            relative = [None if v is None else 100 * v / clean for v in values]
+            known_rel = [v for v in relative if v is not None]
+            mean_rel = sum(known_rel) / len(known_rel) if known_rel else None
+            relative_rows.append(f"| {family} | " + " | ".join(_cell(v, 1) for v in relative)
+                                 + f" | {_cell(mean_rel, 1)} |")
+    if relative_rows:
+        lines += ["", "## Relative to clean (% of its mIoU)", "", head, rule, *relative_rows]
+    lines += ["", f"Command: `{data['command']}`" if data["command"] else "", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(output: Path, data: dict) -> None:
+    from textseg.fileio import atomic_write_bytes
+    from textseg.replay.charts import line_chart, png_bytes
+
+    clean, table = relative_table(data)
+    atomic_write_bytes(output / "robustness.json", (json.dumps(data, indent=1) + "\n").encode())
+    atomic_write_bytes(output / "report.md", render_markdown(data).encode())
+    if clean and table:
+        severities = sorted({s for row in table.values() for s in row})
+        series = {family: [None if row.get(s) is None else 100 * row[s] / clean
+                           for s in severities] for family, row in table.items()}
+        chart = line_chart([float(s) for s in severities], series,
+                           f"{Path(data['model']).name}: mIoU relative to clean "
+                           f"({clean:.1f})", "severity", "% of clean mIoU", (0.0, 110.0))
+        atomic_write_bytes(output / "robustness.png", png_bytes(chart))
+
+
+def robustness_command(args) -> int:
+    import shlex
+
+    options = RobustnessOptions(
+        images=args.images, output=args.output, model=args.model, backend=args.backend,
+        threads=args.threads, families=tuple(args.families), severities=tuple(args.severities),
+        seed=args.seed, limit=args.limit, show_progress=not args.quiet,
+        command="textseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+    data = run_robustness(options, say=(lambda line: None) if args.quiet else print)
+    clean, table = relative_table(data)
+    print(f"\nclean mIoU {_cell(clean)}; report {args.output / 'report.md'}, chart "
+          f"{args.output / 'robustness.png'}")
+    return 0

@@ -1,0 +1,47 @@
+"""`textseg robustness`: corrupted CamVid frames through a real segmentation_node over DDS, with
+the shipped default model: the report says what a degraded camera costs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed")
+
+from textseg.cli import main  # noqa: E402
+from textseg.engine import default_model_path  # noqa: E402
+from textseg.replay.robustness import render_markdown  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+def test_a_dark_camera_costs_the_default_model_most_of_its_miou(camvid_dir, tmp_path, capsys):
+    if not default_model_path().is_file():
+        pytest.skip("the default model is not in models/")
+    output = tmp_path / "robust"
+    assert main(["robustness", "--images", str(camvid_dir / "val"), "--limit", "3",
+                 "--families", "low_light", "jpeg", "--severities", "1", "5",
+                 "--threads", "1", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "[1/5] clean" in printed and "[5/5] jpeg 5" in printed
+    data = json.loads((output / "robustness.json").read_text())
+    scores = {(c["family"], c["severity"]): c for c in data["conditions"]}
+    assert list(scores) == [("clean", 0), ("low_light", 1), ("low_light", 5), ("jpeg", 1),
+                            ("jpeg", 5)]
+    assert all(c["frames_scored"] == 3 for c in scores.values())
+    clean = scores[("clean", 0)]["miou"]
+    assert clean > 40  # the trained model on real frames
+    assert scores[("low_light", 5)]["miou"] < clean - 20  # a nearly black frame
+    assert scores[("low_light", 5)]["miou"] < scores[("low_light", 1)]["miou"]
+    assert scores[("jpeg", 5)]["miou"] < scores[("jpeg", 1)]["miou"]
+    assert (output / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert (output / "report.md").read_text() == render_markdown(data)
+    assert not (output / ".bags").exists()  # each condition's bag removed once scored
+
+
+def test_an_unknown_family_is_refused_before_anything_runs(camvid_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["robustness", "--families", "snow", "--output", str(tmp_path / "r")])
+    assert "invalid choice: 'snow'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
