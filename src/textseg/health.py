@@ -1,0 +1,238 @@
+"""Run-time health of the labels: is the model still seeing frames like those it was made for?
+
+A model carries a reference (metadata key `health_reference`), computed from its own outputs on
+frames of its training data when it is exported (or on the frames given to `textseg import`,
+`textseg quantize` or `textseg health-reference --embed`): the distribution of its per-pixel
+confidence (max class probability, in 16 bins), the share of pixels of each class, its mean
+confidence, and two statistics of the frames themselves, sharpness (mean |Laplacian|) and
+brightness. At run time each frame is summarised the same way (labels and confidence from every
+4th pixel each way, the input at half resolution), and `HealthMonitor` compares a rolling window
+of frames with the reference:
+
+    outputs = 1 - (TV(confidence histograms) + TV(class shares)) / 2    (TV: total variation)
+    inputs  = 1 - 0.6 * sharpness lost - 0.1 * max(0, brightness off by > 1.5 reference stds)
+    score   = min(outputs, inputs)
+
+1 is a window that looks like the reference. Noise, darkness and glare move the confidence down
+and the class mix away from the street's; blur costs labels before it costs confidence, which
+the sharpness sees. Below
+`warn_below` the level is WARN, below `error_below` ERROR. Two failures of the camera itself are
+flagged whatever the model says: a black stream (mean brightness under `black_below`) and a
+frozen one (`frozen_frames` consecutive frames with identical pixels).
+
+What it cannot see: a model that is confidently wrong in the reference's proportions, and a
+new domain whose statistics happen to resemble the reference (docs/node.md).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+HEALTH_KEY = "health_reference"
+CONFIDENCE_BINS = 16
+PIXEL_STRIDE = 4  # statistics from every 4th pixel each way: 1/16 of the frame
+INPUT_STRIDE = 8  # brightness and the frozen-frame digest from every 8th input pixel
+OK, WARN, ERROR = 0, 1, 2  # the diagnostic_msgs levels
+LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
+
+
+class HealthReferenceError(ValueError):
+    """A stored reference that cannot be read."""
+
+
+@dataclass(frozen=True)
+class FrameStats:
+    confidence_hist: np.ndarray  # float64 [CONFIDENCE_BINS], sums to 1
+    class_share: np.ndarray  # float64 [num_classes], sums to 1
+    mean_confidence: float  # 0..1
+    brightness: float  # mean input value, 0..255
+    sharpness: float  # mean |Laplacian| of the grey frame at half resolution
+    digest: int  # CRC of the subsampled input: equal for identical frames
+
+
+def frame_stats(rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
+                num_classes: int) -> FrameStats:
+    """One frame's summary: `labels` (uint8 class ids) and `confidence` (uint8, max
+    probability x 255) as the model gave them, `rgb` the frame it saw."""
+    ids = labels[::PIXEL_STRIDE, ::PIXEL_STRIDE].ravel()
+    conf = confidence[::PIXEL_STRIDE, ::PIXEL_STRIDE].ravel()
+    count = max(1, ids.size)
+    hist = np.bincount(conf.astype(np.intp) * CONFIDENCE_BINS // 256,
+                       minlength=CONFIDENCE_BINS)[:CONFIDENCE_BINS] / count
+    share = np.bincount(ids, minlength=num_classes)[:num_classes] / count
+    small = np.ascontiguousarray(rgb[::INPUT_STRIDE, ::INPUT_STRIDE])
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb[::2, ::2]), cv2.COLOR_RGB2GRAY)
+    sharpness = float(np.abs(cv2.Laplacian(grey, cv2.CV_16S)).mean()) if grey.size else 0.0
+    return FrameStats(hist, share, float(conf.mean()) / 255.0 if conf.size else 0.0,
+                      float(small.mean()) if small.size else 0.0, sharpness,
+                      zlib.crc32(small.tobytes()))
+
+
+@dataclass(frozen=True)
+class HealthReference:
+    confidence_hist: tuple[float, ...]
+    class_share: tuple[float, ...]
+    mean_confidence: float
+    sharpness: float
+    brightness: float
+    brightness_std: float  # over the reference frames
+    frames: int
+    source: str = ""  # which frames it came from
+
+    @classmethod
+    def from_frames(cls, stats: list[FrameStats], source: str = "") -> HealthReference:
+        if not stats:
+            raise ValueError("a health reference needs at least one frame")
+        brightness = [s.brightness for s in stats]
+        return cls(tuple(float(v) for v in np.mean([s.confidence_hist for s in stats], 0)),
+                   tuple(float(v) for v in np.mean([s.class_share for s in stats], 0)),
+                   float(np.mean([s.mean_confidence for s in stats])),
+                   float(np.mean([s.sharpness for s in stats])), float(np.mean(brightness)),
+                   float(np.std(brightness)), len(stats), source)
+
+    def to_metadata(self) -> str:
+        return json.dumps({"version": 1, "confidence_bins": CONFIDENCE_BINS,
+                           "confidence_hist": [round(v, 6) for v in self.confidence_hist],
+                           "class_share": [round(v, 6) for v in self.class_share],
+                           "mean_confidence": round(self.mean_confidence, 6),
+                           "sharpness": round(self.sharpness, 4),
+                           "brightness": round(self.brightness, 3),
+                           "brightness_std": round(self.brightness_std, 3),
+                           "frames": self.frames, "source": self.source})
+
+    @classmethod
+    def from_metadata(cls, text: str, num_classes: int) -> HealthReference:
+        try:
+            data = json.loads(text)
+            reference = cls(tuple(float(v) for v in data["confidence_hist"]),
+                            tuple(float(v) for v in data["class_share"]),
+                            float(data["mean_confidence"]), float(data["sharpness"]),
+                            float(data["brightness"]), float(data["brightness_std"]),
+                            int(data["frames"]), str(data.get("source", "")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HealthReferenceError(f"the model's {HEALTH_KEY} cannot be read: {exc}") \
+                from None
+        if len(reference.confidence_hist) != CONFIDENCE_BINS:
+            raise HealthReferenceError(f"{HEALTH_KEY} has {len(reference.confidence_hist)} "
+                                       f"confidence bins, expected {CONFIDENCE_BINS}")
+        if len(reference.class_share) != num_classes:
+            raise HealthReferenceError(f"{HEALTH_KEY} has shares of "
+                                       f"{len(reference.class_share)} classes, the model "
+                                       f"{num_classes}")
+        return reference
+
+
+def read_health_reference(metadata: dict[str, str], num_classes: int
+                          ) -> HealthReference | None:
+    text = metadata.get(HEALTH_KEY)
+    return None if not text else HealthReference.from_metadata(text, num_classes)
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    window: int = 30  # frames compared with the reference
+    warn_below: float = 0.83
+    error_below: float = 0.6
+    black_below: float = 12.0  # mean brightness (0..255) of a black stream
+    frozen_frames: int = 10  # identical frames in a row: the camera is stuck
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.window < 1:
+            found.append(f"health_window must be >= 1, got {self.window}")
+        if not 0.0 <= self.error_below <= self.warn_below <= 1.0:
+            found.append(f"health thresholds must satisfy 0 <= health_error_below <= "
+                         f"health_warn_below <= 1, got {self.error_below} and "
+                         f"{self.warn_below}")
+        if self.frozen_frames < 2:
+            found.append(f"health_frozen_frames must be >= 2, got {self.frozen_frames}")
+        return found
+
+
+@dataclass(frozen=True)
+class HealthAssessment:
+    level: int
+    message: str
+    score: float | None  # None: no reference, or no frame yet
+    values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def level_name(self) -> str:
+        return LEVEL_NAMES[self.level]
+
+
+def _total_variation(a: np.ndarray, b: np.ndarray) -> float:
+    return 0.5 * float(np.abs(a - b).sum())
+
+
+class HealthMonitor:
+    """The rolling window of one camera's frames, judged against the model's reference."""
+
+    def __init__(self, reference: HealthReference | None,
+                 thresholds: HealthThresholds = HealthThresholds()) -> None:
+        self.reference = reference
+        self.thresholds = thresholds
+        self._frames: deque[FrameStats] = deque(maxlen=thresholds.window)
+        self._same_in_a_row = 0
+        self._last_digest: int | None = None
+        if reference is not None:
+            self._ref_hist = np.asarray(reference.confidence_hist)
+            self._ref_share = np.asarray(reference.class_share)
+
+    def add(self, stats: FrameStats) -> None:
+        self._same_in_a_row = (self._same_in_a_row + 1 if stats.digest == self._last_digest
+                               else 1)
+        self._last_digest = stats.digest
+        self._frames.append(stats)
+
+    def score(self) -> float | None:
+        if self.reference is None or not self._frames:
+            return None
+        ref, frames = self.reference, self._frames
+        hist = np.mean([s.confidence_hist for s in frames], 0)
+        share = np.mean([s.class_share for s in frames], 0)
+        outputs = 1.0 - 0.5 * (_total_variation(hist, self._ref_hist)
+                               + _total_variation(share, self._ref_share))
+        sharpness = float(np.mean([s.sharpness for s in frames]))
+        sharpness_lost = max(0.0, 1.0 - sharpness / ref.sharpness) if ref.sharpness > 0 else 0.0
+        brightness_off = (abs(float(np.mean([s.brightness for s in frames])) - ref.brightness)
+                          / max(ref.brightness_std, 1.0))
+        inputs = 1.0 - 0.6 * sharpness_lost - 0.1 * max(0.0, brightness_off - 1.5)
+        return min(outputs, inputs)
+
+    def assess(self) -> HealthAssessment:
+        t = self.thresholds
+        if not self._frames:
+            return HealthAssessment(OK, "no frame yet", None)
+        latest = self._frames[-1]
+        score = self.score()
+        values = {"health score": "-" if score is None else f"{score:.3f}",
+                  "health window (frames)": str(len(self._frames)),
+                  "mean confidence": f"{np.mean([s.mean_confidence for s in self._frames]):.3f}",
+                  "brightness": f"{latest.brightness:.1f}",
+                  "sharpness": f"{np.mean([s.sharpness for s in self._frames]):.1f}",
+                  "identical frames in a row": str(self._same_in_a_row)}
+        if self.reference is not None:
+            values["reference mean confidence"] = f"{self.reference.mean_confidence:.3f}"
+        if latest.brightness < t.black_below:
+            return HealthAssessment(ERROR, f"black image (mean brightness "
+                                    f"{latest.brightness:.1f} < {t.black_below:g})", score, values)
+        if self._same_in_a_row >= t.frozen_frames:
+            return HealthAssessment(ERROR, f"frozen image: {self._same_in_a_row} identical "
+                                    "frames in a row", score, values)
+        if score is None:
+            return HealthAssessment(OK, "no health reference in the model: only black and "
+                                    "frozen images are detected", None, values)
+        if score < t.error_below:
+            return HealthAssessment(ERROR, f"labels unreliable: health {score:.2f} < "
+                                    f"{t.error_below:g}", score, values)
+        if score < t.warn_below:
+            return HealthAssessment(WARN, f"labels degraded: health {score:.2f} < "
+                                    f"{t.warn_below:g}", score, values)
+        return HealthAssessment(OK, f"health {score:.2f}", score, values)

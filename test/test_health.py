@@ -1,0 +1,119 @@
+"""The labels' run-time health (textseg.health): frame summaries, the model's reference, the
+rolling window's score and level, black and frozen streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from textseg.health import (
+    CONFIDENCE_BINS,
+    ERROR,
+    OK,
+    WARN,
+    HealthMonitor,
+    HealthReference,
+    HealthReferenceError,
+    HealthThresholds,
+    frame_stats,
+    read_health_reference,
+)
+
+K = 11
+
+
+def _frame(seed: int, confidence: int = 220, classes=(0, 2, 3), brightness=(30, 220)):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(*brightness, (96, 128, 3), np.uint8)
+    labels = rng.choice(np.array(classes, np.uint8), (96, 128))
+    conf = np.clip(rng.normal(confidence, 12, (96, 128)), 0, 255).astype(np.uint8)
+    return rgb, labels, conf
+
+
+def _stats(seed: int, **kwargs):
+    return frame_stats(*_frame(seed, **kwargs), K)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return HealthReference.from_frames([_stats(s) for s in range(20)], "synthetic")
+
+
+def test_a_frame_summary_is_normalised():
+    stats = _stats(0)
+    assert stats.confidence_hist.shape == (CONFIDENCE_BINS,)
+    assert stats.confidence_hist.sum() == pytest.approx(1.0)
+    assert stats.class_share.shape == (K,) and stats.class_share.sum() == pytest.approx(1.0)
+    assert set(np.flatnonzero(stats.class_share)) == {0, 2, 3}
+    assert 0.8 < stats.mean_confidence < 0.9 and 100 < stats.brightness < 150
+    assert stats.sharpness > 0
+
+
+def test_the_reference_travels_in_the_metadata(reference):
+    text = reference.to_metadata()
+    back = read_health_reference({"health_reference": text}, K)
+    assert back.frames == 20 and back.source == "synthetic"
+    np.testing.assert_allclose(back.class_share, reference.class_share, atol=1e-6)
+    assert read_health_reference({}, K) is None
+    with pytest.raises(HealthReferenceError, match="shares of 11 classes, the model 19"):
+        read_health_reference({"health_reference": text}, 19)
+    with pytest.raises(HealthReferenceError, match="cannot be read"):
+        read_health_reference({"health_reference": "{"}, K)
+
+
+def test_frames_like_the_reference_are_ok(reference):
+    monitor = HealthMonitor(reference, HealthThresholds(window=10))
+    for seed in range(100, 110):
+        monitor.add(_stats(seed))
+    assessment = monitor.assess()
+    assert assessment.level == OK, assessment
+    assert assessment.score > 0.95
+
+
+def test_unsure_labels_of_other_classes_warn_then_err(reference):
+    unsure = HealthMonitor(reference, HealthThresholds(window=10))
+    for seed in range(10):
+        unsure.add(_stats(seed, confidence=200))  # the model is less sure than on its frames
+    assert unsure.assess().level == WARN, unsure.assess()
+    lost = HealthMonitor(reference, HealthThresholds(window=10))
+    for seed in range(10):
+        lost.add(_stats(seed, confidence=90, classes=(7, 8)))
+    assessment = lost.assess()
+    assert assessment.level == ERROR and "labels unreliable" in assessment.message
+    assert assessment.score < unsure.score()
+
+
+def test_a_blurred_stream_loses_its_score(reference):
+    import cv2
+
+    monitor = HealthMonitor(reference, HealthThresholds(window=5))
+    for seed in range(5):
+        rgb, labels, conf = _frame(seed)
+        monitor.add(frame_stats(cv2.GaussianBlur(rgb, (0, 0), 3.0), labels, conf, K))
+    assert monitor.assess().level >= WARN
+
+
+def test_black_and_frozen_streams_are_errors_without_a_reference():
+    monitor = HealthMonitor(None, HealthThresholds(frozen_frames=3))
+    monitor.add(_stats(0))
+    assert monitor.assess().level == OK and monitor.assess().score is None
+    black = _frame(1, brightness=(0, 6))
+    monitor.add(frame_stats(*black, K))
+    assert monitor.assess().level == ERROR and "black image" in monitor.assess().message
+    still = _frame(2)
+    for _ in range(3):
+        monitor.add(frame_stats(*still, K))
+    assessment = monitor.assess()
+    assert assessment.level == ERROR and "frozen image: 3 identical frames" in assessment.message
+    monitor.add(_stats(3))  # the camera moves again
+    assert monitor.assess().level == OK
+
+
+@pytest.mark.parametrize("thresholds, problem", [
+    (HealthThresholds(window=0), "health_window must be >= 1"),
+    (HealthThresholds(warn_below=0.5, error_below=0.7), "health_error_below <= "),
+    (HealthThresholds(frozen_frames=1), "health_frozen_frames must be >= 2"),
+])
+def test_bad_thresholds_are_named(thresholds, problem):
+    assert any(problem in p for p in thresholds.problems())
+    assert HealthThresholds().problems() == []
