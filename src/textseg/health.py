@@ -30,6 +30,7 @@ import json
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -236,3 +237,37 @@ class HealthMonitor:
             return HealthAssessment(WARN, f"labels degraded: health {score:.2f} < "
                                     f"{t.warn_below:g}", score, values)
         return HealthAssessment(OK, f"health {score:.2f}", score, values)
+
+
+def reference_from_model(model: str | Path | bytes, frames: list[np.ndarray],
+                         source: str = "") -> HealthReference:
+    """The reference of `model` (a contract model with a confidence output, path or bytes):
+    its own labels and confidence on `frames` (frames like those it was made for), through
+    ONNX Runtime's CPU kernels."""
+    import onnxruntime as ort
+
+    from textseg.engine.contract import CONFIDENCE_OUTPUT, INPUT_NAME, LABELS_OUTPUT
+
+    session = ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                   providers=["CPUExecutionProvider"])
+    if CONFIDENCE_OUTPUT not in {o.name for o in session.get_outputs()}:
+        raise ValueError("a health reference needs the model's 'confidence' output (export "
+                         "it with --confidence)")
+    num_classes = None
+    stats = []
+    for rgb in frames:
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        labels, confidence = session.run([LABELS_OUTPUT, CONFIDENCE_OUTPUT],
+                                         {INPUT_NAME: rgb[None]})
+        if num_classes is None:
+            num_classes = _class_count(session)
+        stats.append(frame_stats(rgb, labels[0], confidence[0], num_classes))
+    return HealthReference.from_frames(stats, source)
+
+
+def _class_count(session) -> int:
+    from textseg.engine.contract import ModelInfo
+
+    meta = session.get_modelmeta().custom_metadata_map
+    return ModelInfo.from_metadata(meta).num_classes
+

@@ -158,6 +158,7 @@ def _info(args: argparse.Namespace) -> int:
     if batch:
         print(f"input batch        {batch}")
     print(f"confidence output  {'yes' if backend.has_confidence else 'no'}")
+    print(f"health reference   {_health_summary(info)}")
     quantization = _json_or_none(info.extra.get("quantization"))
     if quantization:
         print(f"quantization       {_quantization_summary(quantization)}")
@@ -185,6 +186,21 @@ def _info(args: argparse.Namespace) -> int:
         score = f"  {iou[name]:6.2f}" if iou.get(name) is not None else ""
         print(f"  {i:>3}  {name:<20} {'rgb' + str(tuple(color)):<18}{score}")
     return 0
+
+
+def _health_summary(info) -> str:
+    """What the node's health signal compares live frames with (textseg.health)."""
+    from textseg.health import HealthReferenceError, read_health_reference
+
+    try:
+        reference = read_health_reference(info.extra, info.num_classes)
+    except HealthReferenceError as exc:
+        return f"unreadable ({exc})"
+    if reference is None:
+        return ("none (the node detects black and frozen streams only; `textseg "
+                "health-reference MODEL FRAMES` adds one)")
+    return (f"{reference.source}: mean confidence {reference.mean_confidence:.3f}, sharpness "
+            f"{reference.sharpness:.1f}, brightness {reference.brightness:.0f}")
 
 
 def _option_text(key: str, value) -> str:

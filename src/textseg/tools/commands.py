@@ -110,6 +110,21 @@ def add_commands(sub) -> None:
                        help="fp32 model whose labels are the reference (default: MODEL)")
     check.set_defaults(func=_self_check)
 
+    health = sub.add_parser(
+        "health-reference", help="embed the statistics the node's health signal compares with",
+        description="Run MODEL on --count frames of DIR (frames like those it was trained on) "
+        "and store what its outputs and those frames look like (confidence histogram, class "
+        "shares, sharpness, brightness) in its metadata (health_reference). segmentation_node "
+        "compares a rolling window of live frames with it and publishes labels/health and a "
+        "/diagnostics status (docs/node.md). `textseg-train export` and `textseg quantize` "
+        "embed one themselves; this is for other files. Needs the confidence output.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    health.add_argument("model", help="textseg ONNX model (written in place)")
+    health.add_argument("frames", type=Path, help="folder of training frames (png/jpg)")
+    health.add_argument("--count", type=int, default=40,
+                        help="frames used, spread evenly over the folder")
+    health.set_defaults(func=_health_reference)
+
 
 def _written_file_arguments(parser: argparse.ArgumentParser, default: str, check: str) -> None:
     """-o/--output and --keep-failed of the commands that write a checked model file."""
@@ -234,6 +249,26 @@ def _self_check(args: argparse.Namespace) -> int:
         return 1
     print(f"{model}: {backend.self_check_note}")
     backend.close()
+    return 0
+
+
+def _health_reference(args: argparse.Namespace) -> int:
+    from textseg.engine.onnx_file import read_onnx_model, with_metadata
+    from textseg.fileio import atomic_write_bytes
+    from textseg.health import HEALTH_KEY, reference_from_model
+    from textseg.tools.quantize import calibration_frames
+
+    model = Path(args.model)
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    read_onnx_model(model)  # a clear error for a file that is not a model
+    frames = [f[0] for f in calibration_frames(args.frames, args.count, "FRAMES")]
+    reference = reference_from_model(model, frames, f"{len(frames)} frames of {args.frames.name}")
+    atomic_write_bytes(model, with_metadata(model.read_bytes(),
+                                            {HEALTH_KEY: reference.to_metadata()}))
+    print(f"wrote the health reference into {model}: {reference.source}, mean confidence "
+          f"{reference.mean_confidence:.3f}, sharpness {reference.sharpness:.1f}, brightness "
+          f"{reference.brightness:.0f} ± {reference.brightness_std:.0f}")
     return 0
 
 
