@@ -57,12 +57,14 @@ class FrameStats:
     digest: int  # CRC of the subsampled input: equal for identical frames
 
 
-def frame_stats(rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
+def frame_stats(rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray | None,
                 num_classes: int) -> FrameStats:
     """One frame's summary: `labels` (uint8 class ids) and `confidence` (uint8, max
-    probability x 255) as the model gave them, `rgb` the frame it saw."""
+    probability x 255; None for a model without one: all in the lowest bin) as the model
+    gave them, `rgb` the frame it saw."""
     ids = labels[::PIXEL_STRIDE, ::PIXEL_STRIDE].ravel()
-    conf = confidence[::PIXEL_STRIDE, ::PIXEL_STRIDE].ravel()
+    conf = (np.zeros_like(ids) if confidence is None
+            else confidence[::PIXEL_STRIDE, ::PIXEL_STRIDE].ravel())
     count = max(1, ids.size)
     hist = np.bincount(conf.astype(np.intp) * CONFIDENCE_BINS // 256,
                        minlength=CONFIDENCE_BINS)[:CONFIDENCE_BINS] / count

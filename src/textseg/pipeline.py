@@ -12,6 +12,7 @@ import numpy as np
 
 from textseg.class_mapping import ClassMapping
 from textseg.engine.backend import SegmentationBackend
+from textseg.health import FrameStats, frame_stats
 from textseg.imaging import (
     DEFAULT_MAX_PIXELS,
     colorize,
@@ -32,14 +33,15 @@ class OutputRequest:
     overlay: bool = False
     confidence: bool = False
     points: bool = False  # labels/points: the labels, and the confidence where there is one
+    health: bool = False  # the frame's health summary (textseg.health), with whatever is made
 
     def any(self) -> bool:
         return self.labels or self.color or self.overlay or self.confidence or self.points
 
     @property
     def scores(self) -> bool:
-        """Whether the confidence is computed (its topic, or the point cloud's field)."""
-        return self.confidence or self.points
+        """Whether the confidence is computed (its topic, the point cloud's field, health)."""
+        return self.confidence or self.points or self.health
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class FrameResult:
     overlay: np.ndarray | None  # uint8 RGB [h, w, 3]
     confidence: np.ndarray | None  # uint8 [h, w]
     inference_s: float
+    health: FrameStats | None = None  # of the model's own labels, before class_groups
 
 
 class SegmentationPipeline:
@@ -88,8 +91,10 @@ class SegmentationPipeline:
 
     def _views(self, rgb: np.ndarray, result, request: OutputRequest,
                inference_s: float) -> FrameResult:
-        color = mixed = None
+        color = mixed = health = None
         labels, confidence = result.labels, result.confidence if request.scores else None
+        if request.health:
+            health = frame_stats(rgb, labels, confidence, self.backend.info.num_classes)
         if self._mapping is not None:
             labels, confidence = self._mapping.apply(labels, confidence)
         if request.color or request.overlay:
@@ -97,7 +102,8 @@ class SegmentationPipeline:
         if request.overlay:
             mixed = overlay(rgb, color, self.overlay_alpha)
         return FrameResult(labels=labels, color=color if request.color else None,
-                           overlay=mixed, confidence=confidence, inference_s=inference_s)
+                           overlay=mixed, confidence=confidence, inference_s=inference_s,
+                           health=health)
 
     def run(self, rgb: np.ndarray, request: OutputRequest) -> FrameResult:
         rgb = self._scaled(rgb)

@@ -16,7 +16,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from textseg.engine.engine_cache import MAX_BATCH  # noqa: E402
 from textseg.node.parameters import NodeParameters, ParameterError  # noqa: E402
-from textseg.node.segmentation_node import INT64_MAX, SegmentationBehaviour  # noqa: E402
+from textseg.node.ros_parameters import INT64_MAX  # noqa: E402
+from textseg.node.segmentation_node import SegmentationBehaviour  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

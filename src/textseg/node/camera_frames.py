@@ -16,6 +16,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from textseg.imaging import ImageRejected, check_image_header, compressed_header
+from textseg.node.health_output import HealthOutput
 from textseg.node.points_output import PointsOutput
 from textseg.node.throttled_log import ThrottledLog
 from textseg.node.topic_watch import SilenceCheck
@@ -40,6 +41,7 @@ class CameraChannel:
     previous_snapshot: object | None = None
     silence: SilenceCheck | None = None  # set while the input is subscribed
     points: PointsOutput | None = None  # labels/points (parameter points)
+    health: HealthOutput | None = None  # labels/health (parameter health)
     # Publishing in arrival order when inferences run in parallel: when the newest frame out
     # so far arrived (perf_counter). Arrival, not the stamp, so a bag replayed again or a
     # camera clock set back is not mistaken for late results.
@@ -53,7 +55,8 @@ class CameraChannel:
     def publishers(self) -> list:
         return [pub for pub in (self.labels_pub, self.color_pub, self.overlay_pub,
                                 self.confidence_pub, self.camera_info_pub,
-                                self.points.publisher if self.points else None)
+                                self.points.publisher if self.points else None,
+                                self.health.publisher if self.health else None)
                 if pub is not None]
 
     def wanted(self) -> OutputRequest:
@@ -65,7 +68,8 @@ class CameraChannel:
                              color=subscribed(self.color_pub),
                              overlay=subscribed(self.overlay_pub),
                              confidence=subscribed(self.confidence_pub),
-                             points=self.points is not None and self.points.wanted())
+                             points=self.points is not None and self.points.wanted(),
+                             health=self.health is not None)
 
     def camera_info_subscribed(self) -> bool:
         return (self.camera_info_pub is not None
@@ -216,6 +220,8 @@ class FrameProcessor:
             if skipped:
                 self._log(self._logger.warning, "points: " + skipped.split(":")[0],
                           f"labels/points skipped: {skipped}")
+        if channel.health is not None and result.health is not None:
+            channel.health.observe(header, result.health)
         if channel.camera_info_pub is not None and channel.camera_info is not None:
             channel.camera_info_pub.publish(scaled_camera_info(
                 channel.camera_info, header, frame.rgb.shape[:2], result.labels.shape))

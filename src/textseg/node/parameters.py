@@ -20,6 +20,7 @@ from textseg.engine.contract import ModelInfo
 from textseg.engine.engine_cache import MAX_BATCH, read_record
 from textseg.engine.onnx_file import describe_model
 from textseg.engine.self_check import POLICIES as SELF_CHECK_POLICIES
+from textseg.health import HealthThresholds
 from textseg.imaging import DEFAULT_MAX_PIXELS, scaled_size
 from textseg.points import POINTS_MODES
 
@@ -206,6 +207,23 @@ class NodeParameters:
         0, "With several cameras: frames of up to this many cameras (of one size) run as one "
         "inference. 0 = auto: one per camera on TensorRT (an engine profile per batch size), 1 "
         "on ONNX Runtime (measured: no gain on CPU)", limits=Limits(0, MAX_BATCH))
+    health: bool = _parameter(
+        True, "Judge each camera's frames against the model's health reference (a rolling "
+        "window: confidence, class mix, sharpness, brightness) and flag black and frozen "
+        "streams: labels/health (diagnostic_msgs/DiagnosticArray, the frame's header) and a "
+        "/diagnostics status. Computes the confidence on every frame (docs/node.md)")
+    health_window: int = _parameter(30, "Frames in the health window", limits=Limits(1))
+    health_warn_below: float = _parameter(
+        0.83, "Health score under which the level is WARN (labels degraded)",
+        limits=Limits(0.0, 1.0))
+    health_error_below: float = _parameter(
+        0.6, "Health score under which the level is ERROR (labels unreliable)",
+        limits=Limits(0.0, 1.0), constraints="<= health_warn_below")
+    health_frozen_frames: int = _parameter(
+        10, "This many identical frames in a row: ERROR, frozen camera", limits=Limits(2))
+    health_black_below: float = _parameter(
+        12.0, "Mean brightness (0-255) under which a frame is black: ERROR",
+        limits=Limits(0.0, 255.0))
 
     def validate(self) -> None:
         """Raise ParameterError naming every problem, or return."""
@@ -247,7 +265,15 @@ class NodeParameters:
             problems.append("precision int8 needs calibration_dir (a folder of camera images)")
         if self.calibration_dir and not Path(self.calibration_dir).is_dir():
             problems.append(f"calibration_dir {self.calibration_dir} is not a folder")
+        if self.health_error_below > self.health_warn_below:
+            problems.append(f"health_error_below ({self.health_error_below}) must not exceed "
+                            f"health_warn_below ({self.health_warn_below})")
         return problems
+
+    def health_thresholds(self) -> HealthThresholds:
+        return HealthThresholds(self.health_window, self.health_warn_below,
+                                self.health_error_below, self.health_black_below,
+                                self.health_frozen_frames)
 
     def frames_per_inference(self, batching_pays: bool) -> int:
         """Frames per inference to ask the backend for: max_batch, or auto (one per camera

@@ -11,6 +11,7 @@ Publishes   ``labels/image``        sensor_msgs/Image mono8 class ids, the input
             ``labels/confidence``   mono8 max probability x 255          [publish_confidence]
             ``labels/camera_info``  camera_info of every labels/* image       [camera_info]
             ``labels/points``       sensor_msgs/PointCloud2 x y z label confidence  [points]
+            ``labels/health``       diagnostic_msgs/DiagnosticArray, the frame's header  [health]
             ``label_info``          vision_msgs/LabelInfo, transient local (when installed)
             ``/diagnostics``        diagnostic_msgs/DiagnosticArray
 
@@ -25,7 +26,6 @@ subscribed once the backend is ready.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import threading
@@ -34,20 +34,17 @@ from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
     ParameterDescriptor,
     ParameterType,
 )
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from textseg.class_mapping import ClassMappingError, build_class_mapping
 from textseg.engine import choose_backend, default_model_path, load_backend
+from textseg.health import HealthMonitor, HealthReferenceError, read_health_reference
 from textseg.imaging import ImageRejected
 from textseg.latest_frame_worker import LatestFrameWorker
 from textseg.node.camera_frames import CameraChannel, FrameProcessor, check_header
@@ -58,16 +55,16 @@ from textseg.node.diagnostics import (
     points_values,
     topic_event_values,
 )
+from textseg.node.health_output import HealthOutput
 from textseg.node.label_info import MISSING_MESSAGE, label_info_message, load_label_info_types
 from textseg.node.node_process import run_node
 from textseg.node.parameters import (
     NodeParameters,
     ParameterError,
-    ParameterSpec,
     check_model,
-    parameter_specs,
 )
 from textseg.node.points_output import DEPTH_BUFFER, PointsOutput
+from textseg.node.ros_parameters import declare_node_parameters
 from textseg.node.topic_watch import SilenceCheck, TopicWatch
 from textseg.node.usage import help_requested
 from textseg.pipeline import SegmentationPipeline
@@ -75,22 +72,6 @@ from textseg.points import GroundPose, PointsError, standing_table
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
                "reliable": ReliabilityPolicy.RELIABLE}
-INT64_MAX = 2**63 - 1
-
-
-def parameter_descriptor(spec: ParameterSpec) -> ParameterDescriptor:
-    """Read-only (restart to change it), with the spec's limits as its range."""
-    descriptor = ParameterDescriptor(description=spec.description, read_only=True,
-                                     additional_constraints=spec.constraints)
-    limits = spec.limits
-    if limits is not None and spec.kind is int:
-        descriptor.integer_range = [IntegerRange(
-            from_value=limits.low, to_value=INT64_MAX if limits.high is None else limits.high)]
-    elif limits is not None:
-        descriptor.floating_point_range = [FloatingPointRange(
-            from_value=float(limits.low),
-            to_value=math.inf if limits.high is None else float(limits.high))]
-    return descriptor
 
 
 class SegmentationBehaviour:
@@ -107,23 +88,7 @@ class SegmentationBehaviour:
         self._stop_building = threading.Event()  # set at shutdown: cancels an engine build
 
     def _declare_parameters(self) -> NodeParameters:
-        params = NodeParameters(**{spec.name: self._declare(spec)
-                                   for spec in parameter_specs()})
-        params.validate()
-        return params
-
-    def _declare(self, spec: ParameterSpec):
-        descriptor = parameter_descriptor(spec)
-        try:
-            if spec.kind is list:  # an empty default would be typed as a byte array
-                value = self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY,
-                                               descriptor).value
-                return list(spec.default) if value is None else list(value)
-            return self.declare_parameter(spec.name, spec.default, descriptor).value
-        except (InvalidParameterTypeException, InvalidParameterValueException):
-            # Refused for its type or range: declared as given, for validate() to say why.
-            return self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
-                description=spec.description, read_only=True, dynamic_typing=True)).value
+        return declare_node_parameters(self)
 
     def _configure(self) -> None:
         """Check the model, create the outputs and the frame worker (no backend yet)."""
@@ -135,6 +100,11 @@ class SegmentationBehaviour:
         except ClassMappingError as exc:
             raise ParameterError(str(exc)) from None
         self.model_info = info  # the model's own classes, as the backend returns them
+        try:
+            self._health_reference = read_health_reference(info.extra, info.num_classes)
+        except HealthReferenceError as exc:  # health still flags black and frozen streams
+            self.get_logger().warning(f"{exc}: labels/health without a reference")
+            self._health_reference = None
         self.info = self._class_mapping.output_info(info)  # the outputs' classes
         if not self._class_mapping.identity:
             self.get_logger().info(
@@ -173,14 +143,11 @@ class SegmentationBehaviour:
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
         def image_pub(topic: str, enabled: bool = True):
-            if not enabled:
-                return None
-            return self.create_publisher(
-                Image, prefix + topic, reliable, event_callbacks=self._topic_watch.
-                publisher_callbacks(self.resolve_topic_name(prefix + topic), reliable))
+            return self._reliable_publisher(Image, prefix + topic) if enabled else None
 
         return CameraChannel(
-            name=name, points=self._make_points(prefix), labels_pub=image_pub("labels/image"),
+            name=name, points=self._make_points(prefix), health=self._make_health(name, prefix),
+            labels_pub=image_pub("labels/image"),
             color_pub=image_pub("labels/color", p.publish_color),
             overlay_pub=image_pub("labels/overlay", p.publish_overlay),
             confidence_pub=image_pub("labels/confidence", p.publish_confidence),
@@ -191,11 +158,7 @@ class SegmentationBehaviour:
         p = self._p
         if p.points == "off":
             return None
-        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        topic = prefix + "labels/points"
-        publisher = self.create_publisher(
-            PointCloud2, topic, reliable, event_callbacks=self._topic_watch.
-            publisher_callbacks(self.resolve_topic_name(topic), reliable))
+        publisher = self._reliable_publisher(PointCloud2, prefix + "labels/points")
         try:
             ground = p.points == "ground"
             return PointsOutput(
@@ -207,6 +170,20 @@ class SegmentationBehaviour:
         except PointsError as exc:
             self.destroy_publisher(publisher)
             raise ParameterError(str(exc)) from None
+
+    def _make_health(self, name: str, prefix: str) -> HealthOutput | None:
+        if not self._p.health:
+            return None
+        node = self.get_fully_qualified_name()
+        return HealthOutput(self._reliable_publisher(DiagnosticArray, prefix + "labels/health"),
+                            HealthMonitor(self._health_reference, self._p.health_thresholds()),
+                            f"{node}: health{' ' + name if name else ''}", node)
+
+    def _reliable_publisher(self, kind, topic: str):
+        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        return self.create_publisher(kind, topic, reliable, event_callbacks=self._topic_watch.
+                                     publisher_callbacks(self.resolve_topic_name(topic),
+                                                         reliable))
 
     def _make_worker(self, threads: int) -> LatestFrameWorker:
         # Errors are reported per camera by the frame processor; the worker only counts them.
@@ -424,6 +401,8 @@ class SegmentationBehaviour:
                 level=bytes([status.level]), name=status.name, message=status.message,
                 hardware_id=status.hardware_id,
                 values=[KeyValue(key=k, value=v) for k, v in status.values]))
+            if channel.health is not None:
+                array.status.append(channel.health.status())
         self._diagnostics_pub.publish(array)
 
     def _topic_values(self, channel: CameraChannel) -> dict[str, str]:
