@@ -397,3 +397,17 @@ def test_info_prints_what_quantize_recorded_on_one_line(tiny_model_path, camvid_
     assert "target onnxruntime-cpu, method minmax, 3 frames of val" in line
     assert f"kept_float {first_conv}" in line
     assert "self_check_where_made passed" in line and cpu_features().model in line
+
+
+def test_an_int8_file_carries_a_health_reference_of_its_own_outputs(tiny_model_path, camvid_dir,
+                                                                  tmp_path):
+    from textseg.engine import load_backend
+    from textseg.health import read_health_reference
+
+    output = tmp_path / "tiny_int8.onnx"
+    assert main(["quantize", str(tiny_model_path), "--calibration", str(camvid_dir / "val"),
+                 "--frames", "3", "-o", str(output)]) == 0
+    info = load_backend(output).info
+    reference = read_health_reference(info.extra, info.num_classes)
+    assert reference is not None and reference.source == "3 frames of val"
+    assert reference.frames == 3

@@ -242,7 +242,7 @@ class HealthMonitor:
 
 
 def reference_from_model(model: str | Path | bytes, frames: list[np.ndarray],
-                         source: str = "") -> HealthReference:
+                         source: str = "", num_classes: int | None = None) -> HealthReference:
     """The reference of `model` (a contract model with a confidence output, path or bytes):
     its own labels and confidence on `frames` (frames like those it was made for), through
     ONNX Runtime's CPU kernels."""
@@ -255,7 +255,6 @@ def reference_from_model(model: str | Path | bytes, frames: list[np.ndarray],
     if CONFIDENCE_OUTPUT not in {o.name for o in session.get_outputs()}:
         raise ValueError("a health reference needs the model's 'confidence' output (export "
                          "it with --confidence)")
-    num_classes = None
     stats = []
     for rgb in frames:
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)

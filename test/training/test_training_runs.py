@@ -622,3 +622,24 @@ def test_stage2_records_the_score_map_alone_and_how_far_the_prompts_moved(
     assert min(prompts["embedding_cosine_per_class"].values()) == \
         prompts["embedding_cosine_min"]
     assert "score map alone" in capsys.readouterr().out
+
+
+def test_export_with_confidence_embeds_the_health_reference_of_training_frames(
+        stage1_checkpoint, tmp_path):
+    """The node's health signal compares live frames with what the shipped graph gave on the
+    run's training frames (textseg.health)."""
+    from textseg.engine import load_backend
+    from textseg.health import read_health_reference
+    from textseg_training.export import export_checkpoint
+
+    with_confidence = tmp_path / "health.onnx"
+    export_checkpoint(stage1_checkpoint, with_confidence, confidence=True)
+    info = load_backend(with_confidence).info
+    reference = read_health_reference(info.extra, info.num_classes)
+    assert reference is not None and reference.source.endswith("training frames")
+    assert 1 <= reference.frames <= 40
+    assert sum(reference.class_share) == pytest.approx(1.0, abs=1e-4)
+    assert 0.0 < reference.mean_confidence <= 1.0 and reference.sharpness > 0
+    labels_only = tmp_path / "labels.onnx"
+    export_checkpoint(stage1_checkpoint, labels_only, confidence=False)
+    assert "health_reference" not in load_backend(labels_only).info.extra

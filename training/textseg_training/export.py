@@ -32,7 +32,10 @@ from textseg.engine.self_check import SELF_CHECK_KEY, make_self_check
 from textseg.engine.self_check import check_images as self_check_frames
 from textseg.engine.tensorrt_rules import require_tensorrt_rules
 from textseg.fileio import atomic_write_bytes
+from textseg.health import HEALTH_KEY, reference_from_model
 from textseg_training.results import portable
+
+HEALTH_FRAMES = 40  # training frames the health reference is computed on
 
 OPSET = 17
 
@@ -237,13 +240,16 @@ class ExportReport:
 def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
                 mean: tuple[float, float, float], std: tuple[float, float, float],
                 with_confidence: bool = False, check_images: list[np.ndarray] | None = None,
-                evaluate_on: Any = None) -> ExportReport:
+                evaluate_on: Any = None, health_frames: list[np.ndarray] | None = None
+                ) -> ExportReport:
     """Export `model` (deploy mode, returns 1/8 logits) with `info` as metadata.
 
     The file is checked (onnx.checker, then ONNX Runtime against PyTorch on `check_images`, or a
     random frame) before it atomically replaces `path`. With `evaluate_on` (a dataset with
     `load_raw`), the artifact itself is scored with ONNX Runtime on it and the figures are
-    written into its metadata (key `evaluation`) and the report.
+    written into its metadata (key `evaluation`) and the report. With a confidence output and
+    `health_frames` (training frames), the node's health reference is computed on them and
+    stored (key `health_reference`, textseg.health).
     """
     path = Path(path)
     model = freeze_same_padding(copy.deepcopy(model).eval(), info.network_input_size)
@@ -280,6 +286,11 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path,
                                  self_check_frames(stored, info.network_input_size),
                                  reference=path.name)
     info = replace(info, extra={**info.extra, SELF_CHECK_KEY: self_check.to_metadata()})
+    if with_confidence and health_frames:
+        reference = reference_from_model(proto.SerializeToString(), health_frames,
+                                         f"{len(health_frames)} training frames",
+                                         info.num_classes)
+        info = replace(info, extra={**info.extra, HEALTH_KEY: reference.to_metadata()})
     for key, value in info.to_metadata().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -448,7 +459,9 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, confidence: bool
         check_images = training_frames(data["config"])
     return export_onnx(model, info, path, model.backbone.input_mean, model.backbone.input_std,
                        with_confidence=confidence, check_images=check_images,
-                       evaluate_on=val_set)
+                       evaluate_on=val_set,
+                       health_frames=training_frames(data["config"], HEALTH_FRAMES)
+                       if confidence else None)
 
 
 def _validation_set(config: dict[str, Any], model: nn.Module) -> Any:

@@ -293,6 +293,16 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
             "threshold": check.threshold, "pixels": check.pixels,
             "cpu": cpu_features().describe(), "backend": check.backend}
         data = with_metadata(data, {"quantization": json.dumps(quantization)})
+    if source.has_confidence:
+        # The node's health reference, from this file's own outputs on the calibration frames
+        # (the int8 model's confidence is not the fp32 one's).
+        from textseg.engine.onnx_file import with_metadata
+        from textseg.health import HEALTH_KEY, reference_from_model
+
+        reference = reference_from_model(data, [f[0] for f in images],
+                                         f"{len(images)} frames of {Path(calibration).name}",
+                                         source.info.num_classes)
+        data = with_metadata(data, {HEALTH_KEY: reference.to_metadata()})
     report = QuantizeReport(output, len(data), method, len(images), tuple(ops), nodes,
                             time.monotonic() - started, target, check)
     if failure is not None and self_check == "refuse":
