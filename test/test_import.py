@@ -504,3 +504,19 @@ def test_info_nodes_lists_the_names_keep_float_takes(tmp_path, capsys):
     assert main(["info", str(source), "--nodes"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split() for line in lines[1:3]] == [["/f/Relu", "Relu"], ["/cls/Conv", "Conv"]]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_an_import_with_frames_carries_a_health_reference(name, imported):
+    """The node's health signal compares live frames with the imported graph's outputs on the
+    frames given (--frames); class ids without scores give it none."""
+    from textseg.health import read_health_reference
+
+    _, path = imported(name)
+    metadata = read_onnx_model(path).metadata
+    if name == "ids":
+        assert "health_reference" not in metadata
+        return
+    reference = read_health_reference(metadata, len(CAMVID_NAMES))
+    assert reference is not None and reference.source.endswith("given to textseg import")
+    assert sum(reference.class_share) == pytest.approx(1.0, abs=1e-4)

@@ -641,6 +641,13 @@ def import_model(source: str | Path, output: str | Path, options: ImportOptions,
     if self_check:
         check = make_self_check(result, check_frames[:2], reference=f"{source.name} (imported)")
         result = _with_metadata(result, {SELF_CHECK_KEY: check.to_metadata()})
+    if frames and CONFIDENCE_OUTPUT in {o.name for o in session.get_outputs()}:
+        # the user's frames: what the node's health signal compares live ones with
+        from textseg.health import HEALTH_KEY, reference_from_model
+
+        reference = reference_from_model(result, list(frames), f"{len(frames)} frames given "
+                                         "to textseg import", len(options.class_names))
+        result = _with_metadata(result, {HEALTH_KEY: reference.to_metadata()})
     violations = [str(v) for v in check_tensorrt_rules(result)]
     if violations and require_tensorrt:
         raise ImportRefused(f"TensorRT would refuse the graph: {'; '.join(violations)}")
