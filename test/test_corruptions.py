@@ -80,3 +80,19 @@ def test_the_report_gives_each_severity_and_its_share_of_clean():
     assert "Clean mIoU **60.00**" in text and "(5 frames)" in text
     assert "| fog | 54.00 | 30.00 | 42.00 |" in text
     assert "| fog | 90.0 | 50.0 | 70.0 |" in text
+
+
+def test_spearman_and_the_health_validation_count_as_stated():
+    from textseg.replay.robustness import health_validation, spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 2, 3]) == pytest.approx(1.0)  # ties share a rank
+    data = {"conditions": [
+        {"family": "clean", "severity": 0, "windows": [[29, 0.9, 0, 60.0], [30, 0.8, 1, 61.0]]},
+        {"family": "fog", "severity": 3, "windows": [[29, 0.5, 1, 40.0], [30, 0.85, 0, 45.0]]},
+        {"family": "fog", "severity": 1, "windows": [[29, 0.7, 1, 45.0], [30, 0.9, 0, 61.0]]}]}
+    result = health_validation(data)
+    assert result["clean_false_alarm_share"] == 0.5
+    assert result["fell_windows"] == 2 and result["warned_when_fell"] == 0.5  # severity >= 3
+    assert result["rows"][2]["fell"] == 1 and result["rows"][2]["fell_warned"] == 1

@@ -45,3 +45,28 @@ def test_an_unknown_family_is_refused_before_anything_runs(camvid_dir, tmp_path,
         main(["robustness", "--families", "snow", "--output", str(tmp_path / "r")])
     assert "invalid choice: 'snow'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_health_signal_is_validated_against_each_windows_miou(camvid_dir, tmp_path):
+    """--health: the node's labels/health per frame, windows of its default 30 frames scored
+    against their own mIoU; clean windows stay OK, dark ones are flagged."""
+    import shutil
+
+    if not default_model_path().is_file():
+        pytest.skip("the default model is not in models/")
+    model = tmp_path / "default.onnx"
+    shutil.copy(default_model_path(), model)
+    assert main(["health-reference", str(model), str(camvid_dir / "train"), "--count", "24"]) == 0
+    output = tmp_path / "robust"
+    assert main(["robustness", "--model", str(model), "--images", str(camvid_dir / "val"),
+                 "--limit", "32", "--families", "low_light", "--severities", "5", "--health",
+                 "--threads", "1", "--output", str(output), "--quiet"]) == 0
+    data = json.loads((output / "robustness.json").read_text())
+    clean, dark = data["conditions"]
+    assert [w[0] for w in clean["windows"]] == [29, 30, 31]  # frames that close a window
+    assert all(w[2] == 0 for w in clean["windows"]), clean["windows"]
+    assert all(w[2] >= 1 for w in dark["windows"]), dark["windows"]
+    validation = data["health_validation"]
+    assert validation["clean_false_alarm_share"] == 0.0
+    assert validation["fell_windows"] == 3 and validation["warned_when_fell"] == 1.0
+    assert "## Health signal" in (output / "report.md").read_text()

@@ -253,6 +253,10 @@ def add_commands(sub) -> None:
                         help="only the first N frames")
     robust.add_argument("--output", type=Path, default=DEFAULT_OUT / "robustness",
                         help="report folder")
+    robust.add_argument("--health", action="store_true",
+                        help="also validate the node's labels/health: per window of frames, "
+                        "its score and level against the window's mIoU (the model needs a "
+                        "health reference)")
     robust.add_argument("--quiet", action="store_true", help="one line at the end only")
     robust.set_defaults(func=_guarded(_robustness))
 

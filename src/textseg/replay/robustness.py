@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from textseg.replay.corruptions import FAMILIES, SEVERITIES, check_corruption, corrupt
 
 CLEAN = "clean"
@@ -38,6 +40,7 @@ class RobustnessOptions:
     limit: int | None = None
     show_progress: bool = True
     command: str = ""
+    health: bool = False  # validate the node's labels/health against each window's mIoU
 
     def check(self) -> None:
         if not self.families or not self.severities:
@@ -55,12 +58,17 @@ class Condition:
     per_class_iou: dict[str, float | None] = field(default_factory=dict)
     frames_scored: int = 0
     seconds: float = 0.0
+    # health: (last frame index, score, level, mIoU of the window's frames) per window
+    windows: list[tuple[int, float | None, int, float | None]] = field(default_factory=list)
 
     def record(self) -> dict:
         return {"family": self.family, "severity": self.severity,
                 "miou": None if self.miou is None else round(self.miou, 2),
                 "per_class_iou": self.per_class_iou, "frames_scored": self.frames_scored,
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1),
+                **({"windows": [[i, None if s is None else round(s, 4), level,
+                                 None if m is None else round(m, 2)]
+                                for i, s, level, m in self.windows]} if self.windows else {})}
 
 
 def frame_seed(seed: int, index: int) -> int:
@@ -82,7 +90,7 @@ def _score_condition(options: RobustnessOptions, labels: Path, family: str, seve
                          compress_storage=True, force=True, transform=transform)
         run = run_replay(ReplayOptions(bag=bag, model=options.model, backend=options.backend,
                                        threads=options.threads, show_progress=False,
-                                       strip_rows=0))
+                                       strip_rows=0, health=options.health))
     finally:
         if bag.exists():
             remove_bag(bag)
@@ -95,7 +103,27 @@ def _score_condition(options: RobustnessOptions, labels: Path, family: str, seve
     return Condition(family, severity,
                      None if metrics["miou"] is None else 100 * metrics["miou"],
                      {c["name"]: percent(c["iou"]) for c in metrics["per_class"]},
-                     figures["frames"].get("scored", 0), time.monotonic() - started)
+                     figures["frames"].get("scored", 0), time.monotonic() - started,
+                     health_windows(run) if options.health else [])
+
+
+def health_windows(run) -> list[tuple[int, float | None, int, float | None]]:
+    """Per frame that closes a full window of the node's health (its default window):
+    that frame's health score and level, and the mIoU of the window's frames."""
+    from textseg.health import HealthThresholds
+    from textseg.replay.metrics import scores
+
+    window = HealthThresholds().window  # the node's default health_window
+    matrices = run.scorer.frame_matrices or {}
+    found = []
+    for index in sorted(run.health):
+        frames = [matrices[i] for i in range(index - window + 1, index + 1) if i in matrices]
+        if index + 1 < window or len(frames) < window:
+            continue
+        level, score = run.health[index]
+        miou = scores(sum(frames)).miou
+        found.append((index, score, level, None if miou != miou else 100 * miou))
+    return found
 
 
 def run_robustness(options: RobustnessOptions, say=print) -> dict:
@@ -131,6 +159,8 @@ def run_robustness(options: RobustnessOptions, say=print) -> dict:
             "images": str(options.images), "frames_limit": options.limit,
             "seed": options.seed, "backend": options.backend, "cpu": cpu_features().record(),
             "conditions": [c.record() for c in conditions]}
+    if options.health:
+        data["health_validation"] = health_validation(data)
     write_outputs(options.output, data)
     return data
 
@@ -147,6 +177,70 @@ def relative_table(data: dict) -> tuple[float | None, dict[str, dict[int, float 
         if c["family"] != CLEAN:
             table.setdefault(c["family"], {})[c["severity"]] = c["miou"]
     return clean, table
+
+
+def _ranks(values: list[float]) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    sorted_values = np.asarray(values)[order]
+    start = 0
+    for end in range(1, len(values) + 1):  # ties share their mean rank
+        if end == len(values) or sorted_values[end] != sorted_values[start]:
+            ranks[order[start:end]] = (start + end - 1) / 2
+            start = end
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 3:
+        return None
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def health_validation(data: dict, drop_points: float = 10.0, min_severity: int = 3) -> dict:
+    """How the node's health windows match the windows' measured mIoU: WARN (or ERROR) on
+    clean windows (false alarms), rank correlation of score and mIoU over every window, and
+    WARN where a window at severity >= `min_severity` lost >= `drop_points` of mIoU against the
+    clean window ending at the same frame (misses), per family and severity too."""
+    clean = next((c for c in data["conditions"] if c["family"] == CLEAN), None)
+    if clean is None or not clean.get("windows"):
+        return {}
+    clean_miou = {w[0]: w[3] for w in clean["windows"]}
+    scores_, mious, rows = [], [], []
+    fell_warned = fell_total = 0
+    for c in data["conditions"]:
+        windows = [w for w in c.get("windows", []) if w[1] is not None and w[3] is not None]
+        scores_ += [w[1] for w in windows]
+        mious += [w[3] for w in windows]
+        drops = [clean_miou[w[0]] - w[3] for w in windows if clean_miou.get(w[0]) is not None]
+        fell = [w for w in windows if clean_miou.get(w[0]) is not None
+                and clean_miou[w[0]] - w[3] >= drop_points]
+        if c["severity"] >= min_severity:
+            fell_total += len(fell)
+            fell_warned += sum(1 for w in fell if w[2] >= 1)
+        rows.append({"family": c["family"], "severity": c["severity"], "windows": len(windows),
+                     "mean_score": _mean([w[1] for w in windows]),
+                     "warn_share": _mean([float(w[2] >= 1) for w in windows]),
+                     "mean_miou_drop": _mean(drops),
+                     "fell": len(fell), "fell_warned": sum(1 for w in fell if w[2] >= 1)})
+    clean_row = rows[0]
+    return {"clean_false_alarm_share": clean_row["warn_share"],
+            "spearman_score_miou": spearman(scores_, mious),
+            "warned_when_fell": fell_warned / fell_total if fell_total else None,
+            "fell_windows": fell_total, "drop_points": drop_points,
+            "min_severity": min_severity, "rows": rows}
+
+
+def _percent(share: float | None) -> float | None:
+    return None if share is None else 100 * share
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def render_markdown(data: dict) -> str:
@@ -174,6 +268,24 @@ def render_markdown(data: dict) -> str:
                                  + f" | {_cell(mean_rel, 1)} |")
     if relative_rows:
         lines += ["", "## Relative to clean (% of its mIoU)", "", head, rule, *relative_rows]
+    validation = data.get("health_validation") or {}
+    if validation:
+        v = validation
+        lines += ["", "## Health signal (labels/health) against the windows' mIoU", "",
+                  f"Clean windows flagged (WARN or ERROR): "
+                  f"{_cell(_percent(v['clean_false_alarm_share']), 1)} %; Spearman rank "
+                  f"correlation of score and window mIoU: {_cell(v['spearman_score_miou'], 3)}; "
+                  f"windows at severity >= {v['min_severity']} that lost >= "
+                  f"{v['drop_points']:g} points against clean: {v['fell_windows']}, flagged "
+                  f"{_cell(_percent(v['warned_when_fell']), 1)} %.", "",
+                  "| corruption | severity | windows | mean score | flagged % | mean mIoU drop "
+                  "| lost >= drop | of those flagged |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in v["rows"]:
+            lines.append(f"| {r['family']} | {r['severity']} | {r['windows']} | "
+                         f"{_cell(r['mean_score'], 3)} | {_cell(_percent(r['warn_share']), 1)} "
+                         f"| {_cell(r['mean_miou_drop'], 1)} | {r['fell']} | "
+                         f"{r['fell_warned']} |")
     lines += ["", f"Command: `{data['command']}`" if data["command"] else "", ""]
     return "\n".join(lines)
 
@@ -201,7 +313,7 @@ def robustness_command(args) -> int:
     options = RobustnessOptions(
         images=args.images, output=args.output, model=args.model, backend=args.backend,
         threads=args.threads, families=tuple(args.families), severities=tuple(args.severities),
-        seed=args.seed, limit=args.limit, show_progress=not args.quiet,
+        seed=args.seed, limit=args.limit, show_progress=not args.quiet, health=args.health,
         command="textseg " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     data = run_robustness(options, say=(lambda line: None) if args.quiet else print)
     clean, table = relative_table(data)

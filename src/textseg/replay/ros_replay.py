@@ -70,6 +70,9 @@ class ReplayOptions:
     startup_timeout: float = 120.0
     show_progress: bool = True
     on_frame: Callable[[int], None] | None = None  # called with frames seen (benchmarks)
+    # Collect each frame's labels/health (level, score) and keep its confusion matrix
+    # (textseg robustness validates the health signal against the labels' scores).
+    health: bool = False
 
     @property
     def mode_text(self) -> str:
@@ -103,6 +106,7 @@ class ReplayRun:
     node_exit_code: int | None = None
     node_log_tail: str = ""
     recorded: dict | None = None
+    health: dict[int, tuple[int, float | None]] = field(default_factory=dict)  # index ->
 
     def figures(self) -> dict:
         data = self.scorer.figures()
@@ -217,7 +221,7 @@ def run_replay(options: ReplayOptions, frames_log: Path | None = None) -> Replay
         total = (source.frame_count if options.limit is None
                  else min(options.limit, source.frame_count))
         scorer = Scorer(setup.class_names, setup.palette, setup.ignore_id, total,
-                        options.strip_rows, frames_log)
+                        options.strip_rows, frames_log, keep_frame_matrices=options.health)
         env = local_ros_environment()
         try:
             with _environment(env):
@@ -253,6 +257,7 @@ class _Session:
         self.first_sent: float | None = None
         self.last_event: float | None = None
         self.record: RawBagWriter | None = None
+        self.index_of: dict[tuple[int, int], int] = {}  # stamp -> frame index (health)
 
     # --- ROS plumbing --------------------------------------------------------------------
 
@@ -275,16 +280,19 @@ class _Session:
     def _client(self, context):
         """Our end of the node's topics, in its namespace: the replies as serialized bytes
         (scored and recorded as they came), its diagnostics, and its /clock when on sim time."""
+        from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image
 
         from textseg.client.frame_client import SerializedFrameClient
 
+        outputs = {**({"labels/color": Image} if self.o.record else {}),
+                   **({"labels/health": DiagnosticArray} if self.o.health else {})}
         client = SerializedFrameClient(
             context=context, name="textseg_replay", namespace=self.namespace,
             image_topic="image/compressed" if self.compressed else "image",
             transport="compressed" if self.compressed else "raw",
-            outputs={"labels/color": Image} if self.o.record else None,
-            diagnostics=True, diagnostics_topic="diagnostics")
+            outputs=outputs or None, diagnostics=True, diagnostics_topic="diagnostics")
+        self.health_raw = client.output_messages.get("labels/health", deque())
         self.colors = client.output_messages.get("labels/color", deque())
         self.clock = None
         if self.o.sim_time:  # the node's /clock, remapped into our namespace
@@ -357,7 +365,24 @@ class _Session:
         log = self.node_process.log_text()
         return ReplayRun(self.setup, self.scorer, self.o, self.sent, wall, self.description,
                          self._node_figures(), self.lag, self.late,
-                         self.node_process.process.returncode, log[-2500:], recorded)
+                         self.node_process.process.returncode, log[-2500:], recorded,
+                         self._health_by_frame())
+
+    def _health_by_frame(self) -> dict[int, tuple[int, float | None]]:
+        """Frame index -> (level, score) of the labels/health the node sent with it."""
+        found = {}
+        for raw in self.health_raw:
+            array = _typestore().deserialize_cdr(raw, "diagnostic_msgs/msg/DiagnosticArray")
+            stamp = (int(array.header.stamp.sec), int(array.header.stamp.nanosec))
+            if stamp not in self.index_of or not array.status:
+                continue
+            status = array.status[0]
+            values = {kv.key: kv.value for kv in status.values}
+            score = values.get("health score", "-")
+            level = status.level
+            level = level[0] if isinstance(level, bytes | bytearray) else int(level)
+            found[self.index_of[stamp]] = (level, None if score == "-" else float(score))
+        return found
 
     def _open_record(self) -> None:
         from textseg.replay.bagio import DatasetMeta
@@ -489,6 +514,8 @@ class _Session:
             self.first_sent = sent
         self.sent += 1
         self.seq += 1
+        if self.o.health:
+            self.index_of[frame.stamp] = frame.index
         self.pending[frame.stamp] = _InFlight(
             frame.index, frame.stamp, self.seq, sent, frame.log_ns, frame.labels,
             rgb if self.scorer.wants_strip(frame.index) else None)

@@ -63,7 +63,7 @@ def prediction_crc(labels: np.ndarray) -> int:
 class Scorer:
     def __init__(self, class_names: tuple[str, ...], palette, ignore_id: int,
                  frame_count: int, strip_rows: int = 4, frames_log: Path | None = None,
-                 overlay_alpha: float = 0.5) -> None:
+                 overlay_alpha: float = 0.5, keep_frame_matrices: bool = False) -> None:
         self.class_names = tuple(class_names)
         self.palette = np.asarray(palette, np.uint8).reshape(-1, 3)
         self.confusion = ConfusionMatrix(len(class_names), ignore_id)
@@ -82,6 +82,8 @@ class Scorer:
         self.inference = Samples()  # seconds: backend.infer alone (offline)
         self.answered_index = array("q")
         self.answered_crc = array("I")  # 4 bytes each
+        # frame index -> its confusion matrix, for scores over windows of frames (health)
+        self.frame_matrices: dict[int, np.ndarray] | None = {} if keep_frame_matrices else None
         self._log = None
         self._log_tmp: str | None = None
         self.frames_log = frames_log
@@ -137,6 +139,8 @@ class Scorer:
             except LabelValueError as exc:
                 self._label_value_skip(frame_index, stamp, exc)
                 return
+            if self.frame_matrices is not None:
+                self.frame_matrices[frame_index] = frame_matrix.copy()
             frame_scores = scores(frame_matrix)
             record.update(status="scored", pixel_accuracy=_rounded(frame_scores.pixel_accuracy),
                           miou=_rounded(frame_scores.miou))
