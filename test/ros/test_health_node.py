@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
 from textseg.cli import main  # noqa: E402
 from textseg.client.frame_client import FrameClient, stamp_key  # noqa: E402
-from textseg.client.process import NodeProcess  # noqa: E402
+from textseg.client.process import NodeProcess, serving  # noqa: E402
 from textseg.engine import default_model_path  # noqa: E402
 from textseg.replay.corruptions import corrupt  # noqa: E402
 
@@ -46,13 +46,8 @@ def node_and_client(model_with_reference, ros_env, ros_context):
     client = FrameClient(context=ros_context, image_topic=f"{NS}/image",
                          labels_topic=f"{NS}/labels/image", name="health_client",
                          outputs={f"{NS}/labels/health": DiagnosticArray}, diagnostics=True)
-    try:
-        client.wait_for_node(timeout=60.0, alive=node.alive)
-        yield node, client
-    finally:
-        client.close()
-        code = node.stop()
-        assert code == 0, node.log_text()[-2000:]
+    with serving(node, client) as running:
+        yield running
 
 
 def _health_of(client, rgb) -> dict:

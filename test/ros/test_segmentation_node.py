@@ -18,7 +18,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from textseg.client.frame_client import FrameClient, stamp_key  # noqa: E402
-from textseg.client.process import NodeProcess  # noqa: E402
+from textseg.client.process import NodeProcess, serving  # noqa: E402
 from textseg.engine import (  # noqa: E402
     BackendOptions,
     default_model_path,
@@ -46,13 +46,8 @@ def running_node(tiny_model_path, ros_env, ros_context):
                         "publish_confidence": True, "overlay_alpha": 0.5,
                         "diagnostics_period": 0.3}, env=ros_env).start()
     client = FrameClient(context=ros_context, outputs=OUTPUTS, diagnostics=True)
-    try:
-        client.wait_for_node(timeout=60.0, alive=node.alive)
-        yield node, client
-    finally:
-        client.close()
-        code = node.stop()
-        assert code == 0, f"node did not exit cleanly ({code}):\n{node.log_text()[-2000:]}"
+    with serving(node, client) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

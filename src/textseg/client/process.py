@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from textseg.engine import package_share_dir
@@ -161,3 +162,16 @@ class NodeProcess:
     def __exit__(self, *exc) -> None:
         self.stop()
         self._workdir.cleanup()
+
+
+@contextmanager
+def serving(node: NodeProcess, client, timeout: float = 60.0):
+    """(node, client) once the client sees the node; on the way out the client is closed and
+    the node stopped by PID, which must exit cleanly (code 0)."""
+    try:
+        client.wait_for_node(timeout=timeout, alive=node.alive)
+        yield node, client
+    finally:
+        client.close()
+        code = node.stop()
+        assert code == 0, f"node did not exit cleanly ({code}):\n{node.log_text()[-2000:]}"
