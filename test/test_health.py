@@ -109,11 +109,30 @@ def test_black_and_frozen_streams_are_errors_without_a_reference():
     assert monitor.assess().level == OK
 
 
-@pytest.mark.parametrize("thresholds, problem", [
-    (HealthThresholds(window=0), "health_window must be >= 1"),
-    (HealthThresholds(warn_below=0.5, error_below=0.7), "health_error_below <= "),
-    (HealthThresholds(frozen_frames=1), "health_frozen_frames must be >= 2"),
-])
-def test_bad_thresholds_are_named(thresholds, problem):
-    assert any(problem in p for p in thresholds.problems())
-    assert HealthThresholds().problems() == []
+def test_sharpness_does_not_depend_on_the_resolution():
+    import cv2
+
+    rgb, labels, conf = _frame(0)
+    large = cv2.resize(rgb, (512, 384), interpolation=cv2.INTER_NEAREST)
+    big_labels = cv2.resize(labels, (512, 384), interpolation=cv2.INTER_NEAREST)
+    big_conf = cv2.resize(conf, (512, 384), interpolation=cv2.INTER_NEAREST)
+    small, big = frame_stats(rgb, labels, conf, K), frame_stats(large, big_labels, big_conf, K)
+    assert big.sharpness == pytest.approx(small.sharpness, rel=0.15)
+
+
+def test_labels_outside_the_classes_leave_the_shares_whole():
+    rgb, labels, conf = _frame(0)
+    labels[:48] = 255  # class_others: drop, or a model's void
+    assert frame_stats(rgb, labels, conf, K).class_share.sum() == pytest.approx(1.0)
+
+
+def test_a_model_without_confidence_is_judged_by_its_class_mix_and_its_frames(reference):
+    rgb, labels, _ = _frame(0)
+    stats = frame_stats(rgb, labels, None, K)
+    assert stats.mean_confidence is None
+    monitor = HealthMonitor(reference, HealthThresholds(window=1))
+    monitor.add(stats)
+    assessment = monitor.assess()
+    assert assessment.level == OK and assessment.values["mean confidence"] == "-"
+    with pytest.raises(ValueError, match="needs the model's confidence output"):
+        HealthReference.from_frames([stats])

@@ -39,8 +39,13 @@ HEALTH_KEY = "health_reference"
 CONFIDENCE_BINS = 16
 PIXEL_STRIDE = 4  # statistics from every 4th pixel each way: 1/16 of the frame
 INPUT_STRIDE = 8  # brightness and the frozen-frame digest from every 8th input pixel
+# Sharpness is measured on the grey frame resized to this many rows (INTER_AREA): the mean
+# |Laplacian| depends on the resolution, and a camera need not have the reference's.
+SHARPNESS_ROWS = 180
+MIN_BRIGHTNESS_STD = 10.0  # grey levels: a reference of few frames has a tiny spread
+STALE, STALE_AFTER_S = 3, 5.0  # diagnostic_msgs STALE: no frame judged for this long
 OK, WARN, ERROR = 0, 1, 2  # the diagnostic_msgs levels
-LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
+LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR", STALE: "STALE"}
 
 
 class HealthReferenceError(ValueError):
@@ -50,8 +55,8 @@ class HealthReferenceError(ValueError):
 @dataclass(frozen=True)
 class FrameStats:
     confidence_hist: np.ndarray  # float64 [CONFIDENCE_BINS], sums to 1
-    class_share: np.ndarray  # float64 [num_classes], sums to 1
-    mean_confidence: float  # 0..1
+    class_share: np.ndarray  # float64 [num_classes], sums to 1 (labels in range)
+    mean_confidence: float | None  # 0..1; None: the model has no confidence output
     brightness: float  # mean input value, 0..255
     sharpness: float  # mean |Laplacian| of the grey frame at half resolution
     digest: int  # CRC of the subsampled input: equal for identical frames
@@ -63,18 +68,29 @@ def frame_stats(rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray | No
     probability x 255; None for a model without one: all in the lowest bin) as the model
     gave them, `rgb` the frame it saw."""
     ids = labels[::PIXEL_STRIDE, ::PIXEL_STRIDE].ravel()
-    conf = (np.zeros_like(ids) if confidence is None
-            else confidence[::PIXEL_STRIDE, ::PIXEL_STRIDE].ravel())
-    count = max(1, ids.size)
-    hist = np.bincount(conf.astype(np.intp) * CONFIDENCE_BINS // 256,
-                       minlength=CONFIDENCE_BINS)[:CONFIDENCE_BINS] / count
-    share = np.bincount(ids, minlength=num_classes)[:num_classes] / count
+    counts = np.bincount(ids, minlength=num_classes)[:num_classes]
+    share = counts / max(1, int(counts.sum()))  # ids outside the classes (255) left out
+    if confidence is None:
+        hist, mean_confidence = np.zeros(CONFIDENCE_BINS), None
+    else:
+        conf = confidence[::PIXEL_STRIDE, ::PIXEL_STRIDE].ravel()
+        hist = np.bincount(conf.astype(np.intp) * CONFIDENCE_BINS // 256,
+                           minlength=CONFIDENCE_BINS)[:CONFIDENCE_BINS] / max(1, conf.size)
+        mean_confidence = float(conf.mean()) / 255.0 if conf.size else 0.0
     small = np.ascontiguousarray(rgb[::INPUT_STRIDE, ::INPUT_STRIDE])
-    grey = cv2.cvtColor(np.ascontiguousarray(rgb[::2, ::2]), cv2.COLOR_RGB2GRAY)
-    sharpness = float(np.abs(cv2.Laplacian(grey, cv2.CV_16S)).mean()) if grey.size else 0.0
-    return FrameStats(hist, share, float(conf.mean()) / 255.0 if conf.size else 0.0,
-                      float(small.mean()) if small.size else 0.0, sharpness,
+    return FrameStats(hist, share, mean_confidence,
+                      float(small.mean()) if small.size else 0.0, _sharpness(rgb),
                       zlib.crc32(small.tobytes()))
+
+
+def _sharpness(rgb: np.ndarray) -> float:
+    """Mean |Laplacian| of the grey frame at SHARPNESS_ROWS rows, whatever its resolution."""
+    height, width = rgb.shape[:2]
+    if not height or not width:
+        return 0.0
+    size = (max(1, round(width * SHARPNESS_ROWS / height)), SHARPNESS_ROWS)
+    grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_16S)).mean())
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,8 @@ class HealthReference:
     def from_frames(cls, stats: list[FrameStats], source: str = "") -> HealthReference:
         if not stats:
             raise ValueError("a health reference needs at least one frame")
+        if any(s.mean_confidence is None for s in stats):
+            raise ValueError("a health reference needs the model's confidence output")
         brightness = [s.brightness for s in stats]
         return cls(tuple(float(v) for v in np.mean([s.confidence_hist for s in stats], 0)),
                    tuple(float(v) for v in np.mean([s.class_share for s in stats], 0)),
@@ -145,18 +163,6 @@ class HealthThresholds:
     black_below: float = 12.0  # mean brightness (0..255) of a black stream
     frozen_frames: int = 10  # identical frames in a row: the camera is stuck
 
-    def problems(self) -> list[str]:
-        found = []
-        if self.window < 1:
-            found.append(f"health_window must be >= 1, got {self.window}")
-        if not 0.0 <= self.error_below <= self.warn_below <= 1.0:
-            found.append(f"health thresholds must satisfy 0 <= health_error_below <= "
-                         f"health_warn_below <= 1, got {self.error_below} and "
-                         f"{self.warn_below}")
-        if self.frozen_frames < 2:
-            found.append(f"health_frozen_frames must be >= 2, got {self.frozen_frames}")
-        return found
-
 
 @dataclass(frozen=True)
 class HealthAssessment:
@@ -168,6 +174,10 @@ class HealthAssessment:
     @property
     def level_name(self) -> str:
         return LEVEL_NAMES[self.level]
+
+
+def _mean_text(values: list[float | None]) -> str:
+    return "-" if any(v is None for v in values) else f"{np.mean(values):.3f}"
 
 
 def _total_variation(a: np.ndarray, b: np.ndarray) -> float:
@@ -198,14 +208,17 @@ class HealthMonitor:
         if self.reference is None or not self._frames:
             return None
         ref, frames = self.reference, self._frames
-        hist = np.mean([s.confidence_hist for s in frames], 0)
         share = np.mean([s.class_share for s in frames], 0)
-        outputs = 1.0 - 0.5 * (_total_variation(hist, self._ref_hist)
-                               + _total_variation(share, self._ref_share))
+        if any(s.mean_confidence is None for s in frames):  # no confidence output: its shares
+            outputs = 1.0 - _total_variation(share, self._ref_share)
+        else:
+            hist = np.mean([s.confidence_hist for s in frames], 0)
+            outputs = 1.0 - 0.5 * (_total_variation(hist, self._ref_hist)
+                                   + _total_variation(share, self._ref_share))
         sharpness = float(np.mean([s.sharpness for s in frames]))
         sharpness_lost = max(0.0, 1.0 - sharpness / ref.sharpness) if ref.sharpness > 0 else 0.0
         brightness_off = (abs(float(np.mean([s.brightness for s in frames])) - ref.brightness)
-                          / max(ref.brightness_std, 1.0))
+                          / max(ref.brightness_std, MIN_BRIGHTNESS_STD))
         inputs = 1.0 - 0.6 * sharpness_lost - 0.1 * max(0.0, brightness_off - 1.5)
         return min(outputs, inputs)
 
@@ -217,7 +230,7 @@ class HealthMonitor:
         score = self.score()
         values = {"health score": "-" if score is None else f"{score:.3f}",
                   "health window (frames)": str(len(self._frames)),
-                  "mean confidence": f"{np.mean([s.mean_confidence for s in self._frames]):.3f}",
+                  "mean confidence": _mean_text([s.mean_confidence for s in self._frames]),
                   "brightness": f"{latest.brightness:.1f}",
                   "sharpness": f"{np.mean([s.sharpness for s in self._frames]):.1f}",
                   "identical frames in a row": str(self._same_in_a_row)}

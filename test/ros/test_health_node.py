@@ -66,6 +66,11 @@ def _health_of(client, rgb) -> dict:
 
 def test_clean_frames_are_ok_and_dark_ones_are_flagged(node_and_client, camvid_frames):
     node, client = node_and_client
+    # before any frame, /diagnostics says the health is not known, not that it is fine
+    name = f"{NS}/segmentation_node: health"
+    assert client.wait_for(lambda: name in client.diagnostics, 10.0)
+    before = client.diagnostics[name][0]
+    assert before["health level"] == "STALE", before
     frames = [rgb for _, rgb in camvid_frames(24)][::2]
     clean = [_health_of(client, rgb) for rgb in frames]
     assert all(h["level"] == 0 for h in clean[WINDOW - 1:]), [h["message"] for h in clean]
@@ -74,9 +79,9 @@ def test_clean_frames_are_ok_and_dark_ones_are_flagged(node_and_client, camvid_f
             for i, rgb in enumerate(frames)]
     assert all(h["level"] >= 1 for h in dark[WINDOW - 1:]), [h["message"] for h in dark]
     assert float(dark[-1]["health score"]) < float(clean[-1]["health score"]) - 0.2
-    # the same status is on /diagnostics, by the node's name
-    name = f"{NS}/segmentation_node: health"
-    assert client.wait_for(lambda: name in client.diagnostics, 5.0)
+    # the same status is on /diagnostics, by the node's name, now judged
+    assert client.wait_for(lambda: client.diagnostics[name][0].get("health level") != "STALE",
+                           5.0)
 
 
 def test_black_and_frozen_cameras_are_errors(node_and_client, camvid_frames):

@@ -11,10 +11,11 @@ out on /diagnostics with the node's others.
 from __future__ import annotations
 
 import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from textseg.health import HealthAssessment, HealthMonitor
+from textseg.health import STALE, STALE_AFTER_S, HealthAssessment, HealthMonitor
 
 
 class HealthOutput:
@@ -28,11 +29,13 @@ class HealthOutput:
         self.hardware_id = hardware_id
         self._lock = threading.Lock()
         self.latest: HealthAssessment = monitor.assess()
+        self._judged_at: float | None = None  # time.monotonic() of the last frame judged
 
     def observe(self, header, stats) -> None:
         with self._lock:
             self.monitor.add(stats)
             self.latest = self.monitor.assess()
+            self._judged_at = time.monotonic()
             latest = self.latest
         array = DiagnosticArray()
         array.header = header
@@ -40,7 +43,16 @@ class HealthOutput:
         self.publisher.publish(array)
 
     def status(self, assessment: HealthAssessment | None = None) -> DiagnosticStatus:
-        assessment = assessment or self.latest
+        """The status of `assessment`, or (/diagnostics) of the latest frame judged: STALE
+        when none was for STALE_AFTER_S (no frames, or nobody subscribes to an output)."""
+        if assessment is None:
+            assessment = self.latest
+            quiet = None if self._judged_at is None else time.monotonic() - self._judged_at
+            if quiet is None or quiet > STALE_AFTER_S:
+                assessment = HealthAssessment(
+                    STALE, "no frame judged yet" if quiet is None else
+                    f"no frame judged for {quiet:.0f} s (no input, or no subscriber to an "
+                    "output)", assessment.score, assessment.values)
         return DiagnosticStatus(
             level=bytes([assessment.level]), name=self.name, message=assessment.message,
             hardware_id=self.hardware_id,

@@ -234,7 +234,7 @@ class SegmentationBehaviour:
         if self._batch > 1:
             self.get_logger().info(f"cameras batched: up to {self._batch} frames of one size "
                                    "per inference")
-        if p.publish_confidence:
+        if p.publish_confidence or p.health:
             for b in backends:  # ONNX Runtime opens the whole graph now, not on a frame
                 b.prepare_confidence()
         self._frames.use([SegmentationPipeline(b, self.info.palette, p.output_scale,

@@ -9,12 +9,14 @@ an ordinary day, 5 a frame a driver would call nearly useless.
     corrupt(rgb, "fog", 3, seed=7) -> uint8 RGB of the same size
 
 The same (frame, family, severity, seed) always gives the same bytes, on every machine with the
-same numpy and OpenCV: the random draws come from numpy's PCG64 seeded by (seed, family,
-severity). Families that draw nothing (defocus, over-exposure, JPEG) ignore the seed.
+same numpy and OpenCV: the random draws come from numpy's PCG64 seeded by (seed, the CRC of
+the family's name, severity). Families that draw nothing (defocus, over-exposure, JPEG) ignore
+the seed.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import cv2
@@ -180,6 +182,9 @@ def corrupt(rgb: np.ndarray, family: str, severity: int, seed: int = 0) -> np.nd
         shape = getattr(rgb, "shape", None)
         raise ValueError(f"expected a uint8 H x W x 3 RGB frame, got "
                          f"{getattr(rgb, 'dtype', type(rgb).__name__)} {shape}")
-    rng = np.random.default_rng([int(seed), FAMILIES.index(family), int(severity)])
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    # The family by its name's CRC, not its place in FAMILIES: a new family changes no bytes.
+    rng = np.random.default_rng([int(seed), zlib.crc32(family.encode()), int(severity)])
     image = rgb.astype(np.float32) / 255.0
     return _to_uint8(CORRUPTIONS[family](image, severity, rng))

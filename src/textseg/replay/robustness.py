@@ -43,6 +43,8 @@ class RobustnessOptions:
     health: bool = False  # validate the node's labels/health against each window's mIoU
 
     def check(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {self.seed}")
         if not self.families or not self.severities:
             raise ValueError("robustness needs at least one family and one severity")
         for family in self.families:
@@ -108,19 +110,19 @@ def _score_condition(options: RobustnessOptions, labels: Path, family: str, seve
 
 
 def health_windows(run) -> list[tuple[int, float | None, int, float | None]]:
-    """Per frame that closes a full window of the node's health (its default window):
+    """Per frame that closes a full window of the node's health (its health_window):
     that frame's health score and level, and the mIoU of the window's frames."""
-    from textseg.health import HealthThresholds
     from textseg.replay.metrics import scores
 
-    window = HealthThresholds().window  # the node's default health_window
     matrices = run.scorer.frame_matrices or {}
+    # the node's health_window: the most frames its statuses said they judged
+    full = max((window for _, _, window in run.health.values()), default=0)
     found = []
     for index in sorted(run.health):
-        frames = [matrices[i] for i in range(index - window + 1, index + 1) if i in matrices]
-        if index + 1 < window or len(frames) < window:
+        level, score, window = run.health[index]
+        frames = [matrices[i] for i in range(index - full + 1, index + 1) if i in matrices]
+        if window < full or len(frames) < full:
             continue
-        level, score = run.health[index]
         miou = scores(sum(frames)).miou
         found.append((index, score, level, None if miou != miou else 100 * miou))
     return found

@@ -106,7 +106,8 @@ class ReplayRun:
     node_exit_code: int | None = None
     node_log_tail: str = ""
     recorded: dict | None = None
-    health: dict[int, tuple[int, float | None]] = field(default_factory=dict)  # index ->
+    # frame index -> (level, score, frames in the window) of its labels/health
+    health: dict[int, tuple[int, float | None, int]] = field(default_factory=dict)
 
     def figures(self) -> dict:
         data = self.scorer.figures()
@@ -368,8 +369,8 @@ class _Session:
                          self.node_process.process.returncode, log[-2500:], recorded,
                          self._health_by_frame())
 
-    def _health_by_frame(self) -> dict[int, tuple[int, float | None]]:
-        """Frame index -> (level, score) of the labels/health the node sent with it."""
+    def _health_by_frame(self) -> dict[int, tuple[int, float | None, int]]:
+        """Frame index -> (level, score, window) of the labels/health sent with it."""
         found = {}
         for raw in self.health_raw:
             array = _typestore().deserialize_cdr(raw, "diagnostic_msgs/msg/DiagnosticArray")
@@ -381,7 +382,8 @@ class _Session:
             score = values.get("health score", "-")
             level = status.level
             level = level[0] if isinstance(level, bytes | bytearray) else int(level)
-            found[self.index_of[stamp]] = (level, None if score == "-" else float(score))
+            found[self.index_of[stamp]] = (level, None if score == "-" else float(score),
+                                           int(values.get("health window (frames)", 0)))
         return found
 
     def _open_record(self) -> None:
