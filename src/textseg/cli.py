@@ -28,6 +28,7 @@ DESCRIPTION = """textseg: the runtime's command line.
   textseg profile MODEL.onnx   which operators ONNX Runtime's CPU time goes to
   textseg fp16 MODEL.onnx      float16 model for TensorRT's strongly typed builds
   textseg self-check MODEL     run (or --embed) the model's load-time label check
+  textseg health-reference MODEL FRAMES   embed what the node's labels/health compares with
   textseg import THEIRS.onnx --classes a,b,c   any segmentation ONNX into a textseg model
   textseg bag-from-dataset DIR BAG   an image folder (+ labels) as a ROS 2 bag
   textseg replay BAG           play a bag through the node over DDS, score it, report
