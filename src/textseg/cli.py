@@ -33,7 +33,7 @@ DESCRIPTION = """textseg: the runtime's command line.
   textseg bag-from-dataset DIR BAG   an image folder (+ labels) as a ROS 2 bag
   textseg replay BAG           play a bag through the node over DDS, score it, report
   textseg eval-offline BAG     the same scoring with the backend called directly (no ROS)
-  textseg robustness [MODEL]   mIoU under camera corruptions x severity, through the node
+  textseg robustness           mIoU under camera corruptions x severity, through the node
 """
 
 COMMAND_GROUPS = (

@@ -1,4 +1,4 @@
-"""`textseg robustness [MODEL]`: how a model's labels degrade under camera corruptions, scored
+"""`textseg robustness [--model MODEL]`: how a model's labels degrade under camera corruptions, scored
 through segmentation_node over DDS.
 
 For the clean frames and then every corruption x severity (textseg.replay.corruptions), the
