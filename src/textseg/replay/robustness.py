@@ -1,5 +1,5 @@
-"""`textseg robustness [--model MODEL]`: how a model's labels degrade under camera corruptions, scored
-through segmentation_node over DDS.
+"""`textseg robustness [--model MODEL]`: how a model's labels degrade under camera corruptions,
+scored through segmentation_node over DDS.
 
 For the clean frames and then every corruption x severity (textseg.replay.corruptions), the
 CamVid-layout frames (default: CamVid val) are corrupted (deterministically: seed, frame index),
