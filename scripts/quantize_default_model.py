@@ -18,6 +18,7 @@ latency p50/p99 against the fp32 model's):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,12 @@ def score(bag: Path, model: Path) -> dict:
                               for c in metrics["per_class"]}}
 
 
+def _runtime() -> str:
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__} CPU"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,6 +90,7 @@ def main() -> int:
     from textseg.cli import main as textseg
     from textseg.cpu import write_results
     from textseg.engine.int8_saturation import saturation_report
+    from textseg.engine.onnx_file import with_metadata
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
     from textseg.fileio import atomic_write_bytes
     from textseg.tools.quantize import quantize_model
@@ -131,8 +139,14 @@ def main() -> int:
               file=sys.stderr)
         return 1
     chosen = work / f"textseg_default_int8{suffix}_{best}_w7.onnx"
+    # The file's own val figure, as export embeds the fp32 one (`textseg info` shows it).
+    mine = results["int8"][best]
+    evaluation = {"dataset": "camvid/val", "frames": 101, "input_sizes": ["480x360"],
+                  "scales": [1.0], "flip": False, "runtime": _runtime(),
+                  "miou": mine["miou"], "pixel_accuracy": mine["pixel_accuracy"],
+                  "per_class_iou": mine["per_class_iou"]}
     atomic_write_bytes(ROOT / "models" / f"textseg_default_int8{suffix}.onnx",
-                       chosen.read_bytes())
+                       with_metadata(chosen.read_bytes(), {"evaluation": json.dumps(evaluation)}))
     write_results(ROOT / "training" / "results" / f"int8{suffix}_default_model.json", results)
     fp = results["fp32"]
     print(f"\n| model | val mIoU % | ORT p50 ms | ORT p99 ms |\n|---|---:|---:|---:|\n"

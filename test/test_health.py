@@ -15,6 +15,7 @@ from textseg.health import (
     HealthReference,
     HealthReferenceError,
     HealthThresholds,
+    HealthWeights,
     frame_stats,
     read_health_reference,
 )
@@ -59,6 +60,27 @@ def test_the_reference_travels_in_the_metadata(reference):
         read_health_reference({"health_reference": text}, 19)
     with pytest.raises(HealthReferenceError, match="cannot be read"):
         read_health_reference({"health_reference": "{"}, K)
+
+
+def test_a_reference_without_the_clipped_share_skips_that_term(reference):
+    import json
+
+    data = json.loads(reference.to_metadata())
+    assert data["saturated"] == pytest.approx(reference.saturated, abs=1e-6)
+    del data["saturated"]  # a reference written before the clipped share was recorded
+    old = read_health_reference({"health_reference": json.dumps(data)}, K)
+    assert old.saturated is None
+    glare = [frame_stats(*_frame(s, brightness=(200, 256)), K) for s in range(5)]
+    for ref, lower in ((old, False), (reference, True)):
+        monitor = HealthMonitor(ref, HealthThresholds(window=5),
+                                HealthWeights(brightness=0.0, saturation=1.0))
+        for stats in glare:
+            monitor.add(stats)
+        plain = HealthMonitor(ref, HealthThresholds(window=5),
+                              HealthWeights(brightness=0.0, saturation=0.0))
+        for stats in glare:
+            plain.add(stats)
+        assert (monitor.score() < plain.score()) is lower
 
 
 def test_frames_like_the_reference_are_ok(reference):
@@ -107,6 +129,28 @@ def test_black_and_frozen_streams_are_errors_without_a_reference():
     assert assessment.level == ERROR and "frozen image: 3 identical frames" in assessment.message
     monitor.add(_stats(3))  # the camera moves again
     assert monitor.assess().level == OK
+
+
+def test_a_new_window_forgets_the_frames_and_the_frozen_count_before_a_gap(reference):
+    monitor = HealthMonitor(reference, HealthThresholds(window=5, frozen_frames=3))
+    still = frame_stats(*_frame(2), K)
+    for _ in range(2):
+        monitor.add(still)
+    monitor.reset()
+    monitor.add(still)  # the same picture after the gap: one frame, not a third in a row
+    assessment = monitor.assess()
+    assert assessment.level == OK
+    assert assessment.values["identical frames in a row"] == "1"
+    assert assessment.values["health window (frames)"] == "1"
+
+
+def test_the_values_have_the_same_keys_with_or_without_a_reference(reference):
+    keys = []
+    for ref in (reference, None):
+        monitor = HealthMonitor(ref)
+        monitor.add(_stats(0))
+        keys.append(list(monitor.assess().values))
+    assert keys[0] == keys[1] and "reference mean confidence" in keys[1]
 
 
 def test_sharpness_does_not_depend_on_the_resolution():

@@ -411,3 +411,24 @@ def test_an_int8_file_carries_a_health_reference_of_its_own_outputs(tiny_model_p
     reference = read_health_reference(info.extra, info.num_classes)
     assert reference is not None and reference.source == "3 frames of val"
     assert reference.frames == 3
+
+
+def test_an_int8_file_does_not_claim_its_sources_evaluation(tiny_model_path, camvid_dir,
+                                                            tmp_path, capsys):
+    from textseg.engine.onnx_file import with_metadata
+
+    source = tmp_path / "evaluated.onnx"
+    evaluation = {"dataset": "camvid/val", "miou": 61.23, "pixel_accuracy": 90.0}
+    source.write_bytes(with_metadata(tiny_model_path.read_bytes(),
+                                     {"evaluation": json.dumps(evaluation)}))
+    output = tmp_path / "evaluated_int8.onnx"
+    assert main(["quantize", str(source), "--calibration", str(camvid_dir / "val"),
+                 "--frames", "2", "-o", str(output)]) == 0
+    extra = read_onnx_model(output).metadata
+    assert "evaluation" not in extra
+    assert json.loads(extra["source_evaluation"])["miou"] == 61.23
+    capsys.readouterr()
+    assert main(["info", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert not any(line.startswith("evaluation ") for line in out.splitlines())
+    assert "source evaluation  camvid/val: mIoU 61.23 (the model this file was made from" in out

@@ -42,6 +42,7 @@ INPUT_STRIDE = 8  # brightness and the frozen-frame digest from every 8th input 
 # Sharpness is measured on the grey frame resized to this many rows (INTER_AREA): the mean
 # |Laplacian| depends on the resolution, and a camera need not have the reference's.
 SHARPNESS_ROWS = 180
+SATURATED = 250  # an input value this high is clipped: glare, over-exposure
 MIN_BRIGHTNESS_STD = 10.0  # grey levels: a reference of few frames has a tiny spread
 STALE, STALE_AFTER_S = 3, 5.0  # diagnostic_msgs STALE: no frame judged for this long
 OK, WARN, ERROR = 0, 1, 2  # the diagnostic_msgs levels
@@ -60,6 +61,7 @@ class FrameStats:
     brightness: float  # mean input value, 0..255
     sharpness: float  # mean |Laplacian| of the grey frame at half resolution
     digest: int  # CRC of the subsampled input: equal for identical frames
+    saturated: float = 0.0  # share of input pixels clipped white (any channel >= 250)
 
 
 def frame_stats(rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray | None,
@@ -78,9 +80,10 @@ def frame_stats(rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray | No
                            minlength=CONFIDENCE_BINS)[:CONFIDENCE_BINS] / max(1, conf.size)
         mean_confidence = float(conf.mean()) / 255.0 if conf.size else 0.0
     small = np.ascontiguousarray(rgb[::INPUT_STRIDE, ::INPUT_STRIDE])
+    saturated = float((small.max(axis=-1) >= SATURATED).mean()) if small.size else 0.0
     return FrameStats(hist, share, mean_confidence,
                       float(small.mean()) if small.size else 0.0, _sharpness(rgb),
-                      zlib.crc32(small.tobytes()))
+                      zlib.crc32(small.tobytes()), saturated)
 
 
 def _sharpness(rgb: np.ndarray) -> float:
@@ -103,6 +106,8 @@ class HealthReference:
     brightness_std: float  # over the reference frames
     frames: int
     source: str = ""  # which frames it came from
+    # share of clipped input pixels; None in references written before it was recorded
+    saturated: float | None = None
 
     @classmethod
     def from_frames(cls, stats: list[FrameStats], source: str = "") -> HealthReference:
@@ -115,7 +120,8 @@ class HealthReference:
                    tuple(float(v) for v in np.mean([s.class_share for s in stats], 0)),
                    float(np.mean([s.mean_confidence for s in stats])),
                    float(np.mean([s.sharpness for s in stats])), float(np.mean(brightness)),
-                   float(np.std(brightness)), len(stats), source)
+                   float(np.std(brightness)), len(stats), source,
+                   float(np.mean([s.saturated for s in stats])))
 
     def to_metadata(self) -> str:
         return json.dumps({"version": 1, "confidence_bins": CONFIDENCE_BINS,
@@ -125,7 +131,9 @@ class HealthReference:
                            "sharpness": round(self.sharpness, 4),
                            "brightness": round(self.brightness, 3),
                            "brightness_std": round(self.brightness_std, 3),
-                           "frames": self.frames, "source": self.source})
+                           "frames": self.frames, "source": self.source,
+                           **({} if self.saturated is None
+                              else {"saturated": round(self.saturated, 6)})})
 
     @classmethod
     def from_metadata(cls, text: str, num_classes: int) -> HealthReference:
@@ -135,7 +143,9 @@ class HealthReference:
                             tuple(float(v) for v in data["class_share"]),
                             float(data["mean_confidence"]), float(data["sharpness"]),
                             float(data["brightness"]), float(data["brightness_std"]),
-                            int(data["frames"]), str(data.get("source", "")))
+                            int(data["frames"]), str(data.get("source", "")),
+                            None if data.get("saturated") is None
+                            else float(data["saturated"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise HealthReferenceError(f"the model's {HEALTH_KEY} cannot be read: {exc}") \
                 from None
@@ -165,6 +175,16 @@ class HealthThresholds:
 
 
 @dataclass(frozen=True)
+class HealthWeights:
+    """How much each departure of the input from the reference costs the score (`inputs`);
+    chosen on corrupted training frames by scripts/calibrate_health.py."""
+    sharpness: float = 0.6  # per share of the reference's sharpness lost (blur, fog)
+    brightness: float = 0.1  # per reference std of brightness beyond the margin
+    brightness_margin: float = 1.5  # reference stds of brightness that cost nothing
+    saturation: float = 0.0  # per share of clipped pixels above the reference's (glare)
+
+
+@dataclass(frozen=True)
 class HealthAssessment:
     level: int
     message: str
@@ -188,15 +208,24 @@ class HealthMonitor:
     """The rolling window of one camera's frames, judged against the model's reference."""
 
     def __init__(self, reference: HealthReference | None,
-                 thresholds: HealthThresholds = HealthThresholds()) -> None:
+                 thresholds: HealthThresholds = HealthThresholds(),
+                 weights: HealthWeights = HealthWeights()) -> None:
         self.reference = reference
         self.thresholds = thresholds
+        self.weights = weights
         self._frames: deque[FrameStats] = deque(maxlen=thresholds.window)
         self._same_in_a_row = 0
         self._last_digest: int | None = None
         if reference is not None:
             self._ref_hist = np.asarray(reference.confidence_hist)
             self._ref_share = np.asarray(reference.class_share)
+
+    def reset(self) -> None:
+        """Start a new window: after a gap in the stream the frames before it describe
+        another scene, and a frame equal to one from before the gap is no frozen stream."""
+        self._frames.clear()
+        self._same_in_a_row = 0
+        self._last_digest = None
 
     def add(self, stats: FrameStats) -> None:
         self._same_in_a_row = (self._same_in_a_row + 1 if stats.digest == self._last_digest
@@ -219,7 +248,12 @@ class HealthMonitor:
         sharpness_lost = max(0.0, 1.0 - sharpness / ref.sharpness) if ref.sharpness > 0 else 0.0
         brightness_off = (abs(float(np.mean([s.brightness for s in frames])) - ref.brightness)
                           / max(ref.brightness_std, MIN_BRIGHTNESS_STD))
-        inputs = 1.0 - 0.6 * sharpness_lost - 0.1 * max(0.0, brightness_off - 1.5)
+        w = self.weights
+        inputs = (1.0 - w.sharpness * sharpness_lost
+                  - w.brightness * max(0.0, brightness_off - w.brightness_margin))
+        if ref.saturated is not None:
+            saturated = float(np.mean([s.saturated for s in frames]))
+            inputs -= w.saturation * max(0.0, saturated - ref.saturated)
         return min(outputs, inputs)
 
     def assess(self) -> HealthAssessment:
@@ -234,8 +268,9 @@ class HealthMonitor:
                   "brightness": f"{latest.brightness:.1f}",
                   "sharpness": f"{np.mean([s.sharpness for s in self._frames]):.1f}",
                   "identical frames in a row": str(self._same_in_a_row)}
-        if self.reference is not None:
-            values["reference mean confidence"] = f"{self.reference.mean_confidence:.3f}"
+        # the same keys with or without a reference: a planner reads them by name
+        values["reference mean confidence"] = ("-" if self.reference is None
+                                               else f"{self.reference.mean_confidence:.3f}")
         if latest.brightness < t.black_below:
             return HealthAssessment(ERROR, f"black image (mean brightness "
                                     f"{latest.brightness:.1f} < {t.black_below:g})", score, values)

@@ -169,6 +169,10 @@ def _info(args: argparse.Namespace) -> int:
         print(f"evaluation         {evaluation.get('dataset')}: mIoU {evaluation.get('miou')}, "
               f"pixel accuracy {evaluation.get('pixel_accuracy')} "
               f"({evaluation.get('frames')} frames at {sizes}, {evaluation.get('runtime')})")
+    source = _json_or_none(info.extra.get("source_evaluation"))
+    if source and not evaluation:  # a quantized file: its source's figure, named as such
+        print(f"source evaluation  {source.get('dataset')}: mIoU {source.get('miou')} "
+              "(the model this file was made from, not this file)")
     for key in ("reproduce", "selected", "training_time"):
         if key in info.extra:
             print(f"{key:<19}{info.extra[key]}")

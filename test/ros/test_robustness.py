@@ -47,6 +47,31 @@ def test_an_unknown_family_is_refused_before_anything_runs(camvid_dir, tmp_path,
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("case", ["no reference", "fewer frames than a window"])
+def test_health_validation_that_could_judge_nothing_is_refused_before_any_replay(
+        case, camvid_dir, tiny_model_path, tmp_path, capsys):
+    if case == "no reference":
+        model, limit, message = tiny_model_path, "40", "needs a model with a health reference"
+    else:
+        if not default_model_path().is_file():
+            pytest.skip("the default model is not in models/")
+        model, limit, message = default_model_path(), "10", "needs at least 30 frames"
+    output = tmp_path / "robust"
+    assert main(["robustness", "--model", str(model), "--images", str(camvid_dir / "val"),
+                 "--limit", limit, "--families", "fog", "--severities", "5", "--health",
+                 "--output", str(output)]) != 0
+    assert message in capsys.readouterr().err
+    assert not (output / "robustness.json").exists()
+
+
+def test_frames_not_found_say_where_they_were_looked_for(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["robustness", "--families", "fog", "--severities", "1",
+                 "--output", str(tmp_path / "r")]) != 0
+    err = capsys.readouterr().err
+    assert f"(from {tmp_path})" in err and "pass --images DIR" in err
+
+
 def test_the_health_signal_is_validated_against_each_windows_miou(camvid_dir, tmp_path):
     """--health: the node's labels/health per frame, windows of its default 30 frames scored
     against their own mIoU; clean windows stay OK, dark ones are flagged."""

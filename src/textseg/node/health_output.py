@@ -33,9 +33,12 @@ class HealthOutput:
 
     def observe(self, header, stats) -> None:
         with self._lock:
+            now = time.monotonic()
+            if self._judged_at is not None and now - self._judged_at > STALE_AFTER_S:
+                self.monitor.reset()  # the stream stopped (STALE): a new window
             self.monitor.add(stats)
             self.latest = self.monitor.assess()
-            self._judged_at = time.monotonic()
+            self._judged_at = now
             latest = self.latest
         array = DiagnosticArray()
         array.header = header

@@ -243,7 +243,8 @@ def add_commands(sub) -> None:
         description=ROBUSTNESS_HELP, formatter_class=formatter)
     _model_arguments(robust)
     robust.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
-                        help="CamVid-layout frames (labels in the sibling *annot folder)")
+                        help="CamVid-layout frames (labels in the sibling *annot folder); "
+                        "default %(default)s, from the current folder")
     robust.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES,
                         metavar="FAMILY", help=f"corruptions: {', '.join(FAMILIES)}")
     robust.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES),

@@ -136,12 +136,16 @@ def run_robustness(options: RobustnessOptions, say=print) -> dict:
 
     options.check()
     if not options.images.is_dir():
-        raise FileNotFoundError(f"frames not found at {options.images}")
+        where = "" if options.images.is_absolute() else f" (from {Path.cwd()})"
+        raise FileNotFoundError(f"frames not found at {options.images}{where}: pass --images "
+                                "DIR, a folder of frames with labels in DIRannot")
     labels = camvid_label_folder(options.images)
     if labels is None:
         raise FileNotFoundError(f"no ground truth beside {options.images} (expected "
                                 f"{options.images.parent / (options.images.name + 'annot')})")
     model = Path(options.model) if options.model else default_model_path()
+    if options.health:
+        _check_health_run(options, model, labels)
     options.output.mkdir(parents=True, exist_ok=True)
     scratch = options.output / ".bags"
     scratch.mkdir(exist_ok=True)
@@ -165,6 +169,26 @@ def run_robustness(options: RobustnessOptions, say=print) -> dict:
         data["health_validation"] = health_validation(data)
     write_outputs(options.output, data)
     return data
+
+
+def _check_health_run(options: RobustnessOptions, model: Path, labels: Path) -> None:
+    """--health judges windows of the node's health: refuse, before any replay, a model
+    without a reference (every score would be empty) and fewer frames than one window."""
+    from textseg.engine.onnx_file import read_onnx_model
+    from textseg.health import HEALTH_KEY
+    from textseg.node.parameters import NodeParameters
+    from textseg.replay.dataset import pair_files
+
+    if HEALTH_KEY not in read_onnx_model(model).metadata:
+        raise ValueError(f"--health needs a model with a health reference; {model} has none "
+                         f"(`textseg health-reference {model} FRAMES` adds one)")
+    window = NodeParameters().health_window
+    frames = len(pair_files(options.images, labels))
+    if options.limit is not None:
+        frames = min(frames, options.limit)
+    if frames < window:
+        raise ValueError(f"--health needs at least {window} frames (the node's health_window); "
+                         f"{options.images} with --limit {options.limit} gives {frames}")
 
 
 def _cell(value: float | None, digits: int = 2) -> str:
@@ -280,8 +304,13 @@ def render_markdown(data: dict) -> str:
                   f"windows at severity >= {v['min_severity']} that lost >= "
                   f"{v['drop_points']:g} points against clean: {v['fell_windows']}, flagged "
                   f"{_cell(_percent(v['warned_when_fell']), 1)} %.", "",
+                  f"A window is the node's last health_window frames at a frame; flagged: "
+                  f"its level was WARN or ERROR (`warn_share` in robustness.json); mIoU drop: "
+                  f"against the clean window ending at the same frame; lost >= "
+                  f"{v['drop_points']:g}: windows that lost at least that many points, and how "
+                  "many of them were flagged.", "",
                   "| corruption | severity | windows | mean score | flagged % | mean mIoU drop "
-                  "| lost >= drop | of those flagged |",
+                  f"| lost >= {v['drop_points']:g} | of those flagged |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in v["rows"]:
             lines.append(f"| {r['family']} | {r['severity']} | {r['windows']} | "

@@ -248,8 +248,9 @@ def quantize_model(model: str | Path, output: str | Path, calibration: str | Pat
     kept_float = [name for name in exclude if name not in auto_excluded]
     meta = {p.key: p.value for p in proto.metadata_props}
     # The contract's metadata, carried over; the fp32 evaluation no longer describes this
-    # file, so it is kept only under its own name.
+    # file, so it is kept only under its own name (the quantizer copied it into `meta` too).
     extra = dict(source.info.extra)
+    meta.pop("evaluation", None)
     if "evaluation" in extra:
         meta["source_evaluation"] = extra.pop("evaluation")
     meta.update(replace(source.info, eval_miou=None, extra=extra).to_metadata())
