@@ -19,6 +19,7 @@ seeds="${SEEDS:-0 1}"
 train="$root/.venv/bin/textseg-train"
 
 # Candidate -> its stage-1 keys (stage 2 is the same for all; a backbone change applies to both).
+# probe_enet: the first two of the study combined (measured after the default was chosen).
 declare -A candidate=(
   [today]=""
   [probe_finetune]="backbone_frozen_iterations=150 backbone_lr_mult=0.3"
@@ -26,8 +27,9 @@ declare -A candidate=(
   [other_light]="photometric=light"
   [lite2]="backbone=efficientnet_lite2"
   [full_frames]="crop_size=[360,480]"
+  [probe_enet]="backbone_frozen_iterations=150 backbone_lr_mult=0.3 class_weights=enet"
 )
-order=(today probe_finetune enet_weights other_light lite2 full_frames)
+order=(today probe_finetune enet_weights other_light lite2 full_frames probe_enet)
 if [ $# -gt 0 ]; then order=("$@"); fi
 for name in "${order[@]}"; do
   if [ -z "${candidate[$name]+set}" ]; then
