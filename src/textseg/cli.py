@@ -53,7 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm() -> None:
+    """A TERM (a supervisor, `timeout`, `kill`) unwinds like Ctrl-C: the `finally` blocks
+    stop the node processes a command started instead of leaving them orphaned on DDS."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # run as the `textseg` program, not called from Python
+        _exit_on_sigterm()
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the results' "command"
     try:

@@ -4,6 +4,7 @@ the shipped default model: the report says what a degraded camera costs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,41 @@ def test_the_health_signal_is_validated_against_each_windows_miou(camvid_dir, tm
     assert validation["clean_false_alarm_share"] == 0.0
     assert validation["fell_windows"] == 3 and validation["warned_when_fell"] == 1.0
     assert "## Health signal" in (output / "report.md").read_text()
+
+
+def test_a_terminated_run_stops_the_node_it_started(camvid_dir, tiny_model_path, ros_env,
+                                                    tmp_path):
+    """TERM to `textseg robustness` (a supervisor, `timeout`) unwinds like Ctrl-C: the node
+    process it started is stopped, not left running on DDS."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.Popen(
+        [sys.executable, "-m", "textseg.cli", "robustness", "--model", str(tiny_model_path),
+         "--images", str(camvid_dir / "val"), "--limit", "40", "--families", "fog",
+         "--severities", "1", "--threads", "1", "--output", str(tmp_path / "r")],
+        env={**os.environ, **ros_env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children = []
+    try:
+        deadline = time.monotonic() + 60
+        while not children and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.2)
+            children = [int(p) for p in Path(f"/proc/{run.pid}/task/{run.pid}/children")
+                        .read_text().split()]
+        assert children, "the run never started a node"
+        time.sleep(1.0)  # the node is up and serving
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(30) == 128 + signal.SIGTERM
+        time.sleep(0.5)
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()
+                    and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for pid in children:
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
