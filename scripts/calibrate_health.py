@@ -1,17 +1,18 @@
 """Calibrate the labels' health score on training frames, never on the frames it is validated on.
 
-  .venv/bin/python scripts/calibrate_health.py collect [--model M] [--sequences 0001TP 0006R0]
+  .venv/bin/python scripts/calibrate_health.py collect [--model M] [--sequences SEQ ...]
   .venv/bin/python scripts/calibrate_health.py fit [--json training/results/health_calibration.json]
 
 `collect` runs the model (ONNX Runtime, as the node does) on CamVid *train* frames of the given
 sequences, clean and under every corruption x severity of `textseg robustness`, and keeps per
 frame the health summary (textseg.health.frame_stats) and the frame's confusion matrix
-(out/health_calibration/frames.npz). `fit` replays those summaries through
-textseg.health.HealthMonitor in rolling windows of 30 frames within each sequence, once per
-candidate weighting (HealthWeights), and prints, per candidate, what `textseg robustness
---health` reports on val: clean windows flagged, Spearman of score and window mIoU, and the
-share flagged of the windows at severity >= 3 that lost >= 10 points. The shipped weights are
-chosen here, on train frames; the validation through the node runs on val (docs/node.md).
+(out/health_calibration/frames_<sequences>.json). `fit` reads every such file and replays the
+summaries through textseg.health.HealthMonitor in rolling windows of 30 frames within each
+sequence, once per candidate weighting (HealthWeights), and prints, per candidate, what
+`textseg robustness --health` reports on val: clean windows flagged, Spearman of score and
+window mIoU, and the share flagged of the windows at severity >= 3 that lost >= 10 points.
+The shipped weights are chosen here, on train frames; the validation through the node runs on
+val (docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def collect(args) -> int:
         print(f"[{number}/{len(conditions)}] {family} {severity} "
               f"({time.monotonic() - started:.0f} s)", flush=True)
     WORK.mkdir(parents=True, exist_ok=True)
-    out = WORK / "frames.json"
+    out = WORK / f"frames_{'_'.join(args.sequences)}.json"
     out.write_text(json.dumps({"model": str(model), "sequences": args.sequences,
                                "records": records}))
     print(f"wrote {out}")
@@ -91,9 +92,13 @@ def fit(args) -> int:
     from textseg.replay.metrics import scores
     from textseg.replay.robustness import spearman
 
-    data = json.loads((WORK / "frames.json").read_text())
-    model = data["model"] or str(default_model_path())
-    records = data["records"]
+    parts = [json.loads(f.read_text()) for f in sorted(WORK.glob("frames_*.json"))]
+    if not parts:
+        print(f"nothing collected in {WORK}: run `collect` first", file=sys.stderr)
+        return 2
+    model = parts[0]["model"] or str(default_model_path())
+    records = [r for part in parts for r in part["records"]]
+    sequences = sorted(s for part in parts for s in part["sequences"])
     k = len(records[0]["matrix"])
     reference = read_health_reference(read_onnx_model(model).metadata, k)
     streams: dict[tuple, list] = {}
@@ -139,7 +144,7 @@ def fit(args) -> int:
     shipped = HealthWeights()
     warn_below = HealthThresholds().warn_below
     grid = {"sharpness": [0.2, 0.3, 0.45, 0.6], "brightness": [0.1, 0.2],
-            "brightness_margin": [1.0, 1.5], "saturation": [0.0, 1.0, 2.0]}
+            "brightness_margin": [1.0, 1.5], "saturation": [0.0, 0.5, 1.0, 2.0]}
     rows = []
     for values in itertools.product(*grid.values()):
         weights = replace(shipped, **dict(zip(grid, values, strict=True)))
@@ -162,7 +167,7 @@ def fit(args) -> int:
     shipped_row = {"weights": asdict(shipped), "warn_below": warn_below,
                    **judge(shipped, warn_below)}
     write_results(args.json, {"command": "python scripts/calibrate_health.py fit",
-                              "frames": f"CamVid train, sequences {data['sequences']}, clean "
+                              "frames": f"CamVid train, sequences {sequences}, clean "
                                         "and every corruption x severity (seed 0)",
                               "model": Path(model).name, "window": window,
                               "shipped": shipped_row, "grid_ranked": rows})
@@ -177,7 +182,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="step", required=True)
     c = sub.add_parser("collect", help="run the model on corrupted train frames")
     c.add_argument("--model", default="")
-    c.add_argument("--sequences", nargs="+", default=["0001TP", "0006R0"])
+    c.add_argument("--sequences", nargs="+", default=["0001TP", "0006R0", "0016E5"])
     c.add_argument("--threads", type=int, default=1)
     f = sub.add_parser("fit", help="score candidate weightings on the collected frames")
     f.add_argument("--json", type=Path,

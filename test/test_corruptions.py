@@ -96,3 +96,11 @@ def test_spearman_and_the_health_validation_count_as_stated():
     assert result["clean_false_alarm_share"] == 0.5
     assert result["fell_windows"] == 2 and result["warned_when_fell"] == 0.5  # severity >= 3
     assert result["rows"][2]["fell"] == 1 and result["rows"][2]["fell_warned"] == 1
+    assert result["per_family"] == {"fog": {"fell": 2, "warned_when_fell": 0.5}}
+    from textseg.replay.robustness import render_markdown
+
+    conditions = [{**c, "miou": 50.0, "frames_scored": 31} for c in data["conditions"]]
+    report = render_markdown({"conditions": conditions, "model": "m.onnx", "images": "val",
+                              "command": "", "cpu": {"description": "a CPU"},
+                              "health_validation": result})
+    assert "per family: fog 50 % of 2." in report

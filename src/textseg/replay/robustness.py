@@ -238,6 +238,7 @@ def health_validation(data: dict, drop_points: float = 10.0, min_severity: int =
     clean_miou = {w[0]: w[3] for w in clean["windows"]}
     scores_, mious, rows = [], [], []
     fell_warned = fell_total = 0
+    by_family: dict[str, list[int]] = {}  # family -> [fallen windows, flagged of them]
     for c in data["conditions"]:
         windows = [w for w in c.get("windows", []) if w[1] is not None and w[3] is not None]
         scores_ += [w[1] for w in windows]
@@ -248,6 +249,10 @@ def health_validation(data: dict, drop_points: float = 10.0, min_severity: int =
         if c["severity"] >= min_severity:
             fell_total += len(fell)
             fell_warned += sum(1 for w in fell if w[2] >= 1)
+            if fell:
+                counts = by_family.setdefault(c["family"], [0, 0])
+                counts[0] += len(fell)
+                counts[1] += sum(1 for w in fell if w[2] >= 1)
         rows.append({"family": c["family"], "severity": c["severity"], "windows": len(windows),
                      "mean_score": _mean([w[1] for w in windows]),
                      "warn_share": _mean([float(w[2] >= 1) for w in windows]),
@@ -258,7 +263,11 @@ def health_validation(data: dict, drop_points: float = 10.0, min_severity: int =
             "spearman_score_miou": spearman(scores_, mious),
             "warned_when_fell": fell_warned / fell_total if fell_total else None,
             "fell_windows": fell_total, "drop_points": drop_points,
-            "min_severity": min_severity, "rows": rows}
+            "min_severity": min_severity, "rows": rows,
+            # per family: its windows at severity >= min_severity that fell, and the share
+            # flagged (the validation asks >= 90 % for every family)
+            "per_family": {f: {"fell": n, "warned_when_fell": warned / n}
+                           for f, (n, warned) in by_family.items()}}
 
 
 def _percent(share: float | None) -> float | None:
@@ -304,6 +313,11 @@ def render_markdown(data: dict) -> str:
                   f"windows at severity >= {v['min_severity']} that lost >= "
                   f"{v['drop_points']:g} points against clean: {v['fell_windows']}, flagged "
                   f"{_cell(_percent(v['warned_when_fell']), 1)} %.", "",
+                  *([f"Flagged of the windows that lost >= {v['drop_points']:g} points at "
+                     f"severity >= {v['min_severity']}, per family: " + ", ".join(
+                         f"{f} {_cell(_percent(r['warned_when_fell']), 0)} % of {r['fell']}"
+                         for f, r in v["per_family"].items()) + ".", ""]
+                    if v.get("per_family") else []),
                   f"A window is the node's last health_window frames at a frame; flagged: "
                   f"its level was WARN or ERROR (`warn_share` in robustness.json); mIoU drop: "
                   f"against the clean window ending at the same frame; lost >= "
