@@ -152,9 +152,11 @@ def fit(args) -> int:
         # reference than a new street's, so a threshold fitted here would be too high there
         rows.append({"weights": asdict(weights), "warn_below": warn_below,
                      **judge(weights, warn_below)})
-    # the calibration's rule, in order: no clean window flagged, every family's fallen windows
-    # flagged as much as possible, then the rank correlation
-    rows.sort(key=lambda r: (r["clean_flagged"] > 0.01, -round(r["worst_family_flagged"], 2),
+    # the calibration's rule, in the validation's order: the fewest clean windows flagged,
+    # then the fewest families whose fallen windows (severity >= 3, >= 10 points) are flagged
+    # less than 90 %, then the rank correlation of score and mIoU
+    rows.sort(key=lambda r: (round(r["clean_flagged"], 3),
+                             sum(v < 0.9 for v in r["per_family_flagged"].values()),
                              -(r["spearman"] or 0)))
     print("| sharpness | brightness | margin | saturation | warn | clean flagged | Spearman "
           "| fell flagged | worst family | mild flagged |")

@@ -146,7 +146,8 @@ def main() -> int:
                   "miou": mine["miou"], "pixel_accuracy": mine["pixel_accuracy"],
                   "per_class_iou": mine["per_class_iou"]}
     atomic_write_bytes(ROOT / "models" / f"textseg_default_int8{suffix}.onnx",
-                       with_metadata(chosen.read_bytes(), {"evaluation": json.dumps(evaluation)}))
+                       with_metadata(chosen.read_bytes(), {"evaluation": json.dumps(evaluation),
+                                                           "eval_miou": json.dumps(mine["miou"])}))
     write_results(ROOT / "training" / "results" / f"int8{suffix}_default_model.json", results)
     fp = results["fp32"]
     print(f"\n| model | val mIoU % | ORT p50 ms | ORT p99 ms |\n|---|---:|---:|---:|\n"

@@ -2,21 +2,21 @@
 
 A model carries a reference (metadata key `health_reference`), computed from its own outputs on
 frames of its training data when it is exported (or on the frames given to `textseg import`,
-`textseg quantize` or `textseg health-reference --embed`): the distribution of its per-pixel
-confidence (max class probability, in 16 bins), the share of pixels of each class, its mean
-confidence, and three statistics of the frames themselves: sharpness (mean |Laplacian|),
-brightness and the share of clipped pixels. At run time each frame is summarised the same way (labels and confidence from every
-4th pixel each way, the input at half resolution), and `HealthMonitor` compares a rolling window
-of frames with the reference:
+`textseg quantize` or `textseg health-reference MODEL FRAMES`): the distribution of its
+per-pixel confidence (max class probability, in 16 bins), the share of pixels of each class,
+its mean confidence, and three statistics of the frames themselves: sharpness (mean
+|Laplacian|), brightness and the share of clipped pixels. At run time each frame is summarised
+the same way (labels and confidence from every 4th pixel each way, the input at half
+resolution), and `HealthMonitor` compares a rolling window of frames with the reference:
 
     outputs = 1 - (TV(confidence histograms) + TV(class shares)) / 2    (TV: total variation)
     inputs  = 1 - 0.3 * sharpness lost - 0.1 * max(0, brightness off by > 1.5 reference stds)
-                - 0 * clipped share above the reference's
+                - 0.5 * clipped share above the reference's
     score   = min(outputs, inputs)
 
 The weights (HealthWeights) were chosen on corrupted CamVid *training* frames
-(scripts/calibrate_health.py, training/results/health_calibration.json); the clipped share's
-weight came out 0 there and stays a knob.
+(scripts/calibrate_health.py, training/results/health_calibration.json), never on the val
+frames the validation reports.
 
 1 is a window that looks like the reference. Noise, darkness and glare move the confidence down
 and the class mix away from the street's; blur costs labels before it costs confidence, which
@@ -186,7 +186,7 @@ class HealthWeights:
     sharpness: float = 0.3  # per share of the reference's sharpness lost (blur, fog)
     brightness: float = 0.1  # per reference std of brightness beyond the margin
     brightness_margin: float = 1.5  # reference stds of brightness that cost nothing
-    saturation: float = 0.0  # per share of clipped pixels above the reference's (glare)
+    saturation: float = 0.5  # per share of clipped pixels above the reference's (glare)
 
 
 @dataclass(frozen=True)

@@ -187,8 +187,9 @@ def _check_health_run(options: RobustnessOptions, model: Path, labels: Path) -> 
     if options.limit is not None:
         frames = min(frames, options.limit)
     if frames < window:
+        limited = "" if options.limit is None else f" with --limit {options.limit}"
         raise ValueError(f"--health needs at least {window} frames (the node's health_window); "
-                         f"{options.images} with --limit {options.limit} gives {frames}")
+                         f"{options.images}{limited} gives {frames}")
 
 
 def _cell(value: float | None, digits: int = 2) -> str:
@@ -260,7 +261,7 @@ def health_validation(data: dict, drop_points: float = 10.0, min_severity: int =
                      "fell": len(fell), "fell_warned": sum(1 for w in fell if w[2] >= 1)})
     clean_row = rows[0]
     return {"clean_false_alarm_share": clean_row["warn_share"],
-            "spearman_score_miou": spearman(scores_, mious),
+            "spearman_score_miou": spearman(scores_, mious), "windows": len(scores_),
             "warned_when_fell": fell_warned / fell_total if fell_total else None,
             "fell_windows": fell_total, "drop_points": drop_points,
             "min_severity": min_severity, "rows": rows,
@@ -309,7 +310,8 @@ def render_markdown(data: dict) -> str:
         lines += ["", "## Health signal (labels/health) against the windows' mIoU", "",
                   f"Clean windows flagged (WARN or ERROR): "
                   f"{_cell(_percent(v['clean_false_alarm_share']), 1)} %; Spearman rank "
-                  f"correlation of score and window mIoU: {_cell(v['spearman_score_miou'], 3)}; "
+                  f"correlation of score and window mIoU over {v.get('windows', '-')} windows: "
+                  f"{_cell(v['spearman_score_miou'], 3)}; "
                   f"windows at severity >= {v['min_severity']} that lost >= "
                   f"{v['drop_points']:g} points against clean: {v['fell_windows']}, flagged "
                   f"{_cell(_percent(v['warned_when_fell']), 1)} %.", "",
@@ -364,4 +366,11 @@ def robustness_command(args) -> int:
     clean, table = relative_table(data)
     print(f"\nclean mIoU {_cell(clean)}; report {args.output / 'report.md'}, chart "
           f"{args.output / 'robustness.png'}")
+    v = data.get("health_validation") or {}
+    if v:
+        print(f"health: clean windows flagged {_cell(_percent(v['clean_false_alarm_share']), 1)} "
+              f"%, Spearman {_cell(v['spearman_score_miou'], 3)} over {v['windows']} windows, "
+              f"flagged {_cell(_percent(v['warned_when_fell']), 1)} % of the "
+              f"{v['fell_windows']} windows that lost >= {v['drop_points']:g} points at "
+              f"severity >= {v['min_severity']}")
     return 0
