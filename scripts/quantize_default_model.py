@@ -89,6 +89,7 @@ def main() -> int:
         return 2
     from textseg.cli import main as textseg
     from textseg.cpu import write_results
+    from textseg.engine.contract import KEY_PREFIX
     from textseg.engine.int8_saturation import saturation_report
     from textseg.engine.onnx_file import with_metadata
     from textseg.engine.onnxruntime_backend import OnnxRuntimeBackend
@@ -147,7 +148,8 @@ def main() -> int:
                   "per_class_iou": mine["per_class_iou"]}
     atomic_write_bytes(ROOT / "models" / f"textseg_default_int8{suffix}.onnx",
                        with_metadata(chosen.read_bytes(), {"evaluation": json.dumps(evaluation),
-                                                           "eval_miou": json.dumps(mine["miou"])}))
+                                                           KEY_PREFIX + "eval_miou":
+                                                           json.dumps(mine["miou"])}))
     write_results(ROOT / "training" / "results" / f"int8{suffix}_default_model.json", results)
     fp = results["fp32"]
     print(f"\n| model | val mIoU % | ORT p50 ms | ORT p99 ms |\n|---|---:|---:|---:|\n"
