@@ -108,7 +108,7 @@ def fit(args) -> int:
                               "class_share": np.asarray(s["class_share"])})
         streams.setdefault((r["family"], r["severity"], r["sequence"]), []).append(
             (stats, np.asarray(r["matrix"])))
-    window = 30
+    window = HealthThresholds().window  # the node's default health_window
 
     def windows(weights) -> list[tuple]:
         found = []
