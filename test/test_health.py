@@ -105,6 +105,29 @@ def test_unsure_labels_of_other_classes_warn_then_err(reference):
     assert assessment.score < unsure.score()
 
 
+def test_a_patch_the_model_cannot_read_warns_through_the_uncertain_share(reference):
+    """Dirt on the lens: the class mix and most of the confidence stay as they were, but the
+    pixels under the patch have no class at half probability. Only the uncertain term sees
+    it: without it (weight 0) the same window is OK."""
+    frames = []
+    for seed in range(10):
+        rgb, labels, conf = _frame(seed)
+        conf[:, :8] = 90  # 1/16 of the frame: confidence 0.35
+        frames.append(frame_stats(rgb, labels, conf, K))
+    levels = {}
+    for weight in (0.0, HealthWeights().uncertain):
+        monitor = HealthMonitor(reference, HealthThresholds(window=10),
+                                HealthWeights(uncertain=weight))
+        for stats in frames:
+            monitor.add(stats)
+        levels[weight] = monitor.assess()
+    assert levels[0.0].level == OK, levels[0.0]
+    dirty = levels[HealthWeights().uncertain]
+    assert dirty.level == WARN, dirty
+    # 1/16 of the pixels newly uncertain costs the weight times that share
+    assert dirty.score == pytest.approx(1 - HealthWeights().uncertain / 16, abs=0.01)
+
+
 def test_a_blurred_stream_loses_its_score(reference):
     import cv2
 

@@ -9,10 +9,11 @@ its mean confidence, and three statistics of the frames themselves: sharpness (m
 the same way (labels and confidence from every 4th pixel each way, the input at half
 resolution), and `HealthMonitor` compares a rolling window of frames with the reference:
 
-    outputs = 1 - (TV(confidence histograms) + TV(class shares)) / 2    (TV: total variation)
-    inputs  = 1 - 0.3 * sharpness lost - 0.1 * max(0, brightness off by > 1.5 reference stds)
-                - 0.5 * clipped share above the reference's
-    score   = min(outputs, inputs)
+    outputs   = 1 - (TV(confidence histograms) + TV(class shares)) / 2  (TV: total variation)
+    uncertain = 1 - 6 * (share of pixels with confidence < 0.5 above the reference's)
+    inputs    = 1 - 0.3 * sharpness lost - 0.1 * max(0, brightness off by > 1.5 reference stds)
+                  - 0.5 * clipped share above the reference's
+    score     = min(outputs, uncertain, inputs)
 
 The weights (HealthWeights) were chosen on corrupted CamVid *training* frames
 (scripts/calibrate_health.py, training/results/health_calibration.json), never on the val
@@ -20,7 +21,9 @@ frames the validation reports.
 
 1 is a window that looks like the reference. Noise, darkness and glare move the confidence down
 and the class mix away from the street's; blur costs labels before it costs confidence, which
-the sharpness sees. Below
+the sharpness sees. A patch the model cannot read (dirt on the lens, a raindrop) leaves the
+class mix and the frame's statistics nearly as they were, but its pixels are the ones where no
+class holds half the probability: the uncertain share grows with the area lost. Below
 `warn_below` the level is WARN, below `error_below` ERROR. Two failures of the camera itself are
 flagged whatever the model says: a black stream (mean brightness under `black_below`) and a
 frozen one (`frozen_frames` consecutive frames with identical pixels).
@@ -42,6 +45,7 @@ import numpy as np
 
 HEALTH_KEY = "health_reference"
 CONFIDENCE_BINS = 16
+UNCERTAIN_BINS = CONFIDENCE_BINS // 2  # the bins of confidence < 0.5: no class holds half
 PIXEL_STRIDE = 4  # statistics from every 4th pixel each way: 1/16 of the frame
 INPUT_STRIDE = 8  # brightness and the frozen-frame digest from every 8th input pixel
 # Sharpness is measured on the grey frame resized to this many rows (INTER_AREA): the mean
@@ -173,7 +177,8 @@ def read_health_reference(metadata: dict[str, str], num_classes: int
 @dataclass(frozen=True)
 class HealthThresholds:
     window: int = 30  # frames compared with the reference
-    warn_below: float = 0.83
+    # both drawn from corrupted training frames by scripts/calibrate_health.py (its RULE)
+    warn_below: float = 0.82
     error_below: float = 0.6
     black_below: float = 12.0  # mean brightness (0..255) of a black stream
     frozen_frames: int = 10  # identical frames in a row: the camera is stuck
@@ -187,6 +192,7 @@ class HealthWeights:
     brightness: float = 0.1  # per reference std of brightness beyond the margin
     brightness_margin: float = 1.5  # reference stds of brightness that cost nothing
     saturation: float = 0.5  # per share of clipped pixels above the reference's (glare)
+    uncertain: float = 6.0  # per share of pixels with confidence < 0.5 above the reference's
 
 
 @dataclass(frozen=True)
@@ -243,23 +249,27 @@ class HealthMonitor:
             return None
         ref, frames = self.reference, self._frames
         share = np.mean([s.class_share for s in frames], 0)
+        w = self.weights
+        uncertain = 1.0
         if any(s.mean_confidence is None for s in frames):  # no confidence output: its shares
             outputs = 1.0 - _total_variation(share, self._ref_share)
         else:
             hist = np.mean([s.confidence_hist for s in frames], 0)
             outputs = 1.0 - 0.5 * (_total_variation(hist, self._ref_hist)
                                    + _total_variation(share, self._ref_share))
+            excess = (float(hist[:UNCERTAIN_BINS].sum())
+                      - float(self._ref_hist[:UNCERTAIN_BINS].sum()))
+            uncertain = 1.0 - w.uncertain * max(0.0, excess)
         sharpness = float(np.mean([s.sharpness for s in frames]))
         sharpness_lost = max(0.0, 1.0 - sharpness / ref.sharpness) if ref.sharpness > 0 else 0.0
         brightness_off = (abs(float(np.mean([s.brightness for s in frames])) - ref.brightness)
                           / max(ref.brightness_std, MIN_BRIGHTNESS_STD))
-        w = self.weights
         inputs = (1.0 - w.sharpness * sharpness_lost
                   - w.brightness * max(0.0, brightness_off - w.brightness_margin))
         if ref.saturated is not None:
             saturated = float(np.mean([s.saturated for s in frames]))
             inputs -= w.saturation * max(0.0, saturated - ref.saturated)
-        return min(outputs, inputs)
+        return min(outputs, uncertain, inputs)
 
     def assess(self) -> HealthAssessment:
         t = self.thresholds

@@ -1,6 +1,6 @@
 """labels/health over real DDS: the shipped default model with a health reference from CamVid
 train frames, fed CamVid val frames by a client process: clean frames are OK; the same frames
-in near darkness, black frames and a frozen camera are flagged."""
+in near darkness or behind a dirty lens, black frames and a frozen camera are flagged."""
 
 from __future__ import annotations
 
@@ -82,6 +82,16 @@ def test_clean_frames_are_ok_and_dark_ones_are_flagged(node_and_client, camvid_f
     # the same status is on /diagnostics, by the node's name, now judged
     assert client.wait_for(lambda: client.diagnostics[name][0].get("health level") != "STALE",
                            5.0)
+
+
+def test_a_dirty_lens_is_flagged(node_and_client, camvid_frames):
+    """Mud on the lens (the corruption's severity 5): the window's uncertain share rises
+    while the class mix stays close to the reference's."""
+    node, client = node_and_client
+    frames = [rgb for _, rgb in camvid_frames(2 * WINDOW)]
+    dirty = [_health_of(client, corrupt(rgb, "lens_dirt", 5, seed=i))
+             for i, rgb in enumerate(frames)]
+    assert all(h["level"] >= 1 for h in dirty[WINDOW:]), [h["message"] for h in dirty]
 
 
 def test_black_and_frozen_cameras_are_errors(node_and_client, camvid_frames):

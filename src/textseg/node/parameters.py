@@ -29,6 +29,7 @@ ENGINE_BUILD = ("auto", "never")
 RELIABILITIES = ("best_effort", "reliable")
 MAX_PARALLEL = 8  # parallel_inferences: ONNX Runtime sessions at most
 CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_HEALTH = HealthThresholds()  # the health_* defaults: one place (textseg.health)
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a double (e.g. 1.0)",
               bool: "a boolean", list: "a list of strings"}
 
@@ -212,17 +213,19 @@ class NodeParameters:
         "window: confidence, class mix, sharpness, brightness) and flag black and frozen "
         "streams: labels/health (diagnostic_msgs/DiagnosticArray, the frame's header) and a "
         "/diagnostics status. Computes the confidence on every frame (docs/node.md)")
-    health_window: int = _parameter(30, "Frames in the health window", limits=Limits(1))
+    health_window: int = _parameter(_HEALTH.window, "Frames in the health window",
+                                     limits=Limits(1))
     health_warn_below: float = _parameter(
-        0.83, "Health score under which the level is WARN (labels degraded)",
+        _HEALTH.warn_below, "Health score under which the level is WARN (labels degraded)",
         limits=Limits(0.0, 1.0))
     health_error_below: float = _parameter(
-        0.6, "Health score under which the level is ERROR (labels unreliable)",
+        _HEALTH.error_below, "Health score under which the level is ERROR (labels unreliable)",
         limits=Limits(0.0, 1.0), constraints="<= health_warn_below")
     health_frozen_frames: int = _parameter(
-        10, "This many identical frames in a row: ERROR, frozen camera", limits=Limits(2))
+        _HEALTH.frozen_frames, "This many identical frames in a row: ERROR, frozen camera",
+        limits=Limits(2))
     health_black_below: float = _parameter(
-        12.0, "Mean brightness (0-255) under which a frame is black: ERROR",
+        _HEALTH.black_below, "Mean brightness (0-255) under which a frame is black: ERROR",
         limits=Limits(0.0, 255.0))
 
     def validate(self) -> None:
