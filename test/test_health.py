@@ -103,6 +103,8 @@ def test_unsure_labels_of_other_classes_warn_then_err(reference):
     assessment = lost.assess()
     assert assessment.level == ERROR and "labels unreliable" in assessment.message
     assert assessment.score < unsure.score()
+    # every pixel uncertain: the terms' sum goes far below 0, the score stays in 0..1
+    assert assessment.score == 0.0
 
 
 def test_a_patch_the_model_cannot_read_warns_through_the_uncertain_share(reference):

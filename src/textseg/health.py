@@ -6,14 +6,15 @@ frames of its training data when it is exported (or on the frames given to `text
 per-pixel confidence (max class probability, in 16 bins), the share of pixels of each class,
 its mean confidence, and three statistics of the frames themselves: sharpness (mean
 |Laplacian|), brightness and the share of clipped pixels. At run time each frame is summarised
-the same way (labels and confidence from every 4th pixel each way, the input at half
-resolution), and `HealthMonitor` compares a rolling window of frames with the reference:
+the same way (labels and confidence from every 4th pixel each way, brightness and the clipped
+share from every 8th input pixel, sharpness on the grey frame at 180 rows), and
+`HealthMonitor` compares a rolling window of frames with the reference:
 
     outputs   = 1 - (TV(confidence histograms) + TV(class shares)) / 2  (TV: total variation)
     uncertain = 1 - 6 * (share of pixels with confidence < 0.5 above the reference's)
     inputs    = 1 - 0.3 * sharpness lost - 0.1 * max(0, brightness off by > 1.5 reference stds)
                   - 0.5 * clipped share above the reference's
-    score     = min(outputs, uncertain, inputs)
+    score     = max(0, min(outputs, uncertain, inputs))
 
 The weights (HealthWeights) were chosen on corrupted CamVid *training* frames
 (scripts/calibrate_health.py, training/results/health_calibration.json), never on the val
@@ -68,7 +69,7 @@ class FrameStats:
     class_share: np.ndarray  # float64 [num_classes], sums to 1 (labels in range)
     mean_confidence: float | None  # 0..1; None: the model has no confidence output
     brightness: float  # mean input value, 0..255
-    sharpness: float  # mean |Laplacian| of the grey frame at half resolution
+    sharpness: float  # mean |Laplacian| of the grey frame at SHARPNESS_ROWS rows
     digest: int  # CRC of the subsampled input: equal for identical frames
     saturated: float = 0.0  # share of input pixels clipped white (any channel >= 250)
 
@@ -269,7 +270,7 @@ class HealthMonitor:
         if ref.saturated is not None:
             saturated = float(np.mean([s.saturated for s in frames]))
             inputs -= w.saturation * max(0.0, saturated - ref.saturated)
-        return min(outputs, uncertain, inputs)
+        return max(0.0, min(outputs, uncertain, inputs))  # 0: nothing like the reference
 
     def assess(self) -> HealthAssessment:
         t = self.thresholds
