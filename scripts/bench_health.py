@@ -23,6 +23,9 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=300, help="timed frames")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--beside", default="",
+                        help="what ran beside the timing, recorded in the JSON (e.g. 'a textseg "
+                             "robustness replay')")
     args = parser.parse_args()
     files = sorted(CAMVID_VAL.glob("*.png"))[:20]
     if not files:
@@ -60,7 +63,10 @@ def main() -> int:
                "frames": args.frames, "size": "480x360", "window": monitor.thresholds.window,
                "command": "python scripts/bench_health.py"
                           + (f" --frames {args.frames}" if args.frames != 300 else "")
-                          + (f" --json {args.json}" if args.json else "")}
+                          + (f" --json {args.json}" if args.json else "")
+                          + (f" --beside '{args.beside}'" if args.beside else ""),
+               "conditions": "one thread" + (f"; beside it: {args.beside}" if args.beside
+                                             else "; nothing else running")}
     print(f"health per frame at 480x360: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
     if args.json:
         write_results(args.json, figures)

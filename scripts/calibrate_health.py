@@ -90,7 +90,7 @@ def fit(args) -> int:
         read_health_reference,
     )
     from textseg.replay.metrics import scores
-    from textseg.replay.robustness import spearman
+    from textseg.replay.robustness import DROP_POINTS, MIN_SEVERITY, spearman
 
     parts = [json.loads(f.read_text()) for f in sorted(WORK.glob("frames_*.json"))]
     if not parts:
@@ -131,7 +131,8 @@ def fit(args) -> int:
         drops = [(w[4], clean[(w[2], w[3])] - w[5]) for w in found]
         warn_below = warn_threshold(clean_scores) if thresholds is None else thresholds.warn_below
         error_below = error_threshold(drops) if thresholds is None else thresholds.error_below
-        fell = [w for w in found if w[1] >= 3 and clean[(w[2], w[3])] - w[5] >= 10]
+        fell = [w for w in found
+                if w[1] >= MIN_SEVERITY and clean[(w[2], w[3])] - w[5] >= DROP_POINTS]
         per_family = {}
         for w in fell:
             per_family.setdefault(w[0], []).append(w[4] < warn_below)

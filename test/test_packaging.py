@@ -182,6 +182,22 @@ def test_segmentation_config_names_every_parameter():
     assert missing == [], f"parameters missing from config/segmentation.yaml: {missing}"
 
 
+def test_segmentation_config_sets_the_nodes_own_defaults():
+    """The launch file loads config/segmentation.yaml: a value set there that differs from
+    the node's declared default (textseg.node.parameters, e.g. the health thresholds drawn by
+    scripts/calibrate_health.py) would silently override it. Commented lines are examples."""
+    yaml = pytest.importorskip("yaml")
+    from textseg.node.parameters import parameter_specs
+
+    defaults = {spec.name: spec.default for spec in parameter_specs()}
+    document = yaml.safe_load((ROOT / "config" / "segmentation.yaml").read_text("utf-8"))
+    differs = {name: (value, defaults[name])
+               for section in document.values()
+               for name, value in section["ros__parameters"].items()
+               if name in defaults and value != defaults[name]}
+    assert differs == {}, f"config/segmentation.yaml (value, default): {differs}"
+
+
 def test_node_docstring_lists_every_topic_of_the_reference():
     """The node module's docstring, its topic summary, names every topic docs/node.md's topic
     table lists."""

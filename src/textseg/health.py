@@ -212,6 +212,15 @@ def _mean_text(values: list[float | None]) -> str:
     return "-" if any(v is None for v in values) else f"{np.mean(values):.3f}"
 
 
+def uncertain_share(confidence_hist) -> float:
+    """The share of pixels whose confidence is under 0.5 (no class holds half)."""
+    return float(np.sum(np.asarray(confidence_hist)[:UNCERTAIN_BINS]))
+
+
+def _uncertain_text(hists: list | None) -> str:
+    return "-" if hists is None else f"{uncertain_share(np.mean(hists, 0)):.3f}"
+
+
 def _total_variation(a: np.ndarray, b: np.ndarray) -> float:
     return 0.5 * float(np.abs(a - b).sum())
 
@@ -258,8 +267,7 @@ class HealthMonitor:
             hist = np.mean([s.confidence_hist for s in frames], 0)
             outputs = 1.0 - 0.5 * (_total_variation(hist, self._ref_hist)
                                    + _total_variation(share, self._ref_share))
-            excess = (float(hist[:UNCERTAIN_BINS].sum())
-                      - float(self._ref_hist[:UNCERTAIN_BINS].sum()))
+            excess = uncertain_share(hist) - uncertain_share(self._ref_hist)
             uncertain = 1.0 - w.uncertain * max(0.0, excess)
         sharpness = float(np.mean([s.sharpness for s in frames]))
         sharpness_lost = max(0.0, 1.0 - sharpness / ref.sharpness) if ref.sharpness > 0 else 0.0
@@ -283,10 +291,15 @@ class HealthMonitor:
                   "mean confidence": _mean_text([s.mean_confidence for s in self._frames]),
                   "brightness": f"{latest.brightness:.1f}",
                   "sharpness": f"{np.mean([s.sharpness for s in self._frames]):.1f}",
+                  "uncertain share": _uncertain_text([s.confidence_hist for s in self._frames]
+                                                     if all(s.mean_confidence is not None
+                                                            for s in self._frames) else None),
                   "identical frames in a row": str(self._same_in_a_row)}
         # the same keys with or without a reference: a planner reads them by name
         values["reference mean confidence"] = ("-" if self.reference is None
                                                else f"{self.reference.mean_confidence:.3f}")
+        values["reference uncertain share"] = _uncertain_text(
+            None if self.reference is None else [self.reference.confidence_hist])
         if latest.brightness < t.black_below:
             return HealthAssessment(ERROR, f"black image (mean brightness "
                                     f"{latest.brightness:.1f} < {t.black_below:g})", score, values)

@@ -19,6 +19,7 @@ from textseg.cli import main  # noqa: E402
 from textseg.client.frame_client import FrameClient, stamp_key  # noqa: E402
 from textseg.client.process import NodeProcess, serving  # noqa: E402
 from textseg.engine import default_model_path  # noqa: E402
+from textseg.health import HealthThresholds, HealthWeights  # noqa: E402
 from textseg.replay.corruptions import corrupt  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -85,13 +86,20 @@ def test_clean_frames_are_ok_and_dark_ones_are_flagged(node_and_client, camvid_f
 
 
 def test_a_dirty_lens_is_flagged(node_and_client, camvid_frames):
-    """Mud on the lens (the corruption's severity 5): the window's uncertain share rises
-    while the class mix stays close to the reference's."""
+    """Mud on the lens (the corruption's severity 5) over frames that are OK clean: the
+    window's uncertain share rises enough to flag it on its own."""
     node, client = node_and_client
     frames = [rgb for _, rgb in camvid_frames(2 * WINDOW)]
+    clean = [_health_of(client, rgb) for rgb in frames]
+    assert all(h["level"] == 0 for h in clean[WINDOW:]), [h["message"] for h in clean]
     dirty = [_health_of(client, corrupt(rgb, "lens_dirt", 5, seed=i))
              for i, rgb in enumerate(frames)]
     assert all(h["level"] >= 1 for h in dirty[WINDOW:]), [h["message"] for h in dirty]
+    reference = float(dirty[-1]["reference uncertain share"])
+    assert float(clean[-1]["uncertain share"]) < float(dirty[-1]["uncertain share"])
+    uncertain_term = 1 - HealthWeights().uncertain * (float(dirty[-1]["uncertain share"])
+                                                      - reference)
+    assert uncertain_term < HealthThresholds().warn_below, dirty[-1]
 
 
 def test_black_and_frozen_cameras_are_errors(node_and_client, camvid_frames):

@@ -73,6 +73,10 @@ class Condition:
                                 for i, s, level, m in self.windows]} if self.windows else {})}
 
 
+# The validation's "fell": a window at severity >= 3 that lost >= 10 points against clean.
+DROP_POINTS, MIN_SEVERITY = 10.0, 3
+
+
 def frame_seed(seed: int, index: int) -> int:
     """Each frame's own draws (streak positions, noise), the same in every run."""
     return seed * 1_000_003 + index
@@ -228,7 +232,8 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def health_validation(data: dict, drop_points: float = 10.0, min_severity: int = 3) -> dict:
+def health_validation(data: dict, drop_points: float = DROP_POINTS,
+                      min_severity: int = MIN_SEVERITY) -> dict:
     """How the node's health windows match the windows' measured mIoU: WARN (or ERROR) on
     clean windows (false alarms), rank correlation of score and mIoU over every window, and
     WARN where a window at severity >= `min_severity` lost >= `drop_points` of mIoU against the
