@@ -310,12 +310,12 @@ class HealthMonitor:
             return HealthAssessment(OK, "no health reference in the model: only black and "
                                     "frozen images are detected", None, values)
         if score < t.error_below:
-            return HealthAssessment(ERROR, f"labels unreliable: health {score:.2f} < "
+            return HealthAssessment(ERROR, f"labels unreliable: health {score:.3f} < "
                                     f"{t.error_below:g}", score, values)
         if score < t.warn_below:
-            return HealthAssessment(WARN, f"labels degraded: health {score:.2f} < "
+            return HealthAssessment(WARN, f"labels degraded: health {score:.3f} < "
                                     f"{t.warn_below:g}", score, values)
-        return HealthAssessment(OK, f"health {score:.2f}", score, values)
+        return HealthAssessment(OK, f"health {score:.3f}", score, values)
 
 
 def reference_from_model(model: str | Path | bytes, frames: list[np.ndarray],
