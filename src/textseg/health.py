@@ -208,8 +208,8 @@ class HealthAssessment:
         return LEVEL_NAMES[self.level]
 
 
-def _mean_text(values: list[float | None]) -> str:
-    return "-" if any(v is None for v in values) else f"{np.mean(values):.3f}"
+def _text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def uncertain_share(confidence_hist) -> float:
@@ -217,8 +217,15 @@ def uncertain_share(confidence_hist) -> float:
     return float(np.sum(np.asarray(confidence_hist)[:UNCERTAIN_BINS]))
 
 
-def _uncertain_text(hists: list | None) -> str:
-    return "-" if hists is None else f"{uncertain_share(np.mean(hists, 0)):.3f}"
+@dataclass(frozen=True)
+class _WindowMeans:
+    """The window's frames averaged, once per judgement: the score and the values read it."""
+    confidence_hist: np.ndarray | None  # None: a frame without a confidence output
+    class_share: np.ndarray
+    mean_confidence: float | None
+    sharpness: float
+    brightness: float
+    saturated: float
 
 
 def _total_variation(a: np.ndarray, b: np.ndarray) -> float:
@@ -240,6 +247,7 @@ class HealthMonitor:
         if reference is not None:
             self._ref_hist = np.asarray(reference.confidence_hist)
             self._ref_share = np.asarray(reference.class_share)
+            self._ref_uncertain = uncertain_share(self._ref_hist)
 
     def reset(self) -> None:
         """Start a new window: after a gap in the stream the frames before it describe
@@ -254,30 +262,40 @@ class HealthMonitor:
         self._last_digest = stats.digest
         self._frames.append(stats)
 
+    def _means(self) -> _WindowMeans:
+        frames = self._frames
+        with_confidence = all(s.mean_confidence is not None for s in frames)
+        hist = np.mean([s.confidence_hist for s in frames], 0) if with_confidence else None
+        return _WindowMeans(hist, np.mean([s.class_share for s in frames], 0),
+                            float(np.mean([s.mean_confidence for s in frames]))
+                            if with_confidence else None,
+                            float(np.mean([s.sharpness for s in frames])),
+                            float(np.mean([s.brightness for s in frames])),
+                            float(np.mean([s.saturated for s in frames])))
+
     def score(self) -> float | None:
         if self.reference is None or not self._frames:
             return None
-        ref, frames = self.reference, self._frames
-        share = np.mean([s.class_share for s in frames], 0)
-        w = self.weights
+        return self._score(self._means())
+
+    def _score(self, window: _WindowMeans) -> float:
+        ref, w = self.reference, self.weights
         uncertain = 1.0
-        if any(s.mean_confidence is None for s in frames):  # no confidence output: its shares
-            outputs = 1.0 - _total_variation(share, self._ref_share)
+        if window.confidence_hist is None:  # no confidence output: its shares alone
+            outputs = 1.0 - _total_variation(window.class_share, self._ref_share)
         else:
-            hist = np.mean([s.confidence_hist for s in frames], 0)
-            outputs = 1.0 - 0.5 * (_total_variation(hist, self._ref_hist)
-                                   + _total_variation(share, self._ref_share))
-            excess = uncertain_share(hist) - uncertain_share(self._ref_hist)
+            outputs = 1.0 - 0.5 * (_total_variation(window.confidence_hist, self._ref_hist)
+                                   + _total_variation(window.class_share, self._ref_share))
+            excess = uncertain_share(window.confidence_hist) - self._ref_uncertain
             uncertain = 1.0 - w.uncertain * max(0.0, excess)
-        sharpness = float(np.mean([s.sharpness for s in frames]))
-        sharpness_lost = max(0.0, 1.0 - sharpness / ref.sharpness) if ref.sharpness > 0 else 0.0
-        brightness_off = (abs(float(np.mean([s.brightness for s in frames])) - ref.brightness)
+        sharpness_lost = (max(0.0, 1.0 - window.sharpness / ref.sharpness)
+                          if ref.sharpness > 0 else 0.0)
+        brightness_off = (abs(window.brightness - ref.brightness)
                           / max(ref.brightness_std, MIN_BRIGHTNESS_STD))
         inputs = (1.0 - w.sharpness * sharpness_lost
                   - w.brightness * max(0.0, brightness_off - w.brightness_margin))
         if ref.saturated is not None:
-            saturated = float(np.mean([s.saturated for s in frames]))
-            inputs -= w.saturation * max(0.0, saturated - ref.saturated)
+            inputs -= w.saturation * max(0.0, window.saturated - ref.saturated)
         return max(0.0, min(outputs, uncertain, inputs))  # 0: nothing like the reference
 
     def assess(self) -> HealthAssessment:
@@ -285,21 +303,21 @@ class HealthMonitor:
         if not self._frames:
             return HealthAssessment(OK, "no frame yet", None)
         latest = self._frames[-1]
-        score = self.score()
-        values = {"health score": "-" if score is None else f"{score:.3f}",
+        window = self._means()
+        score = None if self.reference is None else self._score(window)
+        values = {"health score": _text(score),
                   "health window (frames)": str(len(self._frames)),
-                  "mean confidence": _mean_text([s.mean_confidence for s in self._frames]),
+                  "mean confidence": _text(window.mean_confidence),
                   "brightness": f"{latest.brightness:.1f}",
-                  "sharpness": f"{np.mean([s.sharpness for s in self._frames]):.1f}",
-                  "uncertain share": _uncertain_text([s.confidence_hist for s in self._frames]
-                                                     if all(s.mean_confidence is not None
-                                                            for s in self._frames) else None),
+                  "sharpness": f"{window.sharpness:.1f}",
+                  "uncertain share": _text(None if window.confidence_hist is None
+                                           else uncertain_share(window.confidence_hist)),
                   "identical frames in a row": str(self._same_in_a_row)}
         # the same keys with or without a reference: a planner reads them by name
-        values["reference mean confidence"] = ("-" if self.reference is None
-                                               else f"{self.reference.mean_confidence:.3f}")
-        values["reference uncertain share"] = _uncertain_text(
-            None if self.reference is None else [self.reference.confidence_hist])
+        values["reference mean confidence"] = _text(None if self.reference is None
+                                                    else self.reference.mean_confidence)
+        values["reference uncertain share"] = _text(None if self.reference is None
+                                                    else self._ref_uncertain)
         if latest.brightness < t.black_below:
             return HealthAssessment(ERROR, f"black image (mean brightness "
                                     f"{latest.brightness:.1f} < {t.black_below:g})", score, values)

@@ -252,18 +252,18 @@ def health_validation(data: dict, drop_points: float = DROP_POINTS,
         drops = [clean_miou[w[0]] - w[3] for w in windows if clean_miou.get(w[0]) is not None]
         fell = [w for w in windows if clean_miou.get(w[0]) is not None
                 and clean_miou[w[0]] - w[3] >= drop_points]
+        warned = sum(1 for w in fell if w[2] >= 1)
         if c["severity"] >= min_severity:
             fell_total += len(fell)
-            fell_warned += sum(1 for w in fell if w[2] >= 1)
+            fell_warned += warned
             if fell:
                 counts = by_family.setdefault(c["family"], [0, 0])
                 counts[0] += len(fell)
-                counts[1] += sum(1 for w in fell if w[2] >= 1)
+                counts[1] += warned
         rows.append({"family": c["family"], "severity": c["severity"], "windows": len(windows),
                      "mean_score": _mean([w[1] for w in windows]),
                      "warn_share": _mean([float(w[2] >= 1) for w in windows]),
-                     "mean_miou_drop": _mean(drops),
-                     "fell": len(fell), "fell_warned": sum(1 for w in fell if w[2] >= 1)})
+                     "mean_miou_drop": _mean(drops), "fell": len(fell), "fell_warned": warned})
     clean_row = rows[0]
     return {"clean_false_alarm_share": clean_row["warn_share"],
             "spearman_score_miou": spearman(scores_, mious), "windows": len(scores_),
